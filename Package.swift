@@ -1,0 +1,60 @@
+// swift-tools-version: 6.1
+import PackageDescription
+import Foundation
+
+// The one-way dependency chain: CStargzKernel ← EStargzCore ← (remote ← LazyFS) ← estargz CLI.
+// A builder that only writes eStargz depends on `EStargzCore` and pulls in no networking or FUSE code.
+var package = Package(
+    name: "swift-estargz",
+    products: [
+        .library(name: "EStargzCore", targets: ["EStargzCore"]),
+        .executable(name: "estargz", targets: ["estargz"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .target(
+            name: "CStargzKernel",
+            linkerSettings: [
+                .linkedLibrary("z"),
+                .linkedLibrary("deflate"),
+                .linkedLibrary("zstd"),
+                .linkedLibrary("xxhash"),
+            ]
+        ),
+        .target(
+            name: "EStargzCore",
+            dependencies: ["CStargzKernel"]
+        ),
+        .executableTarget(
+            name: "estargz",
+            dependencies: [
+                "EStargzCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(
+            name: "EStargzCoreTests",
+            dependencies: ["EStargzCore", "CStargzKernel"]
+        ),
+        .testTarget(
+            name: "InteropTests",
+            dependencies: ["EStargzCore"]
+        ),
+    ]
+)
+
+// `make fuzz` sets ESTARGZ_FUZZ=1 to add the libFuzzer target; ordinary builds never see it,
+// because an executable without `main` only links against libFuzzer's driver.
+if ProcessInfo.processInfo.environment["ESTARGZ_FUZZ"] == "1" {
+    package.targets.append(
+        .executableTarget(
+            name: "EStargzFuzz",
+            dependencies: ["EStargzCore"],
+            path: "Tests/Fuzz",
+            swiftSettings: [.unsafeFlags(["-parse-as-library", "-sanitize=fuzzer,address"])],
+            linkerSettings: [.unsafeFlags(["-sanitize=fuzzer,address"])]
+        )
+    )
+}

@@ -1,0 +1,111 @@
+/*
+ * CStargzKernel: the hot path of swift-estargz, in C.
+ *
+ * Whole-chunk inflate of gzip members, streaming inflate, deflate into gzip
+ * members, SHA-256 (SHA-NI where the CPU has it), zstd frames and xxhash.
+ * This header is the kernel's only public interface; it knows nothing of Swift,
+ * TOCs or tar. Every function is thread-safe (per-thread scratch state only).
+ */
+#ifndef CSTARGZKERNEL_H
+#define CSTARGZKERNEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Status codes returned by every fallible kernel function. */
+typedef enum {
+    SGK_OK = 0,
+    SGK_ERR_FORMAT = -1,     /* not a gzip member / zstd frame, or corrupt compressed data */
+    SGK_ERR_TRUNCATED = -2,  /* input ended before the requested output was produced */
+    SGK_ERR_DIGEST = -3,     /* SHA-256 of the produced bytes differs from the expected one */
+    SGK_ERR_NOMEM = -4,      /* allocation failed */
+    SGK_ERR_ARGUMENT = -5,   /* invalid argument (NULL pointer, bad level, ...) */
+    SGK_ERR_SPACE = -6,      /* output buffer too small */
+} sgk_status;
+
+/* Human-readable name of a status code (static string). */
+const char *sgk_status_string(int status);
+
+/* ---------------------------------------------------------------- SHA-256 */
+
+/* Incremental SHA-256. Opaque storage big enough for any backend. */
+typedef struct sgk_sha256 {
+    uint64_t opaque[32];
+} sgk_sha256;
+
+void sgk_sha256_init(sgk_sha256 *ctx);
+void sgk_sha256_update(sgk_sha256 *ctx, const void *data, size_t len);
+void sgk_sha256_final(sgk_sha256 *ctx, uint8_t digest[32]);
+void sgk_sha256(const void *data, size_t len, uint8_t digest[32]);
+/* Which implementation runs on this CPU, e.g. "sha-ni", "openssl", "portable". */
+const char *sgk_sha256_implementation(void);
+
+/* ------------------------------------------------------------- gzip/deflate */
+
+/* Length of the gzip member header (RFC 1952, with FEXTRA/FNAME/FCOMMENT/FHCRC)
+ * at src. SGK_ERR_TRUNCATED if src ends inside the header. */
+int sgk_gzip_header_length(const uint8_t *src, size_t src_len, size_t *header_len);
+
+/* Whole-chunk inflate: decode the gzip member starting at src (header included)
+ * until exactly dst_len bytes are produced into dst. The member may hold more
+ * uncompressed bytes than dst_len (tar padding and following headers); those
+ * are not needed and not produced. src_len bounds how far the decoder may read.
+ * If expected_sha256 is non-NULL, the SHA-256 of dst[0..dst_len) is compared
+ * with it and SGK_ERR_DIGEST returned on mismatch (dst then holds unverified
+ * bytes the caller must not use). If actual_sha256 is non-NULL it receives the
+ * digest. Never writes beyond dst_len. */
+int sgk_chunk_inflate(const uint8_t *src, size_t src_len,
+                      uint8_t *dst, size_t dst_len,
+                      const uint8_t *expected_sha256, uint8_t *actual_sha256);
+
+/* Streaming inflate of one or more concatenated gzip members (a .tar.gz or a
+ * whole eStargz blob). */
+typedef struct sgk_inflater sgk_inflater;
+sgk_inflater *sgk_inflater_new(void);
+void sgk_inflater_free(sgk_inflater *inflater);
+/* Feed up to in_len bytes and produce up to out_len bytes. *in_used and
+ * *out_used receive what was consumed / produced. *stream_end is set to 1 when
+ * a member ended exactly at the end of the consumed input and no partial member
+ * is pending (the caller decides whether more members follow: call again with
+ * more input to continue with the next member). Returns SGK_OK or an error. */
+int sgk_inflater_step(sgk_inflater *inflater,
+                      const uint8_t *in, size_t in_len, size_t *in_used,
+                      uint8_t *out, size_t out_len, size_t *out_used,
+                      int *stream_end);
+/* Total uncompressed bytes produced so far. */
+uint64_t sgk_inflater_total_out(const sgk_inflater *inflater);
+
+/* Upper bound of the compressed size of a gzip member holding len bytes. */
+size_t sgk_gzip_member_bound(size_t len);
+/* Compress src into one complete gzip member (10-byte header, no name, OS=255
+ * like Go's compress/gzip) at level 1..12 (levels above 9 use the strongest
+ * settings of the backend). */
+int sgk_gzip_member_compress(const uint8_t *src, size_t src_len, int level,
+                             uint8_t *dst, size_t dst_capacity, size_t *dst_len);
+/* Which deflate backends are used, e.g. "libdeflate" / "zlib". */
+const char *sgk_deflate_implementation(void);
+const char *sgk_inflate_implementation(void);
+
+/* -------------------------------------------------------------------- zstd */
+
+size_t sgk_zstd_bound(size_t len);
+int sgk_zstd_compress(const uint8_t *src, size_t src_len, int level,
+                      uint8_t *dst, size_t dst_capacity, size_t *dst_len);
+/* Decode one zstd frame at src until exactly dst_len bytes are produced. */
+int sgk_zstd_decompress(const uint8_t *src, size_t src_len,
+                        uint8_t *dst, size_t dst_len);
+
+/* ------------------------------------------------------------------ xxhash */
+
+uint64_t sgk_xxh64(const void *data, size_t len, uint64_t seed);
+uint64_t sgk_xxh3_64(const void *data, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CSTARGZKERNEL_H */

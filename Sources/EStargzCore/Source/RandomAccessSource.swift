@@ -1,0 +1,86 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Random access to the bytes of a blob of known size: the one seam between the
+/// format and where the bytes live (a local file, memory, a registry, a cache).
+///
+/// Implementations may block (a registry source waits for the network); they
+/// must be safe to call from several threads at once.
+public protocol RandomAccessSource: Sendable {
+    /// Size of the whole blob in bytes.
+    var size: Int64 { get }
+    /// Fill `buffer` completely with the bytes at `offset ..< offset + buffer.count`.
+    /// Throws ``EStargzError/truncated(what:offset:needed:)`` when the blob ends first.
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws
+}
+
+extension RandomAccessSource {
+    /// The `count` bytes at `offset`, as a new array.
+    public func read(at offset: Int64, count: Int) throws -> [UInt8] {
+        guard count > 0 else { return [] }
+        return try [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+            try read(into: UnsafeMutableRawBufferPointer(buffer), at: offset)
+            initialized = count
+        }
+    }
+}
+
+/// A blob held in memory.
+public struct MemorySource: RandomAccessSource {
+    public let bytes: [UInt8]
+    public var size: Int64 { Int64(bytes.count) }
+
+    public init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws {
+        guard offset >= 0, offset + Int64(buffer.count) <= size else {
+            throw EStargzError.truncated(what: "blob", offset: offset, needed: Int64(buffer.count))
+        }
+        bytes.withUnsafeBytes { all in
+            buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: all[Int(offset) ..< Int(offset) + buffer.count]))
+        }
+    }
+}
+
+/// A blob in a local file, read with `pread(2)`; the descriptor closes with the last copy.
+public final class FileSource: RandomAccessSource {
+    public let path: String
+    public let size: Int64
+    private let descriptor: Int32
+
+    /// Opens `path` read-only.
+    public init(path: String) throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw EStargzError.io(operation: "open", path: path, errno: errno) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else {
+            let code = errno
+            close(fd)
+            throw EStargzError.io(operation: "fstat", path: path, errno: code)
+        }
+        self.path = path
+        self.descriptor = fd
+        self.size = Int64(info.st_size)
+    }
+
+    deinit { close(descriptor) }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws {
+        guard offset >= 0, offset + Int64(buffer.count) <= size else {
+            throw EStargzError.truncated(what: "blob \(path)", offset: offset, needed: Int64(buffer.count))
+        }
+        var done = 0
+        while done < buffer.count {
+            let n = pread(descriptor, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw EStargzError.io(operation: "pread", path: path, errno: errno)
+            }
+            if n == 0 {
+                throw EStargzError.truncated(what: "blob \(path)", offset: offset + Int64(done), needed: Int64(buffer.count - done))
+            }
+            done += n
+        }
+    }
+}

@@ -1,0 +1,1 @@
+/// PLACEHOLDER: the tar model is being written (see TarReader / TarWriter).
