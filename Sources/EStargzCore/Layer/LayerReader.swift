@@ -1,0 +1,297 @@
+import Dispatch
+import Synchronization
+
+/// Reads an eStargz (or legacy stargz) layer through any ``RandomAccessSource``,
+/// touching only the bytes it needs: the footer and TOC when it opens, then only
+/// the chunks a read overlaps. Every chunk is decompressed straight into the
+/// destination and its SHA-256 checked against the TOC before any byte of it is
+/// returned; a mismatch is an error, never wrong bytes.
+///
+/// ```swift
+/// let layer = try LayerReader(source: try FileSource(path: "layer.esgz"), tocDigest: annotatedDigest)
+/// let bytes = try layer.read(path: "etc/os-release")
+/// ```
+///
+/// A reader is immutable after it opens and safe to use from many threads.
+public final class LayerReader: Sendable {
+    /// Limits that keep a hostile blob from exhausting memory.
+    public struct Limits: Sendable {
+        /// Largest compressed TOC accepted (bytes).
+        public var maximumCompressedTOCSize: Int64 = 256 << 20
+        /// Largest uncompressed TOC JSON accepted (bytes).
+        public var maximumTOCSize: Int64 = 1 << 30
+        /// Largest chunk accepted (bytes); chunks are decompressed whole into memory.
+        public var maximumChunkSize: Int64 = 256 << 20
+        public init() {}
+    }
+
+    /// The blob the layer is read from.
+    public let source: any RandomAccessSource
+    /// SHA-256 of the TOC JSON as stored in the blob (verified against the trusted digest when one was given).
+    public let tocDigest: SHA256Digest
+    /// Blob offset of the TOC's gzip member.
+    public let tocOffset: Int64
+    /// Which footer the blob ends with.
+    public let footerFormat: FooterFormat
+    /// Number of entries in the TOC (chunk entries included).
+    public let tocEntryCount: Int
+
+    private let nodes: [Node]
+    private let paths: [String: Int32]
+    private let chunks: [Chunk]
+
+    /// Opens a layer: reads the footer and the TOC (one read when the TOC is small),
+    /// verifies the TOC against `tocDigest` when given, and indexes it.
+    public init(source: any RandomAccessSource, tocDigest expected: SHA256Digest? = nil, limits: Limits = Limits()) throws {
+        self.source = source
+        let blobSize = source.size
+        guard blobSize >= Int64(FooterFormat.legacyStargz.size) else {
+            throw EStargzError.invalidFooter("blob of \(blobSize) bytes is smaller than any footer")
+        }
+        // One speculative read of the tail usually brings the footer and the whole TOC.
+        let tailSize = min(blobSize, 512 << 10)
+        let tail = try source.read(at: blobSize - tailSize, count: Int(tailSize))
+        let (format, tocOffset) = try Footer.parse(tail)
+        let tocEnd = blobSize - Int64(format.size)
+        guard tocOffset >= 0, tocOffset < tocEnd else {
+            throw EStargzError.invalidFooter("TOC offset \(tocOffset) is outside the blob (TOC must end at \(tocEnd))")
+        }
+        let compressedTOCSize = tocEnd - tocOffset
+        guard compressedTOCSize <= limits.maximumCompressedTOCSize else {
+            throw EStargzError.limitExceeded("compressed TOC of \(compressedTOCSize) bytes")
+        }
+        let compressedTOC: [UInt8]
+        if tocOffset >= blobSize - tailSize {
+            let start = Int(tocOffset - (blobSize - tailSize))
+            compressedTOC = Array(tail[start ..< start + Int(compressedTOCSize)])
+        } else {
+            compressedTOC = try source.read(at: tocOffset, count: Int(compressedTOCSize))
+        }
+        let json = try TOCMember.decompressJSON(compressedTOC, limit: limits.maximumTOCSize)
+        let digest = SHA256Digest.of(json)
+        if let expected, expected != digest {
+            throw EStargzError.tocDigestMismatch(expected: expected.description, actual: digest.description)
+        }
+        let toc = try TOCJSON.decode(json)
+        self.tocDigest = digest
+        self.tocOffset = tocOffset
+        self.footerFormat = format
+        self.tocEntryCount = toc.entries.count
+        (nodes, paths, chunks) = try Index.build(toc, tocOffset: tocOffset, limits: limits)
+    }
+
+    // MARK: Looking things up
+
+    /// The root directory.
+    public var root: LayerEntry { entry(nodes[0], id: 0) }
+
+    /// The entry at `path` (relative to the layer root; a leading "/" and "./" are fine),
+    /// or nil. Hardlink names resolve to the entry they link to.
+    public func entry(at path: String) -> LayerEntry? {
+        guard let id = paths[TarPath.clean(path)] else { return nil }
+        return entry(nodes[Int(id)], id: id)
+    }
+
+    /// The entry with this ``LayerEntry/id``.
+    public func entry(id: Int) -> LayerEntry? {
+        guard id >= 0, id < nodes.count else { return nil }
+        return entry(nodes[id], id: Int32(id))
+    }
+
+    /// The names in directory `directory` and their entries, sorted by name.
+    public func children(of directory: LayerEntry) -> [(name: String, entry: LayerEntry)] {
+        nodes[directory.id].children.map { ($0.name, entry(nodes[Int($0.id)], id: $0.id)) }
+    }
+
+    /// Looks up one name in a directory.
+    public func child(named name: String, of directory: LayerEntry) -> LayerEntry? {
+        let children = nodes[directory.id].children
+        var low = 0, high = children.count
+        while low < high {
+            let mid = (low + high) / 2
+            if children[mid].name < name { low = mid + 1 } else { high = mid }
+        }
+        guard low < children.count, children[low].name == name else { return nil }
+        return entry(nodes[Int(children[low].id)], id: children[low].id)
+    }
+
+    /// Every entry depth-first in name order, the root first; a hardlinked node is
+    /// visited once per name. `body` returns false to skip a directory's contents.
+    public func walk(_ body: (_ path: String, _ entry: LayerEntry) throws -> Bool) rethrows {
+        func visit(_ id: Int32, _ path: String) throws {
+            let node = nodes[Int(id)]
+            guard try body(path, entry(node, id: id)), node.entry.type == .directory else { return }
+            for child in node.children {
+                try visit(child.id, path.isEmpty ? child.name : path + "/" + child.name)
+            }
+        }
+        try visit(0, "")
+    }
+
+    private func entry(_ node: Node, id: Int32) -> LayerEntry {
+        LayerEntry(id: Int(id), path: node.path, tocEntry: node.entry, linkCount: Int(node.linkCount))
+    }
+
+    // MARK: Reading
+
+    /// Reads up to `buffer.count` bytes of the regular file `file` starting at `offset` into
+    /// `buffer`; returns how many (fewer only at the end of the file). Only the chunks the range
+    /// overlaps are fetched, and each is verified before any of its bytes are copied.
+    public func read(_ file: LayerEntry, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws -> Int {
+        let node = nodes[file.id]
+        guard node.entry.type == .regular else {
+            throw EStargzError.wrongType(entry: node.path, expected: "reg", actual: node.entry.type.rawValue)
+        }
+        guard offset >= 0 else { throw EStargzError.invalidArgument("negative offset \(offset)") }
+        let size = node.entry.size
+        guard offset < size, buffer.count > 0 else { return 0 }
+        let end = min(size, offset + Int64(buffer.count))
+        var index = firstChunk(of: node, containing: offset)
+        var position = offset
+        while position < end {
+            let chunk = chunks[index]
+            let start = Int(position - chunk.fileOffset)
+            let count = Int(min(chunk.size - Int64(start), end - position))
+            let destination = UnsafeMutableRawBufferPointer(rebasing: buffer[Int(position - offset) ..< Int(position - offset) + count])
+            if start == 0 && Int64(count) == chunk.size {
+                try decode(chunk, path: node.path, into: destination)
+            } else {
+                let whole = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(chunk.size), alignment: 16)
+                defer { whole.deallocate() }
+                try decode(chunk, path: node.path, into: whole)
+                destination.copyMemory(from: UnsafeRawBufferPointer(rebasing: whole[start ..< start + count]))
+            }
+            position += Int64(count)
+            index += 1
+        }
+        return Int(end - offset)
+    }
+
+    /// `count` bytes (fewer at the end of the file) of the regular file at `path` from `offset`;
+    /// the whole file when `count` is nil.
+    public func read(path: String, offset: Int64 = 0, count: Int? = nil) throws -> [UInt8] {
+        guard let file = entry(at: path) else { throw EStargzError.notFound(path) }
+        guard file.kind == .regular else {
+            throw EStargzError.wrongType(entry: file.path, expected: "reg", actual: file.kind.rawValue)
+        }
+        let available = max(0, file.size - offset)
+        let wanted = Int(min(available, Int64(count ?? Int.max)))
+        guard wanted > 0 else { return [] }
+        return try [UInt8](unsafeUninitializedCapacity: wanted) { buffer, initialized in
+            initialized = try read(file, into: UnsafeMutableRawBufferPointer(buffer), at: offset)
+        }
+    }
+
+    /// Where a file's chunks are, for callers that fetch or cache by chunk.
+    public func chunks(of file: LayerEntry) -> [ChunkLocation] {
+        let node = nodes[file.id]
+        return chunks[Int(node.chunkStart) ..< Int(node.chunkStart + node.chunkCount)].map {
+            ChunkLocation(fileOffset: $0.fileOffset, size: $0.size, blobOffset: $0.blobOffset, blobEnd: $0.blobEnd, digest: $0.digest)
+        }
+    }
+
+    /// Decompresses and verifies every chunk of the layer on `concurrency` threads.
+    /// `progress` is called (from any thread) with the uncompressed bytes verified so far.
+    /// Throws the first failure, naming the entry and offset.
+    public func verifyAllChunks(concurrency: Int = System.activeProcessorCount,
+                                progress: (@Sendable (Int64) -> Void)? = nil) throws {
+        let next = Atomic<Int>(0)
+        let verified = Atomic<Int64>(0)
+        let failure = Mutex<(index: Int, error: any Error)?>(nil)
+        let owners = chunkOwners()
+        let maximum = chunks.reduce(Int64(0)) { max($0, $1.size) }
+        DispatchQueue.concurrentPerform(iterations: max(1, min(concurrency, chunks.count))) { _ in
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(max(1, maximum)), alignment: 16)
+            defer { buffer.deallocate() }
+            while true {
+                let index = next.wrappingAdd(1, ordering: .relaxed).oldValue
+                guard index < chunks.count, failure.withLock({ $0 == nil }) else { return }
+                let chunk = chunks[index]
+                do {
+                    try decode(chunk, path: nodes[Int(owners[index])].path,
+                               into: UnsafeMutableRawBufferPointer(rebasing: buffer[0 ..< Int(chunk.size)]))
+                    let total = verified.wrappingAdd(chunk.size, ordering: .relaxed).newValue
+                    progress?(total)
+                } catch {
+                    failure.withLock { current in
+                        if current == nil || current!.index > index { current = (index, error) }
+                    }
+                }
+            }
+        }
+        if let (_, error) = failure.withLock({ $0 }) { throw error }
+    }
+
+    /// Total uncompressed bytes held in chunks (the sum of all regular file sizes).
+    public var totalChunkBytes: Int64 { chunks.reduce(0) { $0 + $1.size } }
+
+    private func chunkOwners() -> [Int32] {
+        var owners = [Int32](repeating: 0, count: chunks.count)
+        for (id, node) in nodes.enumerated() where node.chunkCount > 0 {
+            for i in Int(node.chunkStart) ..< Int(node.chunkStart + node.chunkCount) { owners[i] = Int32(id) }
+        }
+        return owners
+    }
+
+    private func firstChunk(of node: Node, containing offset: Int64) -> Int {
+        var low = Int(node.chunkStart), high = Int(node.chunkStart + node.chunkCount) - 1
+        while low < high {
+            let mid = (low + high + 1) / 2
+            if chunks[mid].fileOffset <= offset { low = mid } else { high = mid - 1 }
+        }
+        return low
+    }
+
+    /// Fetches one chunk's compressed bytes and inflates them into `destination`
+    /// (exactly `chunk.size` bytes), checking the SHA-256 in the same call.
+    private func decode(_ chunk: Chunk, path: String, into destination: UnsafeMutableRawBufferPointer) throws {
+        // A chunk's member runs to the next data entry's offset; but only a bounded prefix of it can be
+        // needed to produce `size` bytes (deflate expands incompressible data by a few bytes per 64 KiB),
+        // so a lying TOC cannot make us fetch or hold more than that.
+        let needed = min(chunk.blobEnd - chunk.blobOffset, chunk.size + chunk.size / 256 + 64 << 10)
+        let compressed = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(needed), alignment: 16)
+        defer { compressed.deallocate() }
+        try source.read(into: compressed, at: chunk.blobOffset)
+        let actual: SHA256Digest
+        do {
+            actual = try Kernel.inflateChunk(UnsafeRawBufferPointer(compressed), into: destination, expecting: nil)
+        } catch {
+            throw EStargzError.corruptChunk(entry: path, offset: chunk.blobOffset, reason: error.description)
+        }
+        guard actual == chunk.digest else {
+            throw EStargzError.chunkDigestMismatch(entry: path, chunkOffset: chunk.fileOffset,
+                                                   expected: chunk.digest.description, actual: actual.description)
+        }
+    }
+}
+
+/// Where one chunk of a file lives in the blob and what it must hash to.
+public struct ChunkLocation: Sendable, Equatable {
+    /// Offset of the chunk within the file.
+    public var fileOffset: Int64
+    /// Uncompressed size of the chunk.
+    public var size: Int64
+    /// Blob offset of the gzip member that starts with the chunk.
+    public var blobOffset: Int64
+    /// Blob offset where the next chunk's member (or the TOC) starts.
+    public var blobEnd: Int64
+    /// SHA-256 of the chunk's uncompressed bytes.
+    public var digest: SHA256Digest
+}
+
+/// Processor count without Foundation.
+public enum System {
+    /// Online processors (at least 1).
+    public static var activeProcessorCount: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension LayerReader {
+    /// Nodes in TOC order (implicit directories last), for whole-layer walks such as extraction.
+    func forEachNodeInTOCOrder(_ body: (_ node: Node, _ id: Int) throws -> Void) rethrows {
+        for (id, node) in nodes.enumerated() { try body(node, id) }
+    }
+}

@@ -1,0 +1,66 @@
+import ArgumentParser
+import EStargzCore
+
+struct Convert: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Convert a tar or tar.gz layer into an eStargz blob.",
+        discussion: "Prints the TOC digest (annotate the layer with it) and the diffID."
+    )
+
+    @Argument(help: "The input layer: a .tar or .tar.gz file ('-' reads standard input).")
+    var input: String
+
+    @Argument(help: "Where to write the eStargz blob.")
+    var output: String
+
+    @Option(help: "gzip compression level, 1 (fastest) to 9 (smallest).")
+    var level: Int = 9
+
+    @Option(help: "Largest chunk of a regular file, in bytes.")
+    var chunkSize: Int = 4 << 20
+
+    @Option(help: "A file listing paths to put first (one per line), so a runtime prefetches them.")
+    var prioritizedFiles: String?
+
+    @Flag(help: "Print one JSON object with tocDigest, diffID, uncompressedSize and compressedSize.")
+    var json = false
+
+    func run() throws {
+        var options = LayerWriter.Options()
+        options.compressionLevel = level
+        options.chunkSize = chunkSize
+        if let prioritizedFiles {
+            let text = try readTextFile(prioritizedFiles)
+            options.prioritizedFiles = text.split(separator: "\n").map { String($0).trimmingSpaces() }.filter { !$0.isEmpty }
+        }
+        let progress = Progress(label: "convert")
+        let result = try runReportingErrors {
+            if input == "-" {
+                let fd = try createOutput(output + ".partial")
+                defer { _ = closeFile(fd) }
+                let result = try LayerWriter.convert(input: 0, inputPath: "stdin", output: fd, outputPath: output, options: options) {
+                    progress.update(done: $0, total: $1)
+                }
+                try renameFile(output + ".partial", output)
+                return result
+            }
+            return try LayerWriter.convert(inputPath: input, outputPath: output, options: options) {
+                progress.update(done: $0, total: $1)
+            }
+        }
+        progress.finish()
+        if json {
+            print(JSONText.object([
+                ("tocDigest", .string(result.tocDigest.description)),
+                ("diffID", .string(result.diffID.description)),
+                ("uncompressedSize", .number(result.uncompressedSize)),
+                ("compressedSize", .number(result.compressedSize)),
+            ]))
+        } else {
+            print("TOC digest:        \(result.tocDigest)")
+            print("diffID:            \(result.diffID)")
+            print("uncompressed size: \(result.uncompressedSize)")
+            print("compressed size:   \(result.compressedSize)")
+        }
+    }
+}

@@ -1,0 +1,26 @@
+import ArgumentParser
+import EStargzCore
+
+struct Verify: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Read and verify every chunk of an eStargz blob.",
+        discussion: "Exits 0 only if the TOC (against --toc-digest when given) and every chunk digest match."
+    )
+
+    @Argument(help: "The eStargz blob.")
+    var blob: String
+
+    @Option(help: "The trusted TOC digest (sha256:...), e.g. from the layer's annotation.")
+    var tocDigest: String?
+
+    func run() throws {
+        let layer = try openLayer(blob, tocDigest: tocDigest)
+        let total = layer.totalChunkBytes
+        let progress = Progress(label: "verify")
+        try runReportingErrors {
+            try layer.verifyAllChunks { progress.update(done: $0, total: total) }
+        }
+        progress.finish()
+        print("OK: TOC \(layer.tocDigest), \(layer.tocEntryCount) entries, \(total) bytes verified")
+    }
+}
