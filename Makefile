@@ -1,0 +1,23 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+.PHONY: demo test build fuzz interop-tools clean
+
+demo:
+	scripts/setup.sh
+	scripts/demo.sh
+
+test:
+	scripts/setup.sh
+	swift build --build-tests
+	swift test
+	scripts/fuzz.sh 60
+
+build:
+	scripts/setup.sh
+	swift build
+
+fuzz:
+	scripts/setup.sh
+	scripts/fuzz.sh 600
+
+clean:
+	rm -rf .build .build-fuzz
