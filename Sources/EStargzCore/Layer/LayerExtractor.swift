@@ -30,7 +30,7 @@ extension LayerReader {
 /// The state of one extraction: the root descriptor, a buffer for chunks, and the
 /// directories whose mode and times are set last (so their permissions don't block
 /// their own children and creating children doesn't change their times).
-private struct Extractor {
+struct Extractor {
     let root: Int32
     let rootPath: String
     let reader: LayerReader
