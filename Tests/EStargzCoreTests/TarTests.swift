@@ -555,4 +555,59 @@ private func buildSample(_ format: TarFormat) throws -> [UInt8] {
         }
         #expect(lines[2][9].hasPrefix("1700000000.123456"))
     }
+
+    @Test(arguments: [TarFormat.pax, .gnu])
+    func goReadsOurArchives(format: TarFormat) throws {
+        guard (try? run(["go", "version"]).status) == 0 else { return } // no Go toolchain here
+        let directory = try makeTemporaryDirectory()
+        defer { cleanup(directory) }
+        let path = directory + "/ours.tar"
+        try writeFile(path, try buildSample(format))
+        try writeFile(directory + "/main.go", Array(goLister.utf8))
+        let result = try run(["go", "run", directory + "/main.go", path])
+        #expect(result.status == 0, "\(result.output)")
+        let lines = result.output.split(separator: "\n").map { $0.split(separator: "|", omittingEmptySubsequences: false).map(String.init) }
+        let expected = sampleEntries()
+        #expect(lines.count == expected.count)
+        for (fields, (header, content)) in zip(lines, expected) {
+            guard fields.count == 10 else { Issue.record("bad line \(fields)"); continue }
+            #expect(fields[0] == header.name)
+            #expect(fields[1] == String(Character(Unicode.Scalar(header.kind.typeflag))))
+            #expect(fields[2] == String(content.count))
+            #expect(fields[3] == String(header.uid) && fields[4] == String(header.gid))
+            #expect(fields[5] == header.linkName)
+            #expect(fields[6] == String(header.devMajor) && fields[7] == String(header.devMinor))
+            #expect(fields[8] == (header.xattrs["user.bin"].map { $0.map { String(format: "%02x", $0) }.joined() } ?? "-"))
+            let time = header.modificationTime
+            #expect(fields[9] == "\(time.seconds).\(String(format: "%09d", time.nanoseconds))", "\(header.name)")
+        }
+    }
 }
+
+/// Lists a tar with Go's archive/tar, one "|"-separated line per entry.
+private let goLister = #"""
+package main
+
+import (
+	"archive/tar"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+)
+
+func main() {
+	f, err := os.Open(os.Args[1])
+	if err != nil { panic(err) }
+	r := tar.NewReader(f)
+	for {
+		h, err := r.Next()
+		if err == io.EOF { break }
+		if err != nil { fmt.Println("ERROR", err); os.Exit(1) }
+		n, _ := io.Copy(io.Discard, r)
+		x := "-"
+		if v, ok := h.PAXRecords["SCHILY.xattr.user.bin"]; ok { x = hex.EncodeToString([]byte(v)) }
+		fmt.Printf("%s|%c|%d|%d|%d|%s|%d|%d|%s|%d.%09d\n", h.Name, h.Typeflag, n, h.Uid, h.Gid, h.Linkname, h.Devmajor, h.Devminor, x, h.ModTime.Unix(), h.ModTime.Nanosecond())
+	}
+}
+"""#
