@@ -377,6 +377,20 @@ private func buildSample(_ format: TarFormat) throws -> [UInt8] {
         TarWriter.setChecksum(&negative)
         #expect(throws: EStargzError.self) { try readAll(negative + TarWriter.endOfArchive) }
 
+        var negativeExtension = huge
+        TarWriter.putBase256(-1024, into: &negativeExtension, 124 ..< 136)
+        TarWriter.setChecksum(&negativeExtension)
+        #expect(throws: EStargzError.self) { try readAll(negativeExtension + TarWriter.endOfArchive) }
+
+        // A PAX size near Int64.max must be refused, not overflow the offset arithmetic.
+        var absurd = header("absurd", .regular)
+        absurd.paxRecords = ["size": Array(String(Int64.max).utf8)]
+        let absurdBytes = try TarWriter.encodeHeader(absurd) + TarWriter.endOfArchive
+        let reader = TarReader(MemoryTarInput(absurdBytes))
+        #expect(throws: EStargzError.self) { try reader.next() }
+        // The reader stays failed instead of resynchronizing somewhere random.
+        #expect(throws: EStargzError.self) { try reader.next() }
+
         for bad in ["5 a=b\n", "99 a=b\n", "x a=b\n", "6 =bb\n", "8 path=\0\n"] {
             #expect(throws: EStargzError.self) { try TarReader.parsePAXRecords(Array(bad.utf8), at: 0) }
         }

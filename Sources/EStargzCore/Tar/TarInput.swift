@@ -39,6 +39,12 @@ func discard(_ count: Int64, from input: TarInput) throws {
     }
 }
 
+#if canImport(Glibc)
+private let systemRead = Glibc.read
+#elseif canImport(Musl)
+private let systemRead = Musl.read
+#endif
+
 /// A tar held in memory.
 public final class MemoryTarInput: TarInput {
     private let bytes: [UInt8]
@@ -166,7 +172,7 @@ public final class FileTarInput: TarInput {
 
     private func readSystem(into destination: UnsafeMutableRawBufferPointer) throws -> Int {
         while true {
-            let got = Glibc.read(descriptor, destination.baseAddress, destination.count)
+            let got = systemRead(descriptor, destination.baseAddress, destination.count)
             if got >= 0 { return got }
             if errno == EINTR { continue }
             throw EStargzError.io(operation: "read", path: path, errno: errno)

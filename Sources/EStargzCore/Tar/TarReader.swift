@@ -28,6 +28,9 @@ public struct TarEntry: Sendable {
 public final class TarReader {
     /// Largest PAX ('x'/'g') or GNU long-name payload accepted.
     public static let maxExtensionSize: Int64 = 1 << 20
+    /// Largest content size accepted (1 EiB): far beyond any real layer, and small enough
+    /// that offset arithmetic can never overflow.
+    public static let maxContentSize: Int64 = 1 << 60
 
     private let input: TarInput
     /// The one header block buffer, reused for every header.
@@ -41,6 +44,8 @@ public final class TarReader {
     /// PAX global records in force (from 'g' headers), applied under each entry's own records.
     private var globalRecords: [String: [UInt8]] = [:]
     private var finished = false
+    /// The first error thrown; the stream position is unknown after it, so it is thrown again.
+    private var failure: Error?
 
     /// A reader pulling bytes from `input`, which must be at the start of the archive.
     public init(_ input: TarInput) {
@@ -52,7 +57,19 @@ public final class TarReader {
 
     /// The next entry, skipping any unread content (and padding) of the previous one;
     /// nil at the end of the archive.
+    ///
+    /// After an error the reader stays failed: every later call throws the same error.
     public func next() throws -> TarEntry? {
+        if let failure { throw failure }
+        do {
+            return try nextEntry()
+        } catch {
+            failure = error
+            throw error
+        }
+    }
+
+    private func nextEntry() throws -> TarEntry? {
         guard !finished else { return nil }
         try skipRest()
 
@@ -104,6 +121,9 @@ public final class TarReader {
             case TarBlock.TypeFlag.gnuVolumeLabel:
                 // A volume label names the archive, not a file; skip it and its content.
                 let size = try numeric(TarBlock.sizeField, field: "size", at: blockOffset)
+                guard size >= 0, size <= Self.maxContentSize else {
+                    throw EStargzError.invalidTar(offset: blockOffset, reason: "invalid volume label size \(size)")
+                }
                 try skipBytes(size + Int64(TarWriter.paddingLength(forContentSize: size)), what: "volume label")
                 if !pendingExtension { headerOffset = consumed }
             default:
@@ -121,6 +141,9 @@ public final class TarReader {
                     header.kind = .directory
                 }
                 if header.kind != .regular { header.size = 0 }
+                guard header.size >= 0, header.size <= Self.maxContentSize else {
+                    throw EStargzError.invalidTar(offset: blockOffset, reason: "invalid size \(header.size) for \(String(reflecting: header.name))")
+                }
                 contentLeft = header.size
                 paddingLeft = Int64(TarWriter.paddingLength(forContentSize: header.size))
                 currentName = header.name
@@ -131,11 +154,20 @@ public final class TarReader {
 
     /// Read the current entry's content; returns 0 once it is exhausted.
     public func readContent(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        if let failure { throw failure }
         guard contentLeft > 0, buffer.count > 0 else { return 0 }
         let want = Int(min(Int64(buffer.count), contentLeft))
-        let got = try input.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0 ..< want]))
+        let got: Int
+        do {
+            got = try input.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0 ..< want]))
+        } catch {
+            failure = error
+            throw error
+        }
         if got == 0 {
-            throw EStargzError.truncated(what: "content of \(currentName)", offset: consumed, needed: contentLeft)
+            let error = EStargzError.truncated(what: "content of \(currentName)", offset: consumed, needed: contentLeft)
+            failure = error
+            throw error
         }
         consumed += Int64(got)
         contentLeft -= Int64(got)
@@ -182,7 +214,7 @@ public final class TarReader {
     /// Reads the content of an extension header ('x', 'g', 'L', 'K') whose header is in `block`.
     private func readExtensionPayload(at blockOffset: Int64, what: String) throws -> [UInt8] {
         let size = try numeric(TarBlock.sizeField, field: "size", at: blockOffset)
-        guard size <= Self.maxExtensionSize else {
+        guard size >= 0, size <= Self.maxExtensionSize else {
             throw EStargzError.invalidTar(offset: blockOffset, reason: "\(what) of \(size) bytes exceeds the \(Self.maxExtensionSize)-byte limit")
         }
         let padded = Int(size) + TarWriter.paddingLength(forContentSize: size)
