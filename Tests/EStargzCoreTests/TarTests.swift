@@ -315,6 +315,71 @@ private func buildSample(_ format: TarFormat) throws -> [UInt8] {
         #expect(whole.first?.content == Array(repeating: 7, count: 5000))
     }
 
+    @Test func mutatedHeadersNeverCrash() throws {
+        // Deterministic xorshift so a failure reproduces.
+        var state: UInt64 = 0x9e37_79b9_7f4a_7c15
+        func random(_ bound: Int) -> Int {
+            state ^= state << 13
+            state ^= state >> 7
+            state ^= state << 17
+            return Int(state % UInt64(bound))
+        }
+        for format in [TarFormat.pax, .gnu] {
+            let original = try buildSample(format)
+            for _ in 0 ..< 800 {
+                var bytes = original
+                for _ in 0 ... random(3) {
+                    let position = random(bytes.count)
+                    let interesting: [UInt8] = [0, 0x80, 0xff, UInt8(ascii: "7"), UInt8(ascii: " "), UInt8(ascii: "\n"), UInt8(ascii: "x"), UInt8(ascii: "L")]
+                    bytes[position] = random(2) == 0 ? UInt8(random(256)) : interesting[random(interesting.count)]
+                    // Re-sign the block so the mutation gets past the checksum and into the parser.
+                    let start = position / 512 * 512
+                    var block = Array(bytes[start ..< start + 512])
+                    TarWriter.setChecksum(&block)
+                    bytes.replaceSubrange(start ..< start + 512, with: block)
+                }
+                do {
+                    let entries = try readAll(bytes)
+                    #expect(entries.count < 100)
+                } catch is EStargzError {
+                    // Refusing is fine; crashing or hanging is not.
+                }
+            }
+        }
+    }
+
+    @Test func pipeInputSkipsByReading() throws {
+        let directory = try makeTemporaryDirectory()
+        defer { cleanup(directory) }
+        var builder = TarBuilder()
+        try builder.append(header("big", .regular), content: Array(repeating: 3, count: 3 << 20))
+        try builder.append(header("small", .regular), content: [4, 5])
+        let bytes = builder.finish()
+        try writeFile(directory + "/p.tar", bytes)
+        for (length, shouldFail) in [(bytes.count, false), (1 << 20, true)] {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/head")
+            process.arguments = ["-c", String(length), directory + "/p.tar"]
+            let pipe = Pipe()
+            process.standardOutput = pipe
+            try process.run()
+            defer { process.waitUntilExit() }
+            let input = FileTarInput(fileDescriptor: pipe.fileHandleForReading.fileDescriptor, ownsDescriptor: false)
+            let reader = TarReader(input)
+            #expect(try reader.next()?.header.name == "big")
+            if shouldFail {
+                #expect(throws: EStargzError.self) { try reader.next() }
+            } else {
+                let small = try #require(try reader.next())
+                #expect(small.dataOffset == 512 + (3 << 20) + 512)
+                var two = [UInt8](repeating: 0, count: 8)
+                #expect(try two.withUnsafeMutableBytes { try reader.readContent(into: $0) } == 2)
+                #expect(two[0 ..< 2] == [4, 5])
+                #expect(try reader.next() == nil)
+            }
+        }
+    }
+
     @Test func corruptedChecksumIsRefused() throws {
         var bytes = try buildSample(.pax)
         bytes[0] ^= 0x01

@@ -53,6 +53,7 @@ public final class MemoryTarInput: TarInput {
     /// Reads from `bytes`.
     public init(_ bytes: [UInt8]) { self.bytes = bytes }
 
+    /// Copies the next bytes; 0 once all have been read.
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         let count = min(buffer.count, bytes.count - position)
         guard count > 0 else { return 0 }
@@ -63,6 +64,7 @@ public final class MemoryTarInput: TarInput {
         return count
     }
 
+    /// Moves past `count` bytes without copying them.
     public func skip(_ count: Int64) throws {
         guard count >= 0 else { throw EStargzError.invalidArgument("negative skip \(count)") }
         let available = Int64(bytes.count - position)
@@ -83,6 +85,7 @@ public final class ClosureTarInput: TarInput {
         self.readBody = read
     }
 
+    /// Calls the closure.
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         try readBody(buffer)
     }
@@ -137,6 +140,7 @@ public final class FileTarInput: TarInput {
         if ownsDescriptor { close(descriptor) }
     }
 
+    /// Serves from the buffer, refilling it with one `read(2)` when empty.
     public func read(into destination: UnsafeMutableRawBufferPointer) throws -> Int {
         guard destination.count > 0 else { return 0 }
         if bufferStart == bufferEnd {
@@ -152,6 +156,7 @@ public final class FileTarInput: TarInput {
         return count
     }
 
+    /// Drops buffered bytes, then seeks past the rest (or reads and discards on a pipe).
     public func skip(_ count: Int64) throws {
         guard count >= 0 else { throw EStargzError.invalidArgument("negative skip \(count)") }
         let buffered = Int64(bufferEnd - bufferStart)
