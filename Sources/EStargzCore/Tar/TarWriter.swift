@@ -123,7 +123,7 @@ public enum TarWriter {
         setChecksum(&block)
 
         if !pax.isEmpty {
-            output = paxBlocks(pax, entryName: nameBytes, mtime: block[TarBlock.mtime], format: format) + output
+            output = paxBlocks(pax, entryName: nameBytes) + output
         }
         return output + block
     }
@@ -138,29 +138,29 @@ public enum TarWriter {
 
     // MARK: - Extension blocks
 
-    /// A PAX 'x' header and its padded records. Records are sorted by key so the output is deterministic.
-    static func paxBlocks(_ records: [String: [UInt8]], entryName: [UInt8], mtime: ArraySlice<UInt8>, format: TarFormat) -> [UInt8] {
+    /// A PAX global header ('g'): its records apply to every later entry of the archive
+    /// (an empty value cancels an earlier global record). Records are sorted by key.
+    public static func encodeGlobalHeader(_ records: [String: [UInt8]]) -> [UInt8] {
+        extensionBlocks(name: Array("pax_global_header".utf8), typeflag: TarBlock.TypeFlag.paxGlobal,
+                        payload: paxPayload(records), gnu: false)
+    }
+
+    /// A PAX 'x' header and its padded records.
+    static func paxBlocks(_ records: [String: [UInt8]], entryName: [UInt8]) -> [UInt8] {
+        // The 'x' header's own name is informational; like GNU tar, put it in a PaxHeaders
+        // directory so a reader that ignores 'x' does not overwrite the real file.
+        let base = entryName.split(separator: UInt8(ascii: "/")).last.map(Array.init) ?? []
+        let name = Array("PaxHeaders.0/".utf8) + base.map { $0 < 0x80 ? $0 : UInt8(ascii: "_") }
+        return extensionBlocks(name: name, typeflag: TarBlock.TypeFlag.paxLocal, payload: paxPayload(records), gnu: false)
+    }
+
+    /// Records sorted by key, so the output is deterministic.
+    static func paxPayload(_ records: [String: [UInt8]]) -> [UInt8] {
         var payload: [UInt8] = []
         for key in records.keys.sorted() {
             payload += formatPAXRecord(key: key, value: records[key]!)
         }
-        // The 'x' header's own name is informational; like GNU tar, put it in a PaxHeaders
-        // directory so a reader that ignores 'x' does not overwrite the real file.
-        let base = entryName.split(separator: UInt8(ascii: "/")).last.map(Array.init) ?? []
-        var name = Array("PaxHeaders.0/".utf8) + base.map { $0 < 0x80 ? $0 : UInt8(ascii: "_") }
-        name = Array(name.prefix(TarBlock.name.count))
-        var block = [UInt8](repeating: 0, count: TarBlock.size)
-        put(name, into: &block, TarBlock.name)
-        putOctal(0o644, into: &block, TarBlock.mode)
-        putOctal(0, into: &block, TarBlock.uid)
-        putOctal(0, into: &block, TarBlock.gid)
-        putOctal(Int64(payload.count), into: &block, TarBlock.sizeField)
-        block.replaceSubrange(TarBlock.mtime, with: mtime)
-        block[TarBlock.typeflag] = TarBlock.TypeFlag.paxLocal
-        put(TarBlock.ustarMagic, into: &block, TarBlock.magic)
-        put(TarBlock.ustarVersion, into: &block, TarBlock.version)
-        setChecksum(&block)
-        return block + payload + [UInt8](repeating: 0, count: paddingLength(forContentSize: Int64(payload.count)))
+        return payload
     }
 
     /// One PAX record, `"%d %s=%s\n"`, whose leading length counts its own digits.
@@ -174,17 +174,21 @@ public enum TarWriter {
 
     /// A GNU 'L' or 'K' block: a header named "././@LongLink" whose content is the NUL-terminated text.
     static func longNameBlocks(_ text: [UInt8], typeflag: UInt8) -> [UInt8] {
-        let payload = text + [0]
+        extensionBlocks(name: Array("././@LongLink".utf8), typeflag: typeflag, payload: text + [0], gnu: true)
+    }
+
+    /// An extension header block (zero owner and time, mode 644) followed by its padded payload.
+    static func extensionBlocks(name: [UInt8], typeflag: UInt8, payload: [UInt8], gnu: Bool) -> [UInt8] {
         var block = [UInt8](repeating: 0, count: TarBlock.size)
-        put(Array("././@LongLink".utf8), into: &block, TarBlock.name)
+        put(Array(name.prefix(TarBlock.name.count)), into: &block, TarBlock.name)
         putOctal(0o644, into: &block, TarBlock.mode)
         putOctal(0, into: &block, TarBlock.uid)
         putOctal(0, into: &block, TarBlock.gid)
         putOctal(Int64(payload.count), into: &block, TarBlock.sizeField)
         putOctal(0, into: &block, TarBlock.mtime)
         block[TarBlock.typeflag] = typeflag
-        put(TarBlock.gnuMagic, into: &block, TarBlock.magic)
-        put(TarBlock.gnuVersion, into: &block, TarBlock.version)
+        put(gnu ? TarBlock.gnuMagic : TarBlock.ustarMagic, into: &block, TarBlock.magic)
+        put(gnu ? TarBlock.gnuVersion : TarBlock.ustarVersion, into: &block, TarBlock.version)
         setChecksum(&block)
         return block + payload + [UInt8](repeating: 0, count: paddingLength(forContentSize: Int64(payload.count)))
     }
@@ -293,20 +297,7 @@ public struct TarBuilder {
 
     /// Appends a PAX global header ('g') whose records apply to every later entry.
     public mutating func appendGlobalHeader(_ records: [String: [UInt8]]) {
-        var payload: [UInt8] = []
-        for key in records.keys.sorted() { payload += TarWriter.formatPAXRecord(key: key, value: records[key]!) }
-        var block = [UInt8](repeating: 0, count: TarBlock.size)
-        TarWriter.put(Array("pax_global_header".utf8), into: &block, TarBlock.name)
-        TarWriter.putOctal(0o644, into: &block, TarBlock.mode)
-        TarWriter.putOctal(0, into: &block, TarBlock.uid)
-        TarWriter.putOctal(0, into: &block, TarBlock.gid)
-        TarWriter.putOctal(Int64(payload.count), into: &block, TarBlock.sizeField)
-        TarWriter.putOctal(0, into: &block, TarBlock.mtime)
-        block[TarBlock.typeflag] = TarBlock.TypeFlag.paxGlobal
-        TarWriter.put(TarBlock.ustarMagic, into: &block, TarBlock.magic)
-        TarWriter.put(TarBlock.ustarVersion, into: &block, TarBlock.version)
-        TarWriter.setChecksum(&block)
-        bytes += block + payload + [UInt8](repeating: 0, count: TarWriter.paddingLength(forContentSize: Int64(payload.count)))
+        bytes += TarWriter.encodeGlobalHeader(records)
     }
 
     /// Appends end-of-archive and returns all bytes.
