@@ -532,6 +532,8 @@ private func buildSample(_ format: TarFormat) throws -> [UInt8] {
 
         var arguments = ["tar", "--format=\(format)", "-cf", directory + "/out.tar", "--sort=name"]
         if hasXattrs { arguments += ["--xattrs", "--xattrs-include=*"] }
+        // "keyword=value" goes into a global ('g') header at the start of the archive.
+        if format == "posix" { arguments += ["--pax-option=comment=from-global"] }
         // v7 and ustar cannot hold the 300-byte name; GNU tar skips it with an error, which is fine.
         let status = try run(arguments + ["-C", root, "."]).status
         #expect(status == 0 || format == "v7" || format == "ustar")
@@ -557,6 +559,10 @@ private func buildSample(_ format: TarFormat) throws -> [UInt8] {
         }
         if hasXattrs {
             #expect(small.header.xattrs["user.bin"] == binaryXattr)
+        }
+        if format == "posix" {
+            #expect(entries.allSatisfy { $0.header.paxRecords["comment"] == Array("from-global".utf8) })
+            #expect(small.header.accessTime != nil && small.header.changeTime != nil)
         }
     }
 

@@ -184,12 +184,12 @@ public final class TarReader {
         try skipBytes(rest, what: "content of \(currentName)")
     }
 
-    private func skipBytes(_ count: Int64, what: String) throws {
+    private func skipBytes(_ count: Int64, what: @autoclosure () -> String) throws {
         guard count > 0 else { return }
         do {
             try input.skip(count)
         } catch let EStargzError.truncated(_, offset, needed) {
-            throw EStargzError.truncated(what: what, offset: consumed + offset, needed: needed)
+            throw EStargzError.truncated(what: what(), offset: consumed + offset, needed: needed)
         }
         consumed += count
     }
@@ -269,10 +269,10 @@ public final class TarReader {
             throw EStargzError.invalidTar(offset: blockOffset, reason: "unsupported entry type \(shown) for \(String(reflecting: name))")
         }
 
-        let magic = Array(block[TarBlock.magic])
-        let version = Array(block[TarBlock.version])
-        let isUstar = magic == TarBlock.ustarMagic && version == TarBlock.ustarVersion
-        let isGNU = magic == TarBlock.gnuMagic && version == TarBlock.gnuVersion
+        let magic = block[TarBlock.magic]
+        let version = block[TarBlock.version]
+        let isUstar = magic.elementsEqual(TarBlock.ustarMagic) && version.elementsEqual(TarBlock.ustarVersion)
+        let isGNU = magic.elementsEqual(TarBlock.gnuMagic) && version.elementsEqual(TarBlock.gnuVersion)
 
         var header = TarHeader(name: Self.string(block[TarBlock.name]), kind: kind)
         header.mode = try numeric(TarBlock.mode, field: "mode", at: blockOffset)
@@ -292,7 +292,7 @@ public final class TarReader {
             }
         }
         if isUstar {
-            let isStar = Array(block[TarBlock.starTrailer]) == TarBlock.starTrailerMagic
+            let isStar = block[TarBlock.starTrailer].elementsEqual(TarBlock.starTrailerMagic)
             let prefix = Self.string(block[isStar ? TarBlock.starPrefix : TarBlock.prefix])
             if !prefix.isEmpty { header.name = prefix + "/" + header.name }
         } else if isGNU {
