@@ -442,6 +442,19 @@ private func buildSample(_ format: TarFormat) throws -> [UInt8] {
         TarWriter.setChecksum(&negative)
         #expect(throws: EStargzError.self) { try readAll(negative + TarWriter.endOfArchive) }
 
+        // Many extension headers, each under the limit, must not add up without bound.
+        var many: [UInt8] = []
+        for _ in 0 ..< 5 {
+            many += TarWriter.extensionBlocks(name: Array("x".utf8), typeflag: UInt8(ascii: "x"),
+                                              payload: TarWriter.formatPAXRecord(key: "k", value: [UInt8](repeating: 1, count: 300_000)), gnu: false)
+        }
+        #expect(throws: EStargzError.self) { try readAll(many + TarWriter.encodeHeader(header("f", .regular)) + TarWriter.endOfArchive) }
+        var globals: [UInt8] = []
+        for index in 0 ..< 5 {
+            globals += TarWriter.encodeGlobalHeader(["k\(index)": [UInt8](repeating: 1, count: 300_000)])
+        }
+        #expect(throws: EStargzError.self) { try readAll(globals + TarWriter.endOfArchive) }
+
         var negativeExtension = huge
         TarWriter.putBase256(-1024, into: &negativeExtension, 124 ..< 136)
         TarWriter.setChecksum(&negativeExtension)

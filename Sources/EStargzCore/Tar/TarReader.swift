@@ -24,9 +24,12 @@ public struct TarEntry: Sendable {
 /// - The archive ends at two zero blocks, at one zero block followed by end of input,
 ///   or at end of input exactly where a header would start (as Go does). End of input
 ///   anywhere else is ``EStargzError/truncated(what:offset:needed:)``.
-/// - PAX and GNU long-name payloads above 1 MiB are refused as hostile.
+/// - PAX and GNU long-name payloads above 1 MiB (each, summed per entry, and for the global
+///   records in force) are refused as hostile.
 public final class TarReader {
-    /// Largest PAX ('x'/'g') or GNU long-name payload accepted.
+    /// Largest PAX ('x'/'g') or GNU long-name payload accepted; also the cap on the sum of
+    /// one entry's extension payloads, and on the PAX global records in force, so a stream
+    /// of extension headers cannot grow memory without bound.
     public static let maxExtensionSize: Int64 = 1 << 20
     /// Largest content size accepted (1 EiB): far beyond any real layer, and small enough
     /// that offset arithmetic can never overflow.
@@ -78,6 +81,7 @@ public final class TarReader {
         var longName: String?
         var longLink: String?
         var pendingExtension = false
+        var extensionBytes: Int64 = 0
 
         while true {
             let blockOffset = consumed
@@ -108,16 +112,24 @@ public final class TarReader {
                         // An empty value in a global header removes the global default.
                         if value.isEmpty { globalRecords[key] = nil } else { globalRecords[key] = value }
                     }
+                    let globalBytes = globalRecords.reduce(0) { $0 + $1.key.utf8.count + $1.value.count }
+                    guard globalBytes <= Self.maxExtensionSize else {
+                        throw EStargzError.invalidTar(offset: blockOffset, reason: "PAX global records exceed \(Self.maxExtensionSize) bytes")
+                    }
                     if !pendingExtension { headerOffset = consumed }
                 } else {
+                    extensionBytes += Int64(payload.count)
+                    try checkExtensionTotal(extensionBytes, at: blockOffset)
                     local.merge(records) { _, new in new }
                     pendingExtension = true
                 }
             case TarBlock.TypeFlag.gnuLongName, TarBlock.TypeFlag.gnuLongLink:
                 let payload = try readExtensionPayload(at: blockOffset, what: "GNU long name")
+                extensionBytes += Int64(payload.count)
                 let text = Self.string(payload[...])
                 if typeflag == TarBlock.TypeFlag.gnuLongName { longName = text } else { longLink = text }
                 pendingExtension = true
+                try checkExtensionTotal(extensionBytes, at: blockOffset)
             case TarBlock.TypeFlag.gnuVolumeLabel:
                 // A volume label names the archive, not a file; skip it and its content.
                 let size = try numeric(TarBlock.sizeField, field: "size", at: blockOffset)
@@ -149,6 +161,12 @@ public final class TarReader {
                 currentName = header.name
                 return TarEntry(header: header, headerOffset: headerOffset, dataOffset: consumed)
             }
+        }
+    }
+
+    private func checkExtensionTotal(_ total: Int64, at blockOffset: Int64) throws {
+        guard total <= Self.maxExtensionSize else {
+            throw EStargzError.invalidTar(offset: blockOffset, reason: "extension headers of one entry exceed \(Self.maxExtensionSize) bytes")
         }
     }
 
