@@ -125,6 +125,9 @@ private func sampleEntries() -> [(TarHeader, [UInt8])] {
     entries.append((longLink, []))
     var old = header("dir/old", .regular)
     old.modificationTime = TarTimestamp(seconds: -2, nanoseconds: 500_000_000)
+    old.accessTime = TarTimestamp(seconds: 1_600_000_000, nanoseconds: 5)
+    old.changeTime = TarTimestamp(seconds: 1_650_000_000)
+    old.paxRecords = ["LIBARCHIVE.creationtime": Array("1600000000".utf8)]
     entries.append((old, []))
     var big = header("dir/bigowner", .regular)
     big.uid = 1 << 31

@@ -3,8 +3,9 @@ public enum TarFormat: Sendable {
     /// POSIX.1-2001: PAX extended headers ('x') for long names, big numbers,
     /// sub-second times, non-ASCII text and xattrs. What Go and containerd write.
     case pax
-    /// GNU: long names and links as 'L'/'K' blocks, big numbers in base-256; PAX
-    /// headers still carry xattrs, extra records and sub-second times, which GNU has no other place for.
+    /// GNU: long names and links as 'L'/'K' blocks, big numbers in base-256; a PAX header
+    /// still carries xattrs, extra records, atime/ctime and sub-second times, which GNU has no
+    /// lossless place for.
     case gnu
 }
 
