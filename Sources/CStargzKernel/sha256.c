@@ -264,3 +264,26 @@ void sgk__sha256_with(sgk_sha256_blocks_fn fn, const void *data, size_t len, uin
 void sgk_sha256(const void *data, size_t len, uint8_t digest[32]) {
     sgk__sha256_with(blocks_fn(), data, len, digest);
 }
+
+int sgk_sha256_selftest(void) {
+    static const uint8_t abc[32] = {
+        0xba, 0x78, 0x16, 0xbf, 0x8f, 0x01, 0xcf, 0xea, 0x41, 0x41, 0x40, 0xde, 0x5d, 0xae, 0x22, 0x23,
+        0xb0, 0x03, 0x61, 0xa3, 0x96, 0x17, 0x7a, 0x9c, 0xb4, 0x10, 0xff, 0x61, 0xf2, 0x00, 0x15, 0xad,
+    };
+    uint8_t a[32], b[32];
+    sgk_sha256_blocks_fn fns[2] = {sgk__sha256_blocks_portable, sgk__sha256_blocks_shani()};
+    for (int i = 0; i < 2; i++) {
+        if (!fns[i]) continue;
+        sgk__sha256_with(fns[i], "abc", 3, a);
+        if (memcmp(a, abc, 32)) return SGK_ERR_DIGEST;
+    }
+    if (!fns[1]) return SGK_OK;
+    static uint8_t pattern[1100];
+    for (size_t i = 0; i < sizeof pattern; i++) pattern[i] = (uint8_t)(i * 131 + (i >> 3));
+    for (size_t n = 0; n <= sizeof pattern; n++) {
+        sgk__sha256_with(fns[0], pattern, n, a);
+        sgk__sha256_with(fns[1], pattern, n, b);
+        if (memcmp(a, b, 32)) return SGK_ERR_DIGEST;
+    }
+    return SGK_OK;
+}

@@ -46,6 +46,10 @@ void sgk_sha256_final(sgk_sha256_ctx *ctx, uint8_t digest[32]);
 void sgk_sha256(const void *data, size_t len, uint8_t digest[32]);
 /* Which implementation runs on this CPU, e.g. "sha-ni", "openssl", "portable". */
 const char *sgk_sha256_implementation(void);
+/* Cross-check: every available implementation (SHA-NI, portable) gives the
+ * same digests for all lengths 0..1100 of a fixed pattern and the NIST "abc"
+ * vector. SGK_OK or SGK_ERR_DIGEST. */
+int sgk_sha256_selftest(void);
 
 /* ------------------------------------------------------------- gzip/deflate */
 

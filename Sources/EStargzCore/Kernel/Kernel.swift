@@ -49,7 +49,7 @@ public struct SHA256Digest: Hashable, Sendable, CustomStringConvertible {
         withUnsafeMutableBytes(of: &raw) { out in
             sgk_sha256(bytes.baseAddress, bytes.count, out.baseAddress!.assumingMemoryBound(to: UInt8.self))
         }
-        return withUnsafeBytes(of: &raw) { SHA256Digest(rawBytes: $0) }
+        return Swift.withUnsafeBytes(of: &raw) { SHA256Digest(rawBytes: $0) }
     }
 
     /// The SHA-256 of `bytes`.
@@ -184,7 +184,7 @@ enum Kernel {
             return sgk_chunk_inflate(src, source.count, dst, destination.count, nil, actPtr)
         }
         try KernelError.check(status)
-        return withUnsafeBytes(of: &actual) { SHA256Digest(rawBytes: $0) }
+        return Swift.withUnsafeBytes(of: &actual) { SHA256Digest(rawBytes: $0) }
     }
 
     /// One complete gzip member (standard 10-byte header) holding `source`,
