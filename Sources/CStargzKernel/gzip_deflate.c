@@ -40,6 +40,7 @@ typedef struct {
 
 static pthread_key_t tls_key;
 static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
+
 static _Thread_local deflate_tls *tls_cached;
 
 static void tls_destroy(void *p) {
@@ -48,6 +49,7 @@ static void tls_destroy(void *p) {
     for (int i = 0; i < 13; i++)
         if (t->ld[i]) libdeflate_free_compressor(t->ld[i]);
     free(t);
+    tls_cached = NULL; /* runs in the exiting thread: a later call there starts afresh */
 }
 
 static void tls_key_create(void) { (void)pthread_key_create(&tls_key, tls_destroy); }

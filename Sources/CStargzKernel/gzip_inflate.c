@@ -43,6 +43,7 @@ typedef struct {
 
 static pthread_key_t tls_key;
 static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
+
 static _Thread_local inflate_tls *tls_cached;
 
 static void tls_destroy(void *p) {
@@ -52,6 +53,7 @@ static void tls_destroy(void *p) {
     if (t->zs_ready) inflateEnd(&t->zs);
     free(t->scratch);
     free(t);
+    tls_cached = NULL; /* runs in the exiting thread: a later call there starts afresh */
 }
 
 static void tls_key_create(void) { (void)pthread_key_create(&tls_key, tls_destroy); }

@@ -266,6 +266,28 @@ private let zlibMemberContent: [UInt8] = Array(
         #expect(failures > 0)
     }
 
+    @Test func concurrentChunkInflate() async throws {
+        // Per-thread kernel state: many tasks at once must not interfere.
+        let data = sampleBytes(400_000, seed: 5)
+        let member = try gzip(data, level: 6)
+        let ok = await withTaskGroup(of: Bool.self) { group in
+            for t in 0..<8 {
+                group.addTask {
+                    for i in 0..<20 {
+                        let n = 1000 + (t * 7919 + i * 104_729) % (data.count - 1000)
+                        let want = Array(data.prefix(n))
+                        guard let (out, _) = try? inflate(member, count: n, expecting: SHA256Digest.of(want)), out == want
+                        else { return false }
+                        guard (try? gzip(want, level: 1 + i % 12)).map({ $0.count > 0 }) == true else { return false }
+                    }
+                    return true
+                }
+            }
+            return await group.reduce(true) { $0 && $1 }
+        }
+        #expect(ok)
+    }
+
     @Test func digestMismatchReported() throws {
         let data = sampleBytes(10_000)
         let member = try gzip(data)
