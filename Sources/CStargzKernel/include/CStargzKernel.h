@@ -32,17 +32,24 @@ const char *sgk_status_string(int status);
 
 /* ---------------------------------------------------------------- SHA-256 */
 
-/* Incremental SHA-256. Opaque storage big enough for any backend. */
+/* Incremental SHA-256. Opaque storage big enough for any backend.
+ * The typedef is named sgk_sha256_ctx because in C an ordinary identifier
+ * (the typedef) cannot share the name of the one-shot function sgk_sha256;
+ * the struct tag stays `struct sgk_sha256`, so the ABI is unchanged. */
 typedef struct sgk_sha256 {
     uint64_t opaque[32];
-} sgk_sha256;
+} sgk_sha256_ctx;
 
-void sgk_sha256_init(sgk_sha256 *ctx);
-void sgk_sha256_update(sgk_sha256 *ctx, const void *data, size_t len);
-void sgk_sha256_final(sgk_sha256 *ctx, uint8_t digest[32]);
+void sgk_sha256_init(sgk_sha256_ctx *ctx);
+void sgk_sha256_update(sgk_sha256_ctx *ctx, const void *data, size_t len);
+void sgk_sha256_final(sgk_sha256_ctx *ctx, uint8_t digest[32]);
 void sgk_sha256(const void *data, size_t len, uint8_t digest[32]);
 /* Which implementation runs on this CPU, e.g. "sha-ni", "openssl", "portable". */
 const char *sgk_sha256_implementation(void);
+/* Cross-check: every available implementation (SHA-NI, portable) gives the
+ * same digests for all lengths 0..1100 of a fixed pattern and the NIST "abc"
+ * vector. SGK_OK or SGK_ERR_DIGEST. */
+int sgk_sha256_selftest(void);
 
 /* ------------------------------------------------------------- gzip/deflate */
 
