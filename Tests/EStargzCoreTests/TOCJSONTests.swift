@@ -153,6 +153,29 @@ import Testing
         #expect(Array(toc.entries[0].name.unicodeScalars) == Array("a\u{FFFD}\u{FFFD}\u{FFFD}b".unicodeScalars))
     }
 
+    /// The string scanner reads eight bytes at a time; put each kind of special byte at every
+    /// offset within and across those words.
+    @Test func specialBytesAtEveryOffsetOfTheWordScan() throws {
+        let specials = ["\"", "\\", "\n", "\u{1f}", "é", "😀", "<", "\u{2028}", "\u{7f}"]
+        for special in specials {
+            for before in 0..<18 {
+                let name = String(repeating: "a", count: before) + special + String(repeating: "b", count: 17 - before)
+                let toc = TOC(version: 1, entries: [TOCEntry(name: name, type: .regular)])
+                let decoded = try TOCJSON.decode(TOCJSON.encode(toc))
+                #expect(Array(decoded.entries[0].name.unicodeScalars) == Array(name.unicodeScalars))
+            }
+        }
+        for before in 0..<18 {
+            var bytes = Array(doc(#""type":"reg","name":""# + String(repeating: "a", count: before) + "#" + String(repeating: "b", count: 17 - before) + "\"").utf8)
+            let at = bytes.firstIndex(of: UInt8(ascii: "#")) ?? 0
+            bytes[at] = 0x01
+            expectInvalid(bytes: bytes, "control character 0x1")
+            bytes[at] = 0xFF
+            let toc = try TOCJSON.decode(bytes)
+            #expect(toc.entries[0].name.unicodeScalars.filter { $0 == "\u{FFFD}" }.count == 1)
+        }
+    }
+
     @Test func ignoresUnknownFieldsOfEveryType() throws {
         let text = #"""
          { "future": {"a": [1, 2.5e-3, -0, true, false, null, "s\"\u1234", {"deep": [[{}], []]}]},

@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 /// A syntax or type error found by `JSONScanner`, with the byte offset where it was found.
 /// `TOCJSON` turns it into `EStargzError.invalidTOC` after adding which entry and field it was in.
 struct JSONSyntaxError: Error {
@@ -17,15 +23,27 @@ struct JSONScanner {
     /// input would overflow the stack.
     static let maxDepth = 64
 
-    let input: UnsafeRawBufferPointer
+    /// The input as bytes. Typed access to raw bytes as `UInt8` is always valid, and the typed
+    /// pointer lets `String(decoding:)` take its contiguous fast path.
+    let p: UnsafePointer<UInt8>
+    let count: Int
     private(set) var pos = 0
     private var depth = 0
     /// Reused buffer for strings that contain escapes (the rare path).
     private var scratch: [UInt8] = []
 
     init(_ input: UnsafeRawBufferPointer) {
-        self.input = input
+        if let base = input.baseAddress, input.count > 0 {
+            p = base.assumingMemoryBound(to: UInt8.self)
+            count = input.count
+        } else {
+            p = Self.emptyInput
+            count = 0
+        }
     }
+
+    /// Stands in for the missing base address of an empty buffer; never read, since `count` is 0.
+    nonisolated(unsafe) private static let emptyInput = UnsafePointer<UInt8>(UnsafeMutablePointer<UInt8>.allocate(capacity: 1))
 
     // MARK: - Errors
 
@@ -35,8 +53,8 @@ struct JSONScanner {
 
     /// Describes the token at `pos` for "expected X, found Y" messages.
     func foundDescription() -> String {
-        guard pos < input.count else { return "end of input" }
-        switch input[pos] {
+        guard pos < count else { return "end of input" }
+        switch p[pos] {
         case UInt8(ascii: "{"): return "object"
         case UInt8(ascii: "["): return "array"
         case UInt8(ascii: "\""): return "string"
@@ -51,8 +69,8 @@ struct JSONScanner {
 
     @inline(__always)
     mutating func skipWhitespace() {
-        while pos < input.count {
-            switch input[pos] {
+        while pos < count {
+            switch p[pos] {
             case 0x20, 0x0A, 0x0D, 0x09: pos += 1
             default: return
             }
@@ -63,8 +81,8 @@ struct JSONScanner {
     @inline(__always)
     mutating func peek() throws(JSONSyntaxError) -> UInt8 {
         skipWhitespace()
-        guard pos < input.count else { throw failure("unexpected end of input") }
-        return input[pos]
+        guard pos < count else { throw failure("unexpected end of input") }
+        return p[pos]
     }
 
     /// Consumes a `null` literal if one comes next. Go leaves a field untouched for `null`,
@@ -105,7 +123,7 @@ struct JSONScanner {
     @inline(__always)
     mutating func nextMember(_ first: inout Bool) throws(JSONSyntaxError) -> Bool {
         guard try nextItem(&first, close: UInt8(ascii: "}")) else { return false }
-        guard input[pos] == UInt8(ascii: "\"") else {
+        guard p[pos] == UInt8(ascii: "\"") else {
             throw failure("expected object key, found \(foundDescription())")
         }
         return true
@@ -147,16 +165,16 @@ struct JSONScanner {
     /// Requires the end of input (after whitespace): Go's `json.Unmarshal` rejects trailing data.
     mutating func finish() throws(JSONSyntaxError) {
         skipWhitespace()
-        guard pos == input.count else {
+        guard pos == count else {
             throw failure("unexpected data after the top-level value")
         }
     }
 
     private mutating func literal(_ text: StaticString) throws(JSONSyntaxError) {
         let n = text.utf8CodeUnitCount
-        guard input.count - pos >= n else { throw failure("invalid literal") }
-        let expected = UnsafeRawBufferPointer(start: text.utf8Start, count: n)
-        for i in 0..<n where input[pos + i] != expected[i] {
+        guard count - pos >= n else { throw failure("invalid literal") }
+        let expected = text.utf8Start
+        for i in 0..<n where p[pos + i] != expected[i] {
             throw failure("invalid literal")
         }
         pos += n
@@ -174,7 +192,7 @@ struct JSONScanner {
     /// Reads an object key and the following `:`, handing the key's unescaped bytes to
     /// `classify`. The bytes are only valid during the call, so no key string is allocated.
     @inline(__always)
-    mutating func readKey<R>(_ classify: (UnsafeRawBufferPointer) -> R) throws(JSONSyntaxError) -> R {
+    mutating func readKey<R>(_ classify: (UnsafeBufferPointer<UInt8>) -> R) throws(JSONSyntaxError) -> R {
         let result = try withStringBytes(classify)
         try expect(UInt8(ascii: ":"))
         return result
@@ -196,16 +214,16 @@ struct JSONScanner {
             negative = true
             pos += 1
         }
-        guard pos < input.count, input[pos] &- UInt8(ascii: "0") < 10 else {
+        guard pos < count, p[pos] &- UInt8(ascii: "0") < 10 else {
             pos = start
             throw failure("expected integer, found \(foundDescription())")
         }
         // Magnitude accumulates as UInt64 so that Int64.min (one larger than .max) parses.
         let limit: UInt64 = negative ? UInt64(Int64.max) + 1 : UInt64(Int64.max)
         var magnitude: UInt64 = 0
-        let firstDigit = input[pos]
-        while pos < input.count {
-            let d = input[pos] &- UInt8(ascii: "0")
+        let firstDigit = p[pos]
+        while pos < count {
+            let d = p[pos] &- UInt8(ascii: "0")
             guard d < 10 else { break }
             let (m, o1) = magnitude.multipliedReportingOverflow(by: 10)
             let (s, o2) = m.addingReportingOverflow(UInt64(d))
@@ -220,8 +238,8 @@ struct JSONScanner {
             pos = start
             throw failure("invalid number: leading zero")
         }
-        if pos < input.count {
-            switch input[pos] {
+        if pos < count {
+            switch p[pos] {
             case UInt8(ascii: "."), UInt8(ascii: "e"), UInt8(ascii: "E"):
                 pos = start
                 throw failure("expected integer, found non-integer number")
@@ -232,20 +250,35 @@ struct JSONScanner {
         return negative ? Int64(bitPattern: 0 &- magnitude) : Int64(magnitude)
     }
 
-    /// Reads a string, or `nil` for `null`.
+    /// Reads a string, or `nil` for `null`. If the string equals `candidate` (say, a chunk
+    /// digest equal to the file digest, or a repeated modtime), returns `candidate` itself,
+    /// which shares its storage instead of allocating a new string.
     @inline(__always)
-    mutating func readString() throws(JSONSyntaxError) -> String? {
+    mutating func readString(reusing candidate: String = "") throws(JSONSyntaxError) -> String? {
         if try consumeNull() { return nil }
-        guard input[pos] == UInt8(ascii: "\"") else {
+        guard p[pos] == UInt8(ascii: "\"") else {
             throw failure("expected string, found \(foundDescription())")
         }
-        return try withStringBytes(Self.makeString)
+        let (start, end, hasEscapes, isASCII) = try scanString()
+        guard !hasEscapes else {
+            unescape(start, end)
+            return scratch.withUnsafeBufferPointer(Self.makeString)
+        }
+        let bytes = UnsafeBufferPointer(start: p + start, count: end - start)
+        if candidate.utf8.count == bytes.count, !bytes.isEmpty {
+            let same = candidate.utf8.withContiguousStorageIfAvailable { c in
+                guard let a = c.baseAddress, let b = bytes.baseAddress else { return false }
+                return memcmp(a, b, bytes.count) == 0
+            }
+            if same == true { return candidate }
+        }
+        return isASCII ? String(decoding: bytes, as: UTF8.self) : Self.makeString(bytes)
     }
 
     /// Reads a string (or `nil` for `null`) and hands its unescaped bytes to `body`.
-    mutating func readStringBytes<R>(_ body: (UnsafeRawBufferPointer) -> R) throws(JSONSyntaxError) -> R? {
+    mutating func readStringBytes<R>(_ body: (UnsafeBufferPointer<UInt8>) -> R) throws(JSONSyntaxError) -> R? {
         if try consumeNull() { return nil }
-        guard input[pos] == UInt8(ascii: "\"") else {
+        guard p[pos] == UInt8(ascii: "\"") else {
             throw failure("expected string, found \(foundDescription())")
         }
         return try withStringBytes(body)
@@ -255,27 +288,45 @@ struct JSONScanner {
     /// unescaped bytes: a slice of the input when there are no escapes (the common case),
     /// otherwise the scratch buffer.
     @inline(__always)
-    private mutating func withStringBytes<R>(_ body: (UnsafeRawBufferPointer) -> R) throws(JSONSyntaxError) -> R {
-        let (start, end, hasEscapes) = try scanString()
+    private mutating func withStringBytes<R>(_ body: (UnsafeBufferPointer<UInt8>) -> R) throws(JSONSyntaxError) -> R {
+        let (start, end, hasEscapes, _) = try scanString()
         if !hasEscapes {
-            return body(UnsafeRawBufferPointer(rebasing: input[start..<end]))
+            return body(UnsafeBufferPointer(start: p + start, count: end - start))
         }
         unescape(start, end)
-        return scratch.withUnsafeBytes(body)
+        return scratch.withUnsafeBufferPointer(body)
     }
 
     /// Finds the end of the string at `pos`, validating escapes and rejecting raw control
     /// characters; leaves `pos` after the closing quote.
     @inline(__always)
-    private mutating func scanString() throws(JSONSyntaxError) -> (start: Int, end: Int, hasEscapes: Bool) {
+    private mutating func scanString() throws(JSONSyntaxError) -> (start: Int, end: Int, hasEscapes: Bool, isASCII: Bool) {
         pos += 1
         let start = pos
         var hasEscapes = false
-        while pos < input.count {
-            let c = input[pos]
+        var allBits: UInt8 = 0  // OR of all bytes: the high bit tells whether any is non-ASCII
+        // Eight bytes at a time while none is a quote, a backslash or a control character:
+        // names and digests are long runs of plain bytes. A word that may hold one of those
+        // (the tests can report false positives) is left to the byte loop below.
+        var wordBits: UInt64 = 0
+        while pos &+ 8 <= count {
+            let w = UnsafeRawPointer(p + pos).loadUnaligned(as: UInt64.self)
+            let ones: UInt64 = 0x0101_0101_0101_0101
+            let highs: UInt64 = 0x8080_8080_8080_8080
+            let quote = w ^ (ones &* UInt64(UInt8(ascii: "\"")))
+            let backslash = w ^ (ones &* UInt64(UInt8(ascii: "\\")))
+            let special = ((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash) | ((w &- ones &* 0x20) & ~w)
+            if special & highs != 0 { break }
+            wordBits |= w
+            pos &+= 8
+        }
+        if wordBits & 0x8080_8080_8080_8080 != 0 { allBits = 0x80 }
+        while pos < count {
+            let c = p[pos]
+            allBits |= c
             if c == UInt8(ascii: "\"") {
                 pos += 1
-                return (start, pos - 1, hasEscapes)
+                return (start, pos - 1, hasEscapes, allBits < 0x80)
             }
             if c == UInt8(ascii: "\\") {
                 hasEscapes = true
@@ -292,19 +343,19 @@ struct JSONScanner {
 
     /// Checks the escape at `pos` and steps over it.
     private mutating func validateEscape() throws(JSONSyntaxError) {
-        guard pos + 1 < input.count else { throw failure("unterminated string") }
-        switch input[pos + 1] {
+        guard pos + 1 < count else { throw failure("unterminated string") }
+        switch p[pos + 1] {
         case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"),
              UInt8(ascii: "f"), UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
             pos += 2
         case UInt8(ascii: "u"):
-            guard pos + 6 <= input.count else { throw failure("unterminated string") }
-            for i in 2..<6 where Self.hexValue(input[pos + i]) == nil {
+            guard pos + 6 <= count else { throw failure("unterminated string") }
+            for i in 2..<6 where Self.hexValue(p[pos + i]) == nil {
                 throw failure("invalid \\u escape")
             }
             pos += 6
         default:
-            throw failure("invalid escape '\\\(Character(Unicode.Scalar(input[pos + 1])))'")
+            throw failure("invalid escape '\\\(Character(Unicode.Scalar(p[pos + 1])))'")
         }
     }
 
@@ -321,7 +372,7 @@ struct JSONScanner {
     /// The 4 hex digits at `i` (already validated by `scanString`).
     private func hex4(at i: Int) -> UInt32 {
         var v: UInt32 = 0
-        for k in 0..<4 { v = v << 4 | (Self.hexValue(input[i + k]) ?? 0) }
+        for k in 0..<4 { v = v << 4 | (Self.hexValue(p[i + k]) ?? 0) }
         return v
     }
 
@@ -331,13 +382,13 @@ struct JSONScanner {
         scratch.removeAll(keepingCapacity: true)
         var i = start
         while i < end {
-            let c = input[i]
+            let c = p[i]
             guard c == UInt8(ascii: "\\") else {
                 scratch.append(c)
                 i += 1
                 continue
             }
-            let e = input[i + 1]
+            let e = p[i + 1]
             i += 2
             switch e {
             case UInt8(ascii: "b"): scratch.append(0x08)
@@ -349,7 +400,7 @@ struct JSONScanner {
                 var code = hex4(at: i)
                 i += 4
                 if (0xD800..<0xDC00).contains(code), i + 6 <= end,
-                   input[i] == UInt8(ascii: "\\"), input[i + 1] == UInt8(ascii: "u")
+                   p[i] == UInt8(ascii: "\\"), p[i + 1] == UInt8(ascii: "u")
                 {
                     let low = hex4(at: i + 2)
                     if (0xDC00..<0xE000).contains(low) {
@@ -368,7 +419,7 @@ struct JSONScanner {
     /// Builds a `String` the way Go does: valid UTF-8 is kept as is, and every byte that does
     /// not start a valid sequence becomes U+FFFD. (Swift's own repair merges some invalid
     /// sequences into one U+FFFD, which would make names differ from Go's.)
-    static func makeString(_ bytes: UnsafeRawBufferPointer) -> String {
+    static func makeString(_ bytes: UnsafeBufferPointer<UInt8>) -> String {
         var ascii = true
         for b in bytes where b >= 0x80 {
             ascii = false
@@ -393,7 +444,7 @@ struct JSONScanner {
     }
 
     /// The end of the longest run of well-formed UTF-8 starting at `from`.
-    private static func validUTF8Prefix(_ b: UnsafeRawBufferPointer, from: Int) -> Int {
+    private static func validUTF8Prefix(_ b: UnsafeBufferPointer<UInt8>, from: Int) -> Int {
         var i = from
         let n = b.count
         @inline(__always) func cont(_ k: Int) -> Bool { k < n && b[k] & 0xC0 == 0x80 }
@@ -457,24 +508,24 @@ struct JSONScanner {
 
     /// Skips a number of any JSON form: `-? (0 | [1-9][0-9]*) (.[0-9]+)? ([eE][+-]?[0-9]+)?`.
     private mutating func skipNumber() throws(JSONSyntaxError) {
-        @inline(__always) func isDigit(_ p: Int) -> Bool {
-            p < input.count && input[p] &- UInt8(ascii: "0") < 10
+        @inline(__always) func isDigit(_ i: Int) -> Bool {
+            i < count && p[i] &- UInt8(ascii: "0") < 10
         }
-        if input[pos] == UInt8(ascii: "-") { pos += 1 }
+        if p[pos] == UInt8(ascii: "-") { pos += 1 }
         guard isDigit(pos) else { throw failure("invalid number") }
-        if input[pos] == UInt8(ascii: "0") {
+        if p[pos] == UInt8(ascii: "0") {
             pos += 1
         } else {
             while isDigit(pos) { pos += 1 }
         }
-        if pos < input.count, input[pos] == UInt8(ascii: ".") {
+        if pos < count, p[pos] == UInt8(ascii: ".") {
             pos += 1
             guard isDigit(pos) else { throw failure("invalid number") }
             while isDigit(pos) { pos += 1 }
         }
-        if pos < input.count, input[pos] | 0x20 == UInt8(ascii: "e") {
+        if pos < count, p[pos] | 0x20 == UInt8(ascii: "e") {
             pos += 1
-            if pos < input.count, input[pos] == UInt8(ascii: "+") || input[pos] == UInt8(ascii: "-") {
+            if pos < count, p[pos] == UInt8(ascii: "+") || p[pos] == UInt8(ascii: "-") {
                 pos += 1
             }
             guard isDigit(pos) else { throw failure("invalid number") }

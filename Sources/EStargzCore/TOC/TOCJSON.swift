@@ -91,7 +91,7 @@ enum TOCEntryField {
     }
 
     @inline(__always)
-    private static func equals(_ k: UnsafeRawBufferPointer, _ s: StaticString) -> Bool {
+    private static func equals(_ k: UnsafeBufferPointer<UInt8>, _ s: StaticString) -> Bool {
         guard k.count == s.utf8CodeUnitCount else { return false }
         let p = s.utf8Start
         for i in 0..<k.count where k[i] != p[i] { return false }
@@ -101,7 +101,7 @@ enum TOCEntryField {
     /// Exact match on the key bytes, dispatching on length first so each key costs at most a
     /// few comparisons.
     @inline(__always)
-    static func classify(_ k: UnsafeRawBufferPointer) -> TOCEntryField {
+    static func classify(_ k: UnsafeBufferPointer<UInt8>) -> TOCEntryField {
         switch k.count {
         case 3:
             if equals(k, "uid") { return .uid }
@@ -137,7 +137,7 @@ enum TOCEntryField {
 
     /// Go's decoder falls back to a case-insensitive match (`"Name"` sets `name`); this is
     /// the rare path, so it may allocate.
-    private static func classifyFolded(_ k: UnsafeRawBufferPointer) -> TOCEntryField {
+    private static func classifyFolded(_ k: UnsafeBufferPointer<UInt8>) -> TOCEntryField {
         guard k.count >= 3, k.count <= 11 else { return .unknown }
         let folded = String(decoding: k.map { $0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0 }, as: UTF8.self)
         return foldedKeys[folded] ?? .unknown
@@ -158,7 +158,12 @@ struct TOCParser {
     /// Index of the entry being parsed, if any.
     private var entryIndex: Int?
     private var entryName: String?
-    private var field: String?
+    /// The field being read; `nil` between fields. Kept as an enum so tracking costs nothing.
+    private var field: TOCEntryField?
+    /// Set while reading root fields or an xattr value, where `field` does not say enough.
+    private var fieldDetail: String?
+    /// The previous entry's values, which the next entry often repeats.
+    private var lastModTime = "", lastUserName = "", lastGroupName = ""
 
     init(_ bytes: UnsafeRawBufferPointer) {
         scanner = JSONScanner(bytes)
@@ -172,7 +177,11 @@ struct TOCParser {
             if let entryName { context += " (\(String(reflecting: entryName)))" }
             context += ", "
         }
-        if let field { context += "field \"\(field)\": " }
+        if let fieldDetail {
+            context += "field \"\(fieldDetail)\": "
+        } else if let field {
+            context += "field \"\(field.key)\": "
+        }
         return context + "\(error.reason) at byte \(error.offset)"
     }
 
@@ -190,12 +199,12 @@ struct TOCParser {
             }
             switch key {
             case .version:
-                field = "version"
+                fieldDetail = "version"
                 if let v = try scanner.readInt64() {
                     guard let version = Int(exactly: v) else { throw scanner.failure("version out of range") }
                     toc.version = version
                 }
-                field = nil
+                fieldDetail = nil
             case .entries:
                 try parseEntries(into: &toc.entries)
             case .unknown:
@@ -207,19 +216,19 @@ struct TOCParser {
     }
 
     private mutating func parseEntries(into entries: inout [TOCEntry]) throws(JSONSyntaxError) {
-        field = "entries"
+        fieldDetail = "entries"
         if try scanner.consumeNull() {
             entries = []
-            field = nil
+            fieldDetail = nil
             return
         }
         try scanner.enterArray("array of entries")
-        field = nil
+        fieldDetail = nil
         // Go's decoder reuses the slice from an earlier duplicate key; starting afresh is the
         // same result for any document a real writer produces.
         entries = []
         // A typical entry is ~250 bytes of JSON; reserving avoids most regrowth.
-        entries.reserveCapacity(min(scanner.input.count / 256, 1 << 20))
+        entries.reserveCapacity(min(scanner.count / 256, 1 << 20))
         var first = true
         while try scanner.nextElement(&first) {
             entryIndex = entries.count
@@ -243,7 +252,7 @@ struct TOCParser {
                 try scanner.skipValue()
                 continue
             }
-            field = f.key
+            field = f
             switch f {
             case .name:
                 if let s = try scanner.readString() {
@@ -260,13 +269,25 @@ struct TOCParser {
                     sawType = true
                 }
             case .size: if let v = try scanner.readInt64() { entry.size = v }
-            case .modTime: if let s = try scanner.readString() { entry.modTime = s }
+            case .modTime:
+                if let s = try scanner.readString(reusing: lastModTime) {
+                    entry.modTime = s
+                    lastModTime = s
+                }
             case .linkName: if let s = try scanner.readString() { entry.linkName = s }
             case .mode: if let v = try scanner.readInt64() { entry.mode = v }
             case .uid: if let v = try readInt() { entry.uid = v }
             case .gid: if let v = try readInt() { entry.gid = v }
-            case .userName: if let s = try scanner.readString() { entry.userName = s }
-            case .groupName: if let s = try scanner.readString() { entry.groupName = s }
+            case .userName:
+                if let s = try scanner.readString(reusing: lastUserName) {
+                    entry.userName = s
+                    lastUserName = s
+                }
+            case .groupName:
+                if let s = try scanner.readString(reusing: lastGroupName) {
+                    entry.groupName = s
+                    lastGroupName = s
+                }
             case .offset: if let v = try scanner.readInt64() { entry.offset = v }
             case .devMajor: if let v = try readInt() { entry.devMajor = v }
             case .devMinor: if let v = try readInt() { entry.devMinor = v }
@@ -274,7 +295,9 @@ struct TOCParser {
             case .digest: if let s = try scanner.readString() { entry.digest = s }
             case .chunkOffset: if let v = try scanner.readInt64() { entry.chunkOffset = v }
             case .chunkSize: if let v = try scanner.readInt64() { entry.chunkSize = v }
-            case .chunkDigest: if let s = try scanner.readString() { entry.chunkDigest = s }
+            case .chunkDigest:
+                // Single-chunk files repeat the file digest here; share its storage.
+                if let s = try scanner.readString(reusing: entry.digest) { entry.chunkDigest = s }
             case .innerOffset: if let v = try scanner.readInt64() { entry.innerOffset = v }
             case .unknown: break
             }
@@ -293,7 +316,7 @@ struct TOCParser {
     }
 
     /// Maps the `type` string to a kind; `nil` for names the reference does not define.
-    private static func kind(_ b: UnsafeRawBufferPointer) -> TOCEntry.Kind? {
+    private static func kind(_ b: UnsafeBufferPointer<UInt8>) -> TOCEntry.Kind? {
         switch b.count {
         case 3:
             if b.elementsEqual("reg".utf8) { return .regular }
@@ -322,7 +345,7 @@ struct TOCParser {
         var first = true
         while try scanner.nextMember(&first) {
             let name = try scanner.readKey(JSONScanner.makeString)
-            field = "xattrs." + name
+            fieldDetail = "xattrs." + name
             let decoded = try scanner.readStringBytes(Base64.decode)
             switch decoded {
             case nil:
@@ -332,8 +355,8 @@ struct TOCParser {
             case .some(.some(let value)):
                 xattrs[name] = value
             }
+            fieldDetail = nil
         }
-        field = nil
     }
 }
 
@@ -380,7 +403,7 @@ enum Base64 {
 
     /// Decodes like Go's `base64.StdEncoding.Decode`: padding is required, `\r` and `\n` are
     /// ignored anywhere, and non-zero trailing bits are tolerated. `nil` if malformed.
-    static func decode(_ input: UnsafeRawBufferPointer) -> [UInt8]? {
+    static func decode(_ input: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
         var symbols: [UInt8] = []
         symbols.reserveCapacity(input.count)
         for c in input where c != 0x0A && c != 0x0D { symbols.append(c) }
@@ -436,9 +459,16 @@ struct TOCWriter {
     private mutating func entry(_ e: TOCEntry) {
         raw("\t\t{\n\t\t\t\"name\": ")
         string(e.name)
-        raw(",\n\t\t\t\"type\": \"")
-        raw(e.type.rawValue)
-        raw("\"")
+        switch e.type {  // StaticStrings: `rawValue` would build a String per entry
+        case .directory: raw(",\n\t\t\t\"type\": \"dir\"")
+        case .regular: raw(",\n\t\t\t\"type\": \"reg\"")
+        case .symlink: raw(",\n\t\t\t\"type\": \"symlink\"")
+        case .hardlink: raw(",\n\t\t\t\"type\": \"hardlink\"")
+        case .characterDevice: raw(",\n\t\t\t\"type\": \"char\"")
+        case .blockDevice: raw(",\n\t\t\t\"type\": \"block\"")
+        case .fifo: raw(",\n\t\t\t\"type\": \"fifo\"")
+        case .chunk: raw(",\n\t\t\t\"type\": \"chunk\"")
+        }
         intField("size", e.size)
         stringField("modtime", e.modTime)
         stringField("linkName", e.linkName)
@@ -493,11 +523,6 @@ struct TOCWriter {
     @inline(__always)
     private mutating func raw(_ s: StaticString) {
         out.append(contentsOf: UnsafeBufferPointer(start: s.utf8Start, count: s.utf8CodeUnitCount))
-    }
-
-    @inline(__always)
-    private mutating func raw(_ s: String) {
-        out.append(contentsOf: s.utf8)
     }
 
     private mutating func int(_ v: Int64) {
