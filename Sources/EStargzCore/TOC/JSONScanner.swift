@@ -180,6 +180,7 @@ struct JSONScanner {
         pos += n
     }
 
+    @inline(__always)
     private mutating func expect(_ c: UInt8) throws(JSONSyntaxError) {
         guard try peek() == c else {
             throw failure("expected '\(Character(Unicode.Scalar(c)))', found \(foundDescription())")
@@ -219,24 +220,25 @@ struct JSONScanner {
             throw failure("expected integer, found \(foundDescription())")
         }
         // Magnitude accumulates as UInt64 so that Int64.min (one larger than .max) parses.
-        let limit: UInt64 = negative ? UInt64(Int64.max) + 1 : UInt64(Int64.max)
+        // Up to 19 digits cannot wrap a UInt64, so the loop needs no overflow checks; longer
+        // numbers are out of range anyway.
+        let digitsStart = pos
         var magnitude: UInt64 = 0
-        let firstDigit = p[pos]
         while pos < count {
             let d = p[pos] &- UInt8(ascii: "0")
             guard d < 10 else { break }
-            let (m, o1) = magnitude.multipliedReportingOverflow(by: 10)
-            let (s, o2) = m.addingReportingOverflow(UInt64(d))
-            guard !o1, !o2, s <= limit else {
-                pos = start
-                throw failure("integer out of range for Int64")
-            }
-            magnitude = s
-            pos += 1
+            magnitude = magnitude &* 10 &+ UInt64(d)
+            pos &+= 1
         }
-        if firstDigit == UInt8(ascii: "0"), pos - start > (negative ? 2 : 1) {
+        let digits = pos - digitsStart
+        if p[digitsStart] == UInt8(ascii: "0"), digits > 1 {
             pos = start
             throw failure("invalid number: leading zero")
+        }
+        let limit: UInt64 = negative ? UInt64(Int64.max) + 1 : UInt64(Int64.max)
+        guard digits <= 19, magnitude <= limit else {
+            pos = start
+            throw failure("integer out of range for Int64")
         }
         if pos < count {
             switch p[pos] {
@@ -265,14 +267,36 @@ struct JSONScanner {
             return scratch.withUnsafeBufferPointer(Self.makeString)
         }
         let bytes = UnsafeBufferPointer(start: p + start, count: end - start)
-        if candidate.utf8.count == bytes.count, !bytes.isEmpty {
-            let same = candidate.utf8.withContiguousStorageIfAvailable { c in
-                guard let a = c.baseAddress, let b = bytes.baseAddress else { return false }
-                return memcmp(a, b, bytes.count) == 0
-            }
-            if same == true { return candidate }
-        }
+        if Self.equals(candidate, bytes) { return candidate }
         return isASCII ? String(decoding: bytes, as: UTF8.self) : Self.makeString(bytes)
+    }
+
+    /// Reads a string, or `nil` for `null`, returning an earlier equal string from `cache`
+    /// when there is one. For low-cardinality fields (modification times, user names) this
+    /// saves an allocation per entry.
+    @inline(__always)
+    mutating func readString(cache: inout StringCache) throws(JSONSyntaxError) -> String? {
+        if try consumeNull() { return nil }
+        guard p[pos] == UInt8(ascii: "\"") else {
+            throw failure("expected string, found \(foundDescription())")
+        }
+        let (start, end, hasEscapes, isASCII) = try scanString()
+        guard !hasEscapes else {
+            unescape(start, end)
+            return scratch.withUnsafeBufferPointer(Self.makeString)
+        }
+        return cache.string(for: UnsafeBufferPointer(start: p + start, count: end - start), isASCII: isASCII)
+    }
+
+    /// Whether `string`'s UTF-8 is exactly `bytes`.
+    @inline(__always)
+    static func equals(_ string: String, _ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard string.utf8.count == bytes.count, !bytes.isEmpty else { return false }
+        let same = string.utf8.withContiguousStorageIfAvailable { c in
+            guard let a = c.baseAddress, let b = bytes.baseAddress else { return false }
+            return memcmp(a, b, bytes.count) == 0
+        }
+        return same == true
     }
 
     /// Reads a string (or `nil` for `null`) and hands its unescaped bytes to `body`.
@@ -531,5 +555,24 @@ struct JSONScanner {
             guard isDigit(pos) else { throw failure("invalid number") }
             while isDigit(pos) { pos += 1 }
         }
+    }
+}
+
+/// A small direct-mapped cache of recently decoded strings, keyed by a hash of their bytes.
+struct StringCache {
+    private var slots = [String](repeating: "", count: 16)
+
+    mutating func string(for bytes: UnsafeBufferPointer<UInt8>, isASCII: Bool) -> String {
+        // Small strings live inline in `String` and cost no allocation; only cache the rest.
+        guard bytes.count > 15, bytes.count <= 64 else {
+            return isASCII ? String(decoding: bytes, as: UTF8.self) : JSONScanner.makeString(bytes)
+        }
+        var h: UInt64 = 0xCBF2_9CE4_8422_2325  // FNV-1a
+        for b in bytes { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 }
+        let slot = Int(truncatingIfNeeded: h >> 60)
+        if JSONScanner.equals(slots[slot], bytes) { return slots[slot] }
+        let s = isASCII ? String(decoding: bytes, as: UTF8.self) : JSONScanner.makeString(bytes)
+        slots[slot] = s
+        return s
     }
 }

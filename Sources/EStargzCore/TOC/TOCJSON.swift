@@ -91,7 +91,7 @@ enum TOCEntryField {
     }
 
     @inline(__always)
-    private static func equals(_ k: UnsafeBufferPointer<UInt8>, _ s: StaticString) -> Bool {
+    static func equals(_ k: UnsafeBufferPointer<UInt8>, _ s: StaticString) -> Bool {
         guard k.count == s.utf8CodeUnitCount else { return false }
         let p = s.utf8Start
         for i in 0..<k.count where k[i] != p[i] { return false }
@@ -163,7 +163,7 @@ struct TOCParser {
     /// Set while reading root fields or an xattr value, where `field` does not say enough.
     private var fieldDetail: String?
     /// The previous entry's values, which the next entry often repeats.
-    private var lastModTime = "", lastUserName = "", lastGroupName = ""
+    private var modTimes = StringCache(), userNames = StringCache(), groupNames = StringCache()
 
     init(_ bytes: UnsafeRawBufferPointer) {
         scanner = JSONScanner(bytes)
@@ -232,18 +232,20 @@ struct TOCParser {
         var first = true
         while try scanner.nextElement(&first) {
             entryIndex = entries.count
-            entries.append(try parseEntry())
+            // Parsed in place: an entry is ~200 bytes, and building it on the stack first
+            // would copy each one into the array.
+            entries.append(TOCEntry(name: "", type: .regular))
+            try parseEntry(into: &entries[entries.count - 1])
             entryIndex = nil
             entryName = nil
         }
     }
 
-    private mutating func parseEntry() throws(JSONSyntaxError) -> TOCEntry {
+    private mutating func parseEntry(into entry: inout TOCEntry) throws(JSONSyntaxError) {
         if try scanner.consumeNull() {
             throw scanner.failure("entry is null")
         }
         try scanner.enterObject("entry object")
-        var entry = TOCEntry(name: "", type: .regular)
         var sawType = false
         var first = true
         while try scanner.nextMember(&first) {
@@ -270,24 +272,15 @@ struct TOCParser {
                 }
             case .size: if let v = try scanner.readInt64() { entry.size = v }
             case .modTime:
-                if let s = try scanner.readString(reusing: lastModTime) {
-                    entry.modTime = s
-                    lastModTime = s
-                }
+                if let s = try scanner.readString(cache: &modTimes) { entry.modTime = s }
             case .linkName: if let s = try scanner.readString() { entry.linkName = s }
             case .mode: if let v = try scanner.readInt64() { entry.mode = v }
             case .uid: if let v = try readInt() { entry.uid = v }
             case .gid: if let v = try readInt() { entry.gid = v }
             case .userName:
-                if let s = try scanner.readString(reusing: lastUserName) {
-                    entry.userName = s
-                    lastUserName = s
-                }
+                if let s = try scanner.readString(cache: &userNames) { entry.userName = s }
             case .groupName:
-                if let s = try scanner.readString(reusing: lastGroupName) {
-                    entry.groupName = s
-                    lastGroupName = s
-                }
+                if let s = try scanner.readString(cache: &groupNames) { entry.groupName = s }
             case .offset: if let v = try scanner.readInt64() { entry.offset = v }
             case .devMajor: if let v = try readInt() { entry.devMajor = v }
             case .devMinor: if let v = try readInt() { entry.devMinor = v }
@@ -306,7 +299,6 @@ struct TOCParser {
         guard sawType else {
             throw scanner.failure("missing \"type\"")
         }
-        return entry
     }
 
     private mutating func readInt() throws(JSONSyntaxError) -> Int? {
@@ -317,20 +309,21 @@ struct TOCParser {
 
     /// Maps the `type` string to a kind; `nil` for names the reference does not define.
     private static func kind(_ b: UnsafeBufferPointer<UInt8>) -> TOCEntry.Kind? {
+        let equals = TOCEntryField.equals
         switch b.count {
         case 3:
-            if b.elementsEqual("reg".utf8) { return .regular }
-            if b.elementsEqual("dir".utf8) { return .directory }
+            if equals(b, "reg") { return .regular }
+            if equals(b, "dir") { return .directory }
         case 4:
-            if b.elementsEqual("char".utf8) { return .characterDevice }
-            if b.elementsEqual("fifo".utf8) { return .fifo }
+            if equals(b, "char") { return .characterDevice }
+            if equals(b, "fifo") { return .fifo }
         case 5:
-            if b.elementsEqual("chunk".utf8) { return .chunk }
-            if b.elementsEqual("block".utf8) { return .blockDevice }
+            if equals(b, "chunk") { return .chunk }
+            if equals(b, "block") { return .blockDevice }
         case 7:
-            if b.elementsEqual("symlink".utf8) { return .symlink }
+            if equals(b, "symlink") { return .symlink }
         case 8:
-            if b.elementsEqual("hardlink".utf8) { return .hardlink }
+            if equals(b, "hardlink") { return .hardlink }
         default:
             break
         }
