@@ -227,10 +227,16 @@ struct TOCParser {
         // Go's decoder reuses the slice from an earlier duplicate key; starting afresh is the
         // same result for any document a real writer produces.
         entries = []
-        // A typical entry is ~250 bytes of JSON; reserving avoids most regrowth.
-        entries.reserveCapacity(min(scanner.count / 256, 1 << 20))
+        // Once a sample of entries shows their average JSON size, reserve for the rest: a
+        // close fit avoids both regrowth copies and page-faulting memory that is never used.
+        let sampleSize = 64
+        let sampleStart = scanner.pos
         var first = true
         while try scanner.nextElement(&first) {
+            if entries.count == sampleSize {
+                let perEntry = max((scanner.pos - sampleStart) / sampleSize, 32)
+                entries.reserveCapacity(sampleSize + (scanner.count - scanner.pos) / perEntry * 9 / 8 + 16)
+            }
             entryIndex = entries.count
             // Parsed in place: an entry is ~200 bytes, and building it on the stack first
             // would copy each one into the array.
