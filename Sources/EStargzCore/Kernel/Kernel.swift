@@ -273,7 +273,9 @@ final class GzipStreamDecoder {
     /// `memberEnded` is true when a member ended exactly at the end of the consumed
     /// input and no partial member is pending; call again with more input to continue
     /// with the next member (or stop, if the input has ended). Members are checked
-    /// against their CRC-32 and length trailers.
+    /// against their CRC-32 and length trailers. Damage found after some bytes were
+    /// consumed or produced is thrown by the *next* call, so the intact bytes before
+    /// it are delivered first; the decoder then keeps throwing.
     func decode(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws(KernelError)
         -> (consumed: Int, produced: Int, memberEnded: Bool)
     {
