@@ -89,10 +89,10 @@ public struct SHA256Digest: Hashable, Sendable, CustomStringConvertible {
 /// Incremental SHA-256: feed bytes with `update`, then `finalize`.
 ///
 /// A value type: copying a hasher mid-way forks the computation.
-public struct SHA256Hasher: @unchecked Sendable {
-    // `sgk_sha256_ctx` is plain bytes (no pointers to owned memory, the block
-    // function pointer refers to static code), so copies are independent and
-    // sending one to another thread is safe.
+public struct SHA256Hasher: Sendable {
+    // `sgk_sha256_ctx` is plain bytes (no pointers to owned memory; the block
+    // function pointer inside refers to static code), so copies are independent
+    // and the imported struct is Sendable as is.
     private var ctx = sgk_sha256_ctx()
 
     /// A hasher with nothing hashed yet.
