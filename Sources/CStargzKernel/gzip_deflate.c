@@ -9,8 +9,8 @@
  * caller level is at least as small as zlib at that level, and faster:
  *     1..6 -> 1..6     (libdeflate N is smaller and faster than zlib N)
  *     7, 8, 9 -> 6     (libdeflate 6 is already ~0.6% smaller than zlib -9
- *                       and ~7x faster; libdeflate 7..9 only gain ~0.3% at
- *                       up to 2.5x the time; libdeflate 4/5 sit right at the
+ *                       and ~10x faster; libdeflate 7..9 only gain ~0.3% at
+ *                       up to 3.6x the time; libdeflate 4/5 sit right at the
  *                       1.01x-of-zlib-9 limit, too close to promise)
  *     10..12 -> 10..12 (libdeflate's strongest settings, ~2.5% smaller than
  *                       zlib -9, slower)

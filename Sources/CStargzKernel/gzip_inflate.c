@@ -284,18 +284,19 @@ int sgk_inflater_step(sgk_inflater *f,
         }
         if (di) f->at_boundary = 0; /* bytes of the next member were consumed */
         if (ret == Z_OK) {
-            if (ic == in_len || oc == out_len) {
-                /* Input used up, or output full: unless zlib can still make
-                 * progress on the remaining piece (>1 GiB calls), stop. */
-                if (!(di || dout) || ic == in_len || oc == out_len) break;
-            }
-            if (!(di || dout)) break;
+            /* Input used up, output full, or stuck: done. Otherwise only a
+             * >1 GiB piece was handed over; feed the next one. */
+            if (ic == in_len || oc == out_len || !(di || dout)) break;
             continue;
         }
         if (ret == Z_BUF_ERROR) break; /* no progress possible with this input/output */
         status = (ret == Z_MEM_ERROR) ? SGK_ERR_NOMEM : SGK_ERR_FORMAT;
         break;
     }
+    /* An error after this call already produced or consumed bytes is reported
+     * by the next call (zlib's error state is sticky), so the caller first
+     * gets the good bytes that precede the damage. */
+    if (status != SGK_OK && (ic || oc)) status = SGK_OK;
     *in_used = ic;
     *out_used = oc;
     *stream_end = (status == SGK_OK && f->at_boundary) ? 1 : 0;

@@ -364,12 +364,30 @@ private let zlibMemberContent: [UInt8] = Array(
             try out.withUnsafeMutableBytes { try d2.decode(src, into: $0) }
         }
         #expect(!r2.memberEnded)
-        // Corrupt trailer CRC is a format error.
+        // Garbage after a member: the member's bytes are delivered first, then the error.
+        let withJunk = member + [0x00, 0x01, 0x02, 0x03, 0x04, 0x05]
+        let d4 = try GzipStreamDecoder()
+        var got = [UInt8]()
+        var pos = 0
+        var thrown: KernelError?
+        for _ in 0..<10 {
+            do {
+                let r = try withJunk[pos...].withUnsafeBytes { src in try out.withUnsafeMutableBytes { try d4.decode(src, into: $0) } }
+                pos += r.consumed
+                got += out.prefix(r.produced)
+            } catch let e as KernelError { thrown = e; break }
+        }
+        #expect(got == sampleBytes(5000))
+        #expect(thrown?.isFormat == true)
+        // Corrupt trailer CRC is a format error (reported by the call after the one
+        // that delivered the member's bytes, with the rest of the input).
         var bad = member
         bad[bad.count - 6] ^= 1
         let d3 = try GzipStreamDecoder()
+        let first = try bad.withUnsafeBytes { src in try out.withUnsafeMutableBytes { try d3.decode(src, into: $0) } }
+        #expect(!first.memberEnded)
         let e = kernelError {
-            _ = try bad.withUnsafeBytes { src in
+            _ = try bad[first.consumed...].withUnsafeBytes { src in
                 try out.withUnsafeMutableBytes { dst in try d3.decode(src, into: dst) }
             }
         }

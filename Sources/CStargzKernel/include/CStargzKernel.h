@@ -78,7 +78,9 @@ void sgk_inflater_free(sgk_inflater *inflater);
  * *out_used receive what was consumed / produced. *stream_end is set to 1 when
  * a member ended exactly at the end of the consumed input and no partial member
  * is pending (the caller decides whether more members follow: call again with
- * more input to continue with the next member). Returns SGK_OK or an error. */
+ * more input to continue with the next member). Returns SGK_OK or an error;
+ * an error met after this call already consumed or produced bytes is returned
+ * by the next call instead, so the good bytes before the damage are delivered. */
 int sgk_inflater_step(sgk_inflater *inflater,
                       const uint8_t *in, size_t in_len, size_t *in_used,
                       uint8_t *out, size_t out_len, size_t *out_used,

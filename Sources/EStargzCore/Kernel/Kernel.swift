@@ -89,10 +89,10 @@ public struct SHA256Digest: Hashable, Sendable, CustomStringConvertible {
 /// Incremental SHA-256: feed bytes with `update`, then `finalize`.
 ///
 /// A value type: copying a hasher mid-way forks the computation.
-public struct SHA256Hasher: @unchecked Sendable {
-    // `sgk_sha256_ctx` is plain bytes (no pointers to owned memory, the block
-    // function pointer refers to static code), so copies are independent and
-    // sending one to another thread is safe.
+public struct SHA256Hasher: Sendable {
+    // `sgk_sha256_ctx` is plain bytes (no pointers to owned memory; the block
+    // function pointer inside refers to static code), so copies are independent
+    // and the imported struct is Sendable as is.
     private var ctx = sgk_sha256_ctx()
 
     /// A hasher with nothing hashed yet.
@@ -273,7 +273,9 @@ final class GzipStreamDecoder {
     /// `memberEnded` is true when a member ended exactly at the end of the consumed
     /// input and no partial member is pending; call again with more input to continue
     /// with the next member (or stop, if the input has ended). Members are checked
-    /// against their CRC-32 and length trailers.
+    /// against their CRC-32 and length trailers. Damage found after some bytes were
+    /// consumed or produced is thrown by the *next* call, so the intact bytes before
+    /// it are delivered first; the decoder then keeps throwing.
     func decode(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws(KernelError)
         -> (consumed: Int, produced: Int, memberEnded: Bool)
     {
