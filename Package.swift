@@ -28,9 +28,10 @@ var package = Package(
                 .linkedLibrary("xxhash"),
             ]
         ),
+        .target(name: "CStargzSystem"),
         .target(
             name: "EStargzCore",
-            dependencies: ["CStargzKernel"]
+            dependencies: ["CStargzKernel", "CStargzSystem"]
         ),
         .executableTarget(
             name: "estargz",
@@ -41,7 +42,7 @@ var package = Package(
         ),
         .testTarget(
             name: "EStargzCoreTests",
-            dependencies: ["EStargzCore", "CStargzKernel"]
+            dependencies: ["EStargzCore", "CStargzKernel", "CStargzSystem"]
         ),
         .testTarget(
             name: "InteropTests",

@@ -1,5 +1,6 @@
 import ArgumentParser
 import EStargzCore
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -91,24 +92,27 @@ struct StandardOutput {
 }
 
 /// A progress line on stderr, only when stderr is a terminal.
-final class Progress {
+final class Progress: Sendable {
     private let label: String
     private let enabled = isatty(2) == 1
-    private var lastPercent = -1
+    private let lastPercent = Mutex(-1)
 
     init(label: String) { self.label = label }
 
+    /// Called from any thread (verification runs on all cores).
     func update(done: Int64, total: Int64) {
         guard enabled, total > 0 else { return }
         let percent = Int(done * 100 / total)
-        guard percent != lastPercent else { return }
-        lastPercent = percent
+        guard lastPercent.withLock({ last in
+            defer { last = percent }
+            return last != percent
+        }) else { return }
         var line = "\r\(label): \(percent)% (\(done >> 20) of \(total >> 20) MiB)"
         line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
     }
 
     func finish() {
-        guard enabled, lastPercent >= 0 else { return }
+        guard enabled, lastPercent.withLock({ $0 }) >= 0 else { return }
         var line = "\n"
         line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
     }

@@ -1,4 +1,5 @@
 import Testing
+import CStargzSystem
 @testable import EStargzCore
 #if canImport(Glibc)
 import Glibc

@@ -141,7 +141,7 @@ struct BlobBuild {
         uncompressedSize += Int64(tocTar.count)
         let tocOffset = output.written
         let member = try tocTar.withUnsafeBytes { bytes throws(EStargzError) in
-            do { return try Kernel.compressGzipMember(bytes, level: level) } catch { throw .compression(error.description) }
+            do { return try Kernel.compressGzipMember(bytes, level: level) } catch { throw .compression("\(error)") }
         }
         try output.write(member)
         try output.write(Footer.encode(tocOffset: tocOffset))
@@ -171,7 +171,7 @@ struct BlobBuild {
                 if job.chunkLength > 0 {
                     job.chunkDigest = SHA256Digest.of(UnsafeRawBufferPointer(rebasing: plain[0 ..< job.chunkLength]))
                 }
-                do { job.compressed = try Kernel.compressGzipMember(plain, level: level) } catch { job.failure = error }
+                do throws(KernelError) { job.compressed = try Kernel.compressGzipMember(plain, level: level) } catch { job.failure = error }
             }
             job.done.signal()
         }

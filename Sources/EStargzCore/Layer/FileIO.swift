@@ -1,3 +1,4 @@
+import CStargzSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -40,7 +41,7 @@ enum FileIO {
 
     /// An anonymous temporary file in `directory` (unlinked at once, gone when closed).
     static func anonymousTemporaryFile(in directory: String) throws -> Int32 {
-        let fd = open(directory, O_TMPFILE | O_RDWR | O_CLOEXEC, 0o600)
+        let fd = open(directory, sgs_o_tmpfile | O_RDWR | O_CLOEXEC, 0o600)
         if fd >= 0 { return fd }
         var template = Array((directory + "/estargz-XXXXXX").utf8CString)
         let fallback = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }

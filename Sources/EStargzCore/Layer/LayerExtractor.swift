@@ -1,3 +1,4 @@
+import CStargzSystem
 #if canImport(Glibc)
 import Glibc
 #endif

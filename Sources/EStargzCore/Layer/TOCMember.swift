@@ -30,7 +30,7 @@ enum TOCMember {
                         try decoder.decode(UnsafeRawBufferPointer(rebasing: all[consumed...]), into: output)
                     }
                 } catch {
-                    throw EStargzError.invalidTOC("TOC member does not decompress: \(error.description)")
+                    throw EStargzError.invalidTOC("TOC member does not decompress: \(error)")
                 }
                 consumed += step.consumed
                 if step.memberEnded { finished = true }
@@ -54,7 +54,7 @@ enum TOCMember {
         return try [UInt8](unsafeUninitializedCapacity: Int(size)) { buffer, initialized in
             var done = 0
             while done < Int(size) {
-                let n = try reader.readContent(into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]))
+                let n = try reader.readContent(into: UnsafeMutableRawBufferPointer(UnsafeMutableBufferPointer(rebasing: buffer[done...])))
                 guard n > 0 else { throw EStargzError.invalidTOC("TOC JSON ends after \(done) of \(size) bytes") }
                 done += n
             }
