@@ -11,9 +11,11 @@
 //	build IN.tar OUT.blob [-level N] [-chunk-size N] [-prioritized FILE]
 //	legacy IN.blob OUT.blob
 //	dump BLOB [-toc-digest D]
+//	entries BLOB   (TOC entries in TOC order: name, type, offset, nextOffset, chunkOffset, chunkSize)
 package main
 
 import (
+	"archive/tar"
 	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
@@ -77,6 +79,8 @@ func main() {
 		cmdLegacy(os.Args[2:])
 	case "dump":
 		cmdDump(os.Args[2:])
+	case "entries":
+		cmdEntries(os.Args[2:])
 	default:
 		fail("unknown subcommand %q", os.Args[1])
 	}
@@ -361,4 +365,70 @@ func fileDigest(r *estargz.Reader, v estargz.TOCEntryVerifier, p string, e *esta
 		fail("%q: content digest %s does not match TOC digest %s", p, s1, e.Digest)
 	}
 	return s1
+}
+
+// cmdEntries prints every TOC entry (chunks included) in TOC order, one JSON
+// object a line, with the name cleaned the way the reader cleans it.
+func cmdEntries(args []string) {
+	pos, _ := parseArgs(args, map[string]bool{})
+	if len(pos) != 1 {
+		fail("usage: estargz-ref entries BLOB")
+	}
+	f, sr := openSection(pos[0])
+	defer f.Close()
+	r, err := estargz.Open(sr)
+	if err != nil {
+		fail("open: %v", err)
+	}
+	w := json.NewEncoder(os.Stdout)
+	w.SetEscapeHTML(false)
+	// The Reader does not expose TOC order, so re-read the TOC JSON.
+	toc, err := readTOC(sr)
+	if err != nil {
+		fail("%v", err)
+	}
+	lastName := ""
+	for _, e := range toc.Entries {
+		name := strings.TrimPrefix(path.Clean("/"+e.Name), "/")
+		if e.Type == "chunk" {
+			name = lastName
+		} else {
+			lastName = name
+		}
+		var next int64
+		if e.Type == "reg" || e.Type == "chunk" {
+			if ce, ok := r.ChunkEntryForOffset(name, e.ChunkOffset); ok {
+				next = ce.NextOffset()
+			}
+		}
+		w.Encode(map[string]interface{}{
+			"name": name, "type": e.Type, "offset": e.Offset, "nextOffset": next,
+			"chunkOffset": e.ChunkOffset, "chunkSize": e.ChunkSize,
+		})
+	}
+}
+
+// readTOC decompresses the TOC JSON (the tar entry just before the footer).
+func readTOC(sr *io.SectionReader) (*estargz.JTOC, error) {
+	tocOff, footerSize, err := estargz.OpenFooter(sr)
+	if err != nil {
+		return nil, err
+	}
+	zr, err := gzip.NewReader(io.NewSectionReader(sr, tocOff, sr.Size()-tocOff-footerSize))
+	if err != nil {
+		return nil, err
+	}
+	tr := tar.NewReader(zr)
+	h, err := tr.Next()
+	if err != nil {
+		return nil, err
+	}
+	if h.Name != estargz.TOCTarName {
+		return nil, fmt.Errorf("TOC tar entry is %q", h.Name)
+	}
+	var toc estargz.JTOC
+	if err := json.NewDecoder(tr).Decode(&toc); err != nil {
+		return nil, err
+	}
+	return &toc, nil
 }
