@@ -11,7 +11,7 @@ regular-file content, symlink target, device major/minor, all xattrs
 (listxattr/getxattr with follow_symlinks=False), and hardlink groups (the
 partition of non-directory paths by inode).  --ignore-mtime REL skips the
 mtime of that relative path (e.g. implicitly created parent directories).
---root also compares the roots' own metadata.  Prints every difference; exit
+--ignore REL leaves a path out entirely.  --root also compares the roots' own metadata.  Prints every difference; exit
 status 1 if there is any.
 """
 import argparse
@@ -106,10 +106,16 @@ def main():
     ap.add_argument("--mtime-round", action="store_true")
     ap.add_argument("--ignore-mtime", action="append", default=[])
     ap.add_argument("--root", action="store_true")
+    ap.add_argument("--ignore", action="append", default=[],
+                    help="relative path to leave out entirely (e.g. a landmark file)")
     args = ap.parse_args()
     ia, ga = scan(args.a, args)
     ib, gb = scan(args.b, args)
     ignore = set(os.path.normpath(p) for p in args.ignore_mtime)
+    for p in args.ignore:
+        p = os.path.normpath(p)
+        for info in (ia, ib):
+            info.pop(p, None)
     diffs = []
     for rel in sorted(set(ia) - set(ib)):
         diffs.append("only in %s: %r" % (args.a, rel))
