@@ -11,6 +11,7 @@
 //	build IN.tar OUT.blob [-level N] [-chunk-size N] [-prioritized FILE]
 //	legacy IN.blob OUT.blob
 //	dump BLOB [-toc-digest D]
+//	cat BLOB PATH [-toc-digest D]   (content, every chunk verified)
 //	entries BLOB   (TOC entries in TOC order: name, type, offset, nextOffset, chunkOffset, chunkSize)
 package main
 
@@ -81,6 +82,8 @@ func main() {
 		cmdDump(os.Args[2:])
 	case "entries":
 		cmdEntries(os.Args[2:])
+	case "cat":
+		cmdCat(os.Args[2:])
 	default:
 		fail("unknown subcommand %q", os.Args[1])
 	}
@@ -431,4 +434,50 @@ func readTOC(sr *io.SectionReader) (*estargz.JTOC, error) {
 		return nil, err
 	}
 	return &toc, nil
+}
+
+func openVerified(blob string, flags map[string]string) (*os.File, *estargz.Reader, estargz.TOCEntryVerifier) {
+	f, sr := openSection(blob)
+	r, err := estargz.Open(sr)
+	if err != nil {
+		fail("open: %v", err)
+	}
+	var v estargz.TOCEntryVerifier
+	if d, ok := flags["toc-digest"]; ok {
+		dg, err := digest.Parse(d)
+		if err != nil {
+			fail("bad -toc-digest: %v", err)
+		}
+		if v, err = r.VerifyTOC(dg); err != nil {
+			fail("VerifyTOC: %v", err)
+		}
+	} else if v, err = r.Verifiers(); err != nil {
+		fail("Verifiers: %v", err)
+	}
+	return f, r, v
+}
+
+// cmdCat writes one regular file's content (chunks verified) to stdout.
+func cmdCat(args []string) {
+	pos, flags := parseArgs(args, map[string]bool{"toc-digest": true})
+	if len(pos) != 2 {
+		fail("usage: estargz-ref cat BLOB PATH [-toc-digest D]")
+	}
+	f, r, v := openVerified(pos[0], flags)
+	defer f.Close()
+	e, ok := r.Lookup(pos[1])
+	if !ok {
+		fail("%q: not found", pos[1])
+	}
+	if e.Type != "reg" {
+		fail("%q: not a regular file (%s)", pos[1], e.Type)
+	}
+	fileDigest(r, v, pos[1], e)
+	sr, err := r.OpenFile(pos[1])
+	if err != nil {
+		fail("%v", err)
+	}
+	if _, err := io.Copy(os.Stdout, io.NewSectionReader(sr, 0, e.Size)); err != nil {
+		fail("%v", err)
+	}
 }
