@@ -3,6 +3,7 @@
 
 Usage: gen_hostile.py OUT.tar KIND ESCAPE_DIR TMP_NAME
 KIND:
+  benign       only "ok.txt"
   dotdot       "../evil", "a/../../evil2", "/abs-evil" file entries
   abs-symlink  "link" -> ESCAPE_DIR (absolute), then "link/x"
   tmp-symlink  "link" -> "/tmp", then "link/TMP_NAME"
@@ -33,7 +34,9 @@ def main():
             tf.addfile(ti)
 
         f("ok.txt", b"ok\n")
-        if kind == "dotdot":
+        if kind == "benign":
+            pass
+        elif kind == "dotdot":
             f("../evil")
             f("a/../../evil2")
             f("/abs-evil")

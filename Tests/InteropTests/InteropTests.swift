@@ -136,10 +136,13 @@ struct Tools: Sendable {
         // Build once per test run; the output lives under .build/interop/.
         let outDir = root + "/.build/interop"
         try FileManager.default.createDirectory(atPath: outDir, withIntermediateDirectories: true)
-        let ref = outDir + "/estargz-ref-\(ProcessInfo.processInfo.processIdentifier)"
-        try must(go, ["build", "-o", ref, "./Tests/Interop/refgo"], "building estargz-ref with \(go)", cwd: root,
+        let ref = outDir + "/estargz-ref"
+        let tmpRef = ref + ".\(ProcessInfo.processInfo.processIdentifier).tmp"
+        try must(go, ["build", "-o", tmpRef, "./Tests/Interop/refgo"], "building estargz-ref with \(go)", cwd: root,
                  env: ["GO111MODULE": "off", "GOPATH": gopath, "GOFLAGS": "",
                        "GOCACHE": outDir + "/gocache"])
+        // rename(2) is atomic, so concurrent test runs never see a half-written binary.
+        guard rename(tmpRef, ref) == 0 else { throw InteropError("rename \(tmpRef) -> \(ref) failed: errno \(errno)") }
         return Tools(packageRoot: root, interopDir: interop, python: python, refBin: ref, tar: tar)
     }
 
@@ -519,6 +522,16 @@ struct InteropTests {
         let tarPath = s.sub("hostile.tar")
         try t.py("gen_hostile.py", [tarPath, kind, escape, tmpName], "gen_hostile.py")
         defer { try? FileManager.default.removeItem(atPath: "/tmp/" + tmpName) }
+
+        // The CLI must extract a benign archive, or "nothing was written" proves nothing.
+        let benignTar = s.sub("benign.tar")
+        try t.py("gen_hostile.py", [benignTar, "benign", escape, tmpName], "gen_hostile.py benign")
+        let benignBlob = s.sub("benign.blob")
+        _ = try goBuild(t, benignTar, benignBlob)
+        let benignDir = try s.mkdir("benign-out")
+        try must(bin, ["extract", benignBlob, benignDir], "[\(kind)] estargz extract of a benign archive")
+        let okText = try? String(contentsOfFile: benignDir + "/ok.txt", encoding: .utf8)
+        #expect(okText == "ok\n", "[\(kind)] estargz extract of a benign archive did not produce ok.txt")
 
         var blobs: [(String, String)] = []
         let goBlob = s.sub("go.blob")
