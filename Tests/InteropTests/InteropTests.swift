@@ -255,15 +255,31 @@ func checkGoDump(_ t: Tools, _ s: Scratch, blob: String, digest: String?, expect
     }
 }
 
+/// diffID / uncompressedSize / compressedSize in a build summary must match the blob.
+func checkSummary(_ t: Tools, _ blob: String, _ r: RunResult, _ what: String) throws {
+    let summary = try jsonObject(r.stdout, what)
+    let actual = try jsonObject(try t.py("blob_digest.py", [blob], "blob_digest.py").stdout, "blob_digest.py")
+    #expect(summary["diffID"] as? String == actual["diffID"] as? String,
+            "\(what): diffID \(summary["diffID"] ?? "nil") != sha256 of the decompressed blob \(actual["diffID"] ?? "nil")")
+    for k in ["uncompressedSize", "compressedSize"] {
+        let got = (summary[k] as? NSNumber)?.int64Value, want = (actual[k] as? NSNumber)?.int64Value
+        #expect(got == want, "\(what): \(k) \(got.map(String.init) ?? "nil") != actual \(want.map(String.init) ?? "nil")")
+    }
+}
+
 func goBuild(_ t: Tools, _ tar: String, _ blob: String, _ extra: [String] = []) throws -> String {
     let r = try must(t.refBin, ["build", tar, blob] + extra, "estargz-ref build")
-    return try tocDigest(r, "estargz-ref build")
+    let d = try tocDigest(r, "estargz-ref build")
+    try checkSummary(t, blob, r, "estargz-ref build")
+    return d
 }
 
 func oursConvert(_ t: Tools, _ tar: String, _ blob: String, _ extra: [String] = []) throws -> String {
     let bin = try t.estargzBin()
     let r = try must(bin, ["convert", tar, blob, "--json"] + extra, "estargz convert (our CLI)")
-    return try tocDigest(r, "estargz convert --json")
+    let d = try tocDigest(r, "estargz convert --json")
+    try checkSummary(t, blob, r, "estargz convert --json")
+    return d
 }
 
 /// GNU tar extraction: the reference tree. --delay-directory-restore makes
