@@ -285,6 +285,10 @@ func oursConvert(_ t: Tools, _ tar: String, _ blob: String, _ extra: [String] = 
 /// GNU tar extraction: the reference tree. --delay-directory-restore makes
 /// directory metadata independent of entry order.
 func tarExtract(_ t: Tools, _ tar: String, _ dir: String) throws {
+    guard getuid() == 0 else {
+        throw InteropError("tree comparisons need root (device nodes, ownership, trusted.* xattrs); run as root "
+            + "or set ESTARGZ_SKIP_INTEROP=1")
+    }
     try must("/bin/sh", ["-c", "umask 022 && exec \"$0\" \"$@\"", t.tar, "-x", "--delay-directory-restore",
                          "--numeric-owner", "--xattrs", "--xattrs-include=*", "-p", "-f", tar, "-C", dir],
              "tar -x \(tar)")
