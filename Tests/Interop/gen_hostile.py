@@ -8,6 +8,9 @@ KIND:
   abs-symlink  "link" -> ESCAPE_DIR (absolute), then "link/x"
   tmp-symlink  "link" -> "/tmp", then "link/TMP_NAME"
   rel-symlink  "rel" -> "../../..", then "rel/y"
+  hardlink-escape  hardlink "hl" -> "../../../../escape/victim.txt" (outside DIR
+               when DIR is ROOT/x-LABEL/a/b/out); a later duplicate "hl" would
+               replace it (the reference dedupes names), so there is none
 Every archive also has a harmless "ok.txt".
 """
 import io
@@ -49,6 +52,14 @@ def main():
         elif kind == "rel-symlink":
             sym("rel", "../../..")
             f("rel/y")
+        elif kind == "hardlink-escape":
+            ti = tarfile.TarInfo("hl")
+            ti.type = tarfile.LNKTYPE
+            ti.linkname = "../../../../escape/victim.txt"
+            ti.mtime = 1700000000
+            ti.mode = 0o644
+            ti.mode = 0o666  # a chmod through the link would show on the victim
+            tf.addfile(ti)
         else:
             raise SystemExit("unknown kind " + kind)
 

@@ -532,12 +532,15 @@ struct InteropTests {
     }
 
     // e. Hostile archives: nothing may be written outside DIR.
-    @Test("e: extract refuses to write outside DIR", arguments: ["dotdot", "abs-symlink", "tmp-symlink", "rel-symlink"])
+    @Test("e: extract refuses to write outside DIR", arguments: ["dotdot", "abs-symlink", "tmp-symlink", "rel-symlink", "hardlink-escape"])
     func hostile(_ kind: String) throws {
         let t = try Tools.get()
         let bin = try t.estargzBin()
         let s = try Scratch()
         let escape = try s.mkdir("escape")
+        let victim = escape + "/victim.txt"
+        try "precious\n".write(toFile: victim, atomically: false, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: victim)
         let tmpName = "estargz-interop-\(UUID().uuidString)"
         let tarPath = s.sub("hostile.tar")
         try t.py("gen_hostile.py", [tarPath, kind, escape, tmpName], "gen_hostile.py")
@@ -569,6 +572,11 @@ struct InteropTests {
             let r = try run(bin, ["extract", blob, dir])
             let after = try snapshot(s.path, excluding: dir)
             #expect(before == after, "[\(kind), \(label) blob] extract wrote outside DIR: \(after.subtracting(before).sorted())\n\(describe(r, "extract"))")
+            let victimText = try? String(contentsOfFile: victim, encoding: .utf8)
+            let victimLinks = (try? FileManager.default.attributesOfItem(atPath: victim)[.referenceCount] as? Int) ?? nil
+            let victimMode = (try? FileManager.default.attributesOfItem(atPath: victim)[.posixPermissions] as? Int) ?? nil
+            #expect(victimText == "precious\n" && victimLinks == 1 && victimMode == 0o644,
+                    "[\(kind), \(label) blob] extract modified or hardlinked \(victim) outside DIR (links: \(victimLinks.map(String.init) ?? "?"), mode: \(victimMode.map { String($0, radix: 8) } ?? "?"))")
             #expect(!FileManager.default.fileExists(atPath: "/tmp/" + tmpName),
                     "[\(kind), \(label) blob] extract created /tmp/\(tmpName)")
             #expect(r.status != 0 || !r.stderr.isEmpty,
