@@ -169,8 +169,9 @@ struct Tools: Sendable {
     }
 }
 
-/// A scratch directory removed when the test ends.
-final class Scratch {
+/// A scratch directory; callers `defer { s.remove() }` (explicit, since ARC may
+/// release a class instance before the end of its scope).
+struct Scratch {
     let path: String
     init() throws {
         path = FileManager.default.temporaryDirectory
@@ -183,7 +184,7 @@ final class Scratch {
         try FileManager.default.createDirectory(atPath: p, withIntermediateDirectories: true)
         return p
     }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
+    func remove() { try? FileManager.default.removeItem(atPath: path) }
 }
 
 func jsonObject(_ data: Data, _ what: String) throws -> [String: Any] {
@@ -363,6 +364,7 @@ struct InteropTests {
     func goRoundTripMatchesListing(_ v: Variant) throws {
         let t = try Tools.get()
         let s = try Scratch()
+        defer { s.remove() }
         let layer = try genLayer(t, s, chunkSize: v.chunkSize ?? 4 << 20, seed: 3, gnu: v.gnu)
         var extra: [String] = []
         if let c = v.chunkSize { extra += ["-chunk-size", "\(c)"] }
@@ -386,6 +388,7 @@ struct InteropTests {
     func compareTreesSelfCheck() throws {
         let t = try Tools.get()
         let s = try Scratch()
+        defer { s.remove() }
         let layer = try genLayer(t, s, chunkSize: 65536)
         let a = try s.mkdir("a"), b = try s.mkdir("b")
         try tarExtract(t, layer.tar, a)
@@ -398,6 +401,7 @@ struct InteropTests {
     func oursToGo(_ v: Variant) throws {
         let t = try Tools.get()
         let s = try Scratch()
+        defer { s.remove() }
         let layer = try genLayer(t, s, chunkSize: v.chunkSize ?? 4 << 20, seed: 5, gnu: v.gnu)
         var extra: [String] = []
         if let c = v.chunkSize { extra += ["--chunk-size", "\(c)"] }
@@ -421,6 +425,7 @@ struct InteropTests {
         let t = try Tools.get()
         let bin = try t.estargzBin()
         let s = try Scratch()
+        defer { s.remove() }
         let layer = try genLayer(t, s, seed: 7)
         var blob = s.sub("go.blob")
         let digest = try goBuild(t, layer.tar, blob)
@@ -481,6 +486,7 @@ struct InteropTests {
         let t = try Tools.get()
         let bin = try t.estargzBin()
         let s = try Scratch()
+        defer { s.remove() }
         let layer = try genLayer(t, s, chunkSize: 65536, seed: 9, gnu: gnu)
         let blob = s.sub("ours.blob")
         let digest = try oursConvert(t, layer.tar, blob, ["--chunk-size", "65536"])
@@ -496,6 +502,7 @@ struct InteropTests {
         let t = try Tools.get()
         let bin = try t.estargzBin()
         let s = try Scratch()
+        defer { s.remove() }
         let layer = try genLayer(t, s, chunkSize: 65536, seed: 11)
         let blob = s.sub("go.blob")
         let digest = try goBuild(t, layer.tar, blob, ["-chunk-size", "65536"])
@@ -537,6 +544,7 @@ struct InteropTests {
         let t = try Tools.get()
         let bin = try t.estargzBin()
         let s = try Scratch()
+        defer { s.remove() }
         let escape = try s.mkdir("escape")
         let victim = escape + "/victim.txt"
         try "precious\n".write(toFile: victim, atomically: false, encoding: .utf8)
