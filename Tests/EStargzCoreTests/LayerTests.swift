@@ -173,7 +173,7 @@ import Glibc
         let (blob, _, _) = try convert(tar, in: dir, options: options)
         let names = try storedTOC(blob).entries.filter { $0.type != .chunk }.map { TarPath.clean($0.name) }
         let landmark = try #require(names.firstIndex(of: Landmark.prefetch))
-        #expect(Array(names[0 ..< landmark]) == ["usr/lib/small.txt", "etc", "usr/lib/multi.bin", "etc/hard"])
+        #expect(Array(names[0 ..< landmark]) == ["", "usr/lib/small.txt", "etc", "usr/lib/multi.bin", "etc/hard"])
         #expect(!names.contains(Landmark.noPrefetch))
         options.prioritizedFiles = ["no/such/file"]
         #expect(throws: EStargzError.self) { try convert(tar, in: dir, options: options, name: "missing") }
@@ -270,7 +270,11 @@ import Glibc
         t.entries.append(badLink)
         lies.append(("hardlink to nothing", t))
         for (what, lie) in lies {
-            #expect(throws: EStargzError.self, "\(what)") { try LayerReader(source: MemorySource(try blob(original, withTOC: lie))) }
+            // Refused when the layer opens, or at the latest when the lying part is read.
+            #expect(throws: EStargzError.self, "\(what)") {
+                let layer = try LayerReader(source: MemorySource(try blob(original, withTOC: lie)))
+                try layer.verifyAllChunks()
+            }
         }
     }
 

@@ -56,9 +56,6 @@ private func cleanup(_ directory: String) {
     try? FileManager.default.removeItem(atPath: directory)
 }
 
-private func writeFile(_ path: String, _ bytes: [UInt8]) throws {
-    try Data(bytes).write(to: URL(fileURLWithPath: path))
-}
 
 // Glibc's module map leaves out <sys/xattr.h>; look the two calls up by name instead.
 private typealias SetXattr = @convention(c) (UnsafePointer<CChar>, UnsafePointer<CChar>, UnsafeRawPointer?, Int, Int32) -> Int32

@@ -126,12 +126,11 @@ enum Index {
 
         // Parents, created on demand as the reference does (mode 0755), and link counts.
         var children: [Int32: [(String, Int32)]] = [:]
-        func directory(_ path: String) throws -> Int32 {
+        /// The directory node at `path`, made up if missing; nil when a non-directory has that name
+        /// (entries below a file or symlink are unreachable, as they would be on disk).
+        func directory(_ path: String) -> Int32? {
             if let id = paths[path] {
-                guard nodes[Int(id)].entry.type == .directory else {
-                    throw EStargzError.invalidTOC("\(path) is a \(nodes[Int(id)].entry.type.rawValue) but has entries below it")
-                }
-                return id
+                return nodes[Int(id)].entry.type == .directory ? id : nil
             }
             var entry = TOCEntry(name: path, type: .directory)
             entry.mode = 0o755
@@ -139,7 +138,10 @@ enum Index {
             nodes.append(Node(path: path, entry: entry, linkCount: 2, implicit: true))
             paths[path] = id
             let (parentPath, base) = split(path)
-            let parent = try directory(parentPath)
+            guard let parent = directory(parentPath) else {
+                paths[path] = nil
+                return nil
+            }
             children[parent, default: []].append((base, id))
             nodes[Int(parent)].linkCount += 1
             return id
@@ -150,7 +152,10 @@ enum Index {
             let path = nodes[i].path
             guard let id = paths[path], seen.insert(path).inserted else { continue }
             let (parentPath, base) = split(path)
-            let parent = try directory(parentPath)
+            guard let parent = directory(parentPath) else {
+                paths[path] = nil
+                continue
+            }
             children[parent, default: []].append((base, id))
             nodes[Int(id)].linkCount += 1
             if nodes[Int(id)].entry.type == .directory, Int(id) == i { nodes[Int(parent)].linkCount += 1 }

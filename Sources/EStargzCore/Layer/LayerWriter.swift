@@ -123,6 +123,7 @@ struct SeekableTar {
                 if magicCount == 4, magic == [0x28, 0xb5, 0x2f, 0xfd] {
                     throw EStargzError.invalidArgument("\(path) is zstd-compressed; decompress it first (only tar and tar.gz are accepted)")
                 }
+                guard lseek(fd, 0, SEEK_SET) == 0 else { throw EStargzError.io(operation: "lseek", path: path, errno: errno) }
                 return SeekableTar(fd: fd, path: path, size: Int64(info.st_size), owned: false)
             }
         }
@@ -130,6 +131,7 @@ struct SeekableTar {
         let spool = try FileIO.anonymousTemporaryFile(in: temporaryDirectory)
         do {
             let size = try inflateOrCopy(from: fd, path: path, to: spool)
+            guard lseek(spool, 0, SEEK_SET) == 0 else { throw EStargzError.io(operation: "lseek", path: "temporary file", errno: errno) }
             return SeekableTar(fd: spool, path: path, size: size, owned: true)
         } catch {
             close(spool)
@@ -230,9 +232,11 @@ struct TarIndex {
                 if let index, !moved[index] { moved[index] = true; first.append(index) }
                 return true
             }
-            guard let index else { return false }
+            // Parents come first when the tar has them; unlike the reference, a parent the tar only
+            // implies is not an error (readers create it).
             let parent = name.utf8.lastIndex(of: UInt8(ascii: "/")).map { String(name[..<$0]) } ?? ""
-            guard try move(parent, depth: depth + 1) else { return false }
+            _ = try move(parent, depth: depth + 1)
+            guard let index else { return false }
             if !moved[index], entries[index].header.kind == .hardlink {
                 _ = try move(entries[index].header.linkName, depth: depth + 1)
             }
