@@ -50,7 +50,9 @@ public enum TOCJSON {
     /// list is written as `null`, as Go does for the writer's nil slice.
     public static func encode(_ toc: TOC) -> [UInt8] {
         var w = TOCWriter()
-        w.out.reserveCapacity(64 + toc.entries.count * 360)
+        // A typical entry takes ~420 bytes; untouched reserved pages cost nothing, while
+        // regrowth would copy the whole document.
+        w.out.reserveCapacity(64 + toc.entries.count * 512)
         w.write(toc)
         return w.out
     }
@@ -539,6 +541,23 @@ struct TOCWriter {
         }
     }
 
+    /// Whether a word of string bytes may contain a byte Go escapes (control characters,
+    /// `"`, `\\`, `<`, `>`, `&`) or any non-ASCII byte (U+2028 and U+2029 need escaping).
+    /// False positives are fine: the caller then looks at each byte.
+    @inline(__always)
+    private static func mayNeedEscape(_ w: UInt64) -> Bool {
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let highs: UInt64 = 0x8080_8080_8080_8080
+        @inline(__always) func hasByte(_ c: UInt8) -> UInt64 {
+            let x = w ^ (ones &* UInt64(c))
+            return (x &- ones) & ~x
+        }
+        let below0x20 = (w &- ones &* 0x20) & ~w
+        let found = hasByte(UInt8(ascii: "\"")) | hasByte(UInt8(ascii: "\\")) | hasByte(UInt8(ascii: "<"))
+            | hasByte(UInt8(ascii: ">")) | hasByte(UInt8(ascii: "&")) | below0x20 | w
+        return found & highs != 0
+    }
+
     private static let hex: [UInt8] = Array("0123456789abcdef".utf8)
 
     /// Go's `encodeState.string` with HTML escaping on (the `json.Marshal` default).
@@ -549,6 +568,14 @@ struct TOCWriter {
             var runStart = 0
             var i = 0
             while i < b.count {
+                // Skip eight plain ASCII bytes at a time; a word that may hold anything
+                // interesting (see `mayNeedEscape`) goes through the byte path below.
+                if i &+ 8 <= b.count, let base = b.baseAddress,
+                   !Self.mayNeedEscape(UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self))
+                {
+                    i &+= 8
+                    continue
+                }
                 let c = b[i]
                 var escape: (UInt8, UInt8)? = nil  // (second byte, third) for 2-byte escapes or \u00XX
                 var unicode: StaticString? = nil
