@@ -30,13 +30,9 @@ public enum TOCJSON {
 
     /// Parses a TOC document; see `decode(_:)-(UnsafeRawBufferPointer)`.
     public static func decode(_ bytes: [UInt8]) throws(EStargzError) -> TOC {
-        // Spelled as a closure returning Result because `withUnsafeBytes` rethrows untyped errors.
-        let result: Result<TOC, EStargzError> = bytes.withUnsafeBytes { buffer in
-            do throws(EStargzError) {
-                return .success(try decode(buffer))
-            } catch {
-                return .failure(error)
-            }
+        // Via Result because `withUnsafeBytes` rethrows as untyped `any Error`.
+        let result = bytes.withUnsafeBytes { buffer in
+            Result { () throws(EStargzError) in try decode(buffer) }
         }
         return try result.get()
     }
@@ -66,7 +62,7 @@ enum TOCEntryField {
     case devMajor, devMinor, xattrs, digest, chunkOffset, chunkSize, chunkDigest, innerOffset
     case unknown
 
-    /// The JSON key, for error messages and the encoder.
+    /// The JSON key, for error messages.
     var key: String {
         switch self {
         case .name: "name"
@@ -164,7 +160,7 @@ struct TOCParser {
     private var field: TOCEntryField?
     /// Set while reading root fields or an xattr value, where `field` does not say enough.
     private var fieldDetail: String?
-    /// The previous entry's values, which the next entry often repeats.
+    /// Recent values of low-cardinality fields, which many entries repeat.
     private var modTimes = StringCache(), userNames = StringCache(), groupNames = StringCache()
 
     init(_ bytes: UnsafeRawBufferPointer) {
@@ -270,13 +266,19 @@ struct TOCParser {
                     entryName = s
                 }
             case .type:
-                let kind = try scanner.readStringBytes(Self.kind)
-                if let kind {
-                    guard let k = kind else {
-                        throw scanner.failure("unknown entry type")
-                    }
-                    entry.type = k
+                // The closure returns the unknown name (allocated only then) for the message.
+                let parsed = try scanner.readStringBytes { b -> Result<TOCEntry.Kind, TypeNameError> in
+                    guard let kind = Self.kind(b) else { return .failure(TypeNameError(name: JSONScanner.makeString(b))) }
+                    return .success(kind)
+                }
+                switch parsed {
+                case nil:
+                    break  // null: Go leaves the type empty; the missing-type check below reports it
+                case .success(let kind):
+                    entry.type = kind
                     sawType = true
+                case .failure(let unknown):
+                    throw scanner.failure("unknown entry type \(String(reflecting: unknown.name))")
                 }
             case .size: if let v = try scanner.readInt64() { entry.size = v }
             case .modTime:
@@ -307,6 +309,10 @@ struct TOCParser {
         guard sawType else {
             throw scanner.failure("missing \"type\"")
         }
+    }
+
+    private struct TypeNameError: Error {
+        var name: String
     }
 
     private mutating func readInt() throws(JSONSyntaxError) -> Int? {
