@@ -276,7 +276,7 @@ struct JSONScanner {
     /// when there is one. For low-cardinality fields (modification times, user names) this
     /// saves an allocation per entry.
     @inline(__always)
-    mutating func readString(cache: inout StringCache) throws(JSONSyntaxError) -> String? {
+    mutating func readString(cache: inout JSONStringCache) throws(JSONSyntaxError) -> String? {
         if try consumeNull() { return nil }
         guard p[pos] == UInt8(ascii: "\"") else {
             throw failure("expected string, found \(foundDescription())")
@@ -560,7 +560,7 @@ struct JSONScanner {
 }
 
 /// A small direct-mapped cache of recently decoded strings, keyed by a hash of their bytes.
-struct StringCache {
+struct JSONStringCache {
     private var slots = [String](repeating: "", count: 16)
 
     mutating func string(for bytes: UnsafeBufferPointer<UInt8>, isASCII: Bool) -> String {
