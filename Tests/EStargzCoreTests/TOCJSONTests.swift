@@ -230,7 +230,7 @@ import Testing
             (#"{"entries":[1]}"#, "entry 0, expected entry object, found number"),
             (#"{"entries":[null]}"#, "entry is null"),
             (doc(#""name":"x""#), #"entry 0 ("x"), missing "type""#),
-            (doc(#""name":"x","type":"socket""#), #"field "type": unknown entry type"#),
+            (doc(#""name":"x","type":"socket""#), #"entry 0 ("x"), field "type": unknown entry type "socket""#),
             (doc(#""name":"x","type":"reg","size":"12""#), #"entry 0 ("x"), field "size": expected integer, found string"#),
             (doc(#""name":"x","type":"reg","uid":1e3"#), #"field "uid": expected integer, found non-integer"#),
             (doc(#""name":"x","type":"reg","size":9223372036854775808"#), "out of range"),

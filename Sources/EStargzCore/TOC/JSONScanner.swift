@@ -11,9 +11,10 @@ struct JSONSyntaxError: Error {
     var offset: Int
 }
 
-/// A minimal, allocation-free JSON tokenizer over a byte buffer, made for the one document shape
-/// eStargz needs (objects of integers, strings and base64). It reads values on demand instead of
-/// building a tree, so the TOC parser maps keys to fields without materializing key strings.
+/// A minimal JSON tokenizer over a byte buffer, made for the one document shape eStargz needs
+/// (objects of integers, strings and base64). It reads values on demand instead of building a
+/// tree, so the TOC parser maps keys to fields without materializing key strings, and the only
+/// allocations are the values it returns.
 ///
 /// Strictness follows Go's `encoding/json` (RFC 8259): no trailing commas, no leading zeros, no
 /// control characters inside strings, only the standard escapes. Invalid UTF-8 inside strings is
@@ -23,8 +24,8 @@ struct JSONScanner {
     /// input would overflow the stack.
     static let maxDepth = 64
 
-    /// The input as bytes. Typed access to raw bytes as `UInt8` is always valid, and the typed
-    /// pointer lets `String(decoding:)` take its contiguous fast path.
+    /// The input, read as bytes. A typed pointer (rather than the raw buffer) lets
+    /// `String(decoding:)` take its contiguous fast path instead of a generic copy.
     let p: UnsafePointer<UInt8>
     let count: Int
     private(set) var pos = 0
@@ -275,7 +276,7 @@ struct JSONScanner {
     /// when there is one. For low-cardinality fields (modification times, user names) this
     /// saves an allocation per entry.
     @inline(__always)
-    mutating func readString(cache: inout StringCache) throws(JSONSyntaxError) -> String? {
+    mutating func readString(cache: inout JSONStringCache) throws(JSONSyntaxError) -> String? {
         if try consumeNull() { return nil }
         guard p[pos] == UInt8(ascii: "\"") else {
             throw failure("expected string, found \(foundDescription())")
@@ -559,7 +560,7 @@ struct JSONScanner {
 }
 
 /// A small direct-mapped cache of recently decoded strings, keyed by a hash of their bytes.
-struct StringCache {
+struct JSONStringCache {
     private var slots = [String](repeating: "", count: 16)
 
     mutating func string(for bytes: UnsafeBufferPointer<UInt8>, isASCII: Bool) -> String {

@@ -20,7 +20,7 @@ public enum TOCJSON {
     ///   and the field, for invalid JSON, trailing data, wrong value types, numbers that do not
     ///   fit in `Int64`, bad escapes or base64, and nesting deeper than 64 levels.
     public static func decode(_ bytes: UnsafeRawBufferPointer) throws(EStargzError) -> TOC {
-        var parser = TOCParser(bytes)
+        var parser = TOCJSONParser(bytes)
         do {
             return try parser.parseDocument()
         } catch {
@@ -30,13 +30,9 @@ public enum TOCJSON {
 
     /// Parses a TOC document; see `decode(_:)-(UnsafeRawBufferPointer)`.
     public static func decode(_ bytes: [UInt8]) throws(EStargzError) -> TOC {
-        // Spelled as a closure returning Result because `withUnsafeBytes` rethrows untyped errors.
-        let result: Result<TOC, EStargzError> = bytes.withUnsafeBytes { buffer in
-            do throws(EStargzError) {
-                return .success(try decode(buffer))
-            } catch {
-                return .failure(error)
-            }
+        // Via Result because `withUnsafeBytes` rethrows as untyped `any Error`.
+        let result = bytes.withUnsafeBytes { buffer in
+            Result { () throws(EStargzError) in try decode(buffer) }
         }
         return try result.get()
     }
@@ -49,8 +45,10 @@ public enum TOCJSON {
     /// escapes of `<`, `>`, `&` and of U+2028/U+2029), no trailing newline. An empty entry
     /// list is written as `null`, as Go does for the writer's nil slice.
     public static func encode(_ toc: TOC) -> [UInt8] {
-        var w = TOCWriter()
-        w.out.reserveCapacity(64 + toc.entries.count * 360)
+        var w = TOCJSONWriter()
+        // A typical entry takes ~420 bytes; untouched reserved pages cost nothing, while
+        // regrowth would copy the whole document.
+        w.out.reserveCapacity(64 + toc.entries.count * 512)
         w.write(toc)
         return w.out
     }
@@ -59,12 +57,12 @@ public enum TOCJSON {
 // MARK: - Decoder
 
 /// Fields of a TOC entry, identified from key bytes without allocating strings.
-enum TOCEntryField {
+enum TOCJSONField {
     case name, type, size, modTime, linkName, mode, uid, gid, userName, groupName, offset
     case devMajor, devMinor, xattrs, digest, chunkOffset, chunkSize, chunkDigest, innerOffset
     case unknown
 
-    /// The JSON key, for error messages and the encoder.
+    /// The JSON key, for error messages.
     var key: String {
         switch self {
         case .name: "name"
@@ -101,7 +99,7 @@ enum TOCEntryField {
     /// Exact match on the key bytes, dispatching on length first so each key costs at most a
     /// few comparisons.
     @inline(__always)
-    static func classify(_ k: UnsafeBufferPointer<UInt8>) -> TOCEntryField {
+    static func classify(_ k: UnsafeBufferPointer<UInt8>) -> TOCJSONField {
         switch k.count {
         case 3:
             if equals(k, "uid") { return .uid }
@@ -137,14 +135,14 @@ enum TOCEntryField {
 
     /// Go's decoder falls back to a case-insensitive match (`"Name"` sets `name`); this is
     /// the rare path, so it may allocate.
-    private static func classifyFolded(_ k: UnsafeBufferPointer<UInt8>) -> TOCEntryField {
+    private static func classifyFolded(_ k: UnsafeBufferPointer<UInt8>) -> TOCJSONField {
         guard k.count >= 3, k.count <= 11 else { return .unknown }
         let folded = String(decoding: k.map { $0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0 }, as: UTF8.self)
         return foldedKeys[folded] ?? .unknown
     }
 
-    private static let foldedKeys: [String: TOCEntryField] = {
-        let all: [TOCEntryField] = [
+    private static let foldedKeys: [String: TOCJSONField] = {
+        let all: [TOCJSONField] = [
             .name, .type, .size, .modTime, .linkName, .mode, .uid, .gid, .userName, .groupName, .offset,
             .devMajor, .devMinor, .xattrs, .digest, .chunkOffset, .chunkSize, .chunkDigest, .innerOffset,
         ]
@@ -153,17 +151,17 @@ enum TOCEntryField {
 }
 
 /// Maps the JSON document onto `TOC`, remembering where it is for error messages.
-struct TOCParser {
+struct TOCJSONParser {
     var scanner: JSONScanner
     /// Index of the entry being parsed, if any.
     private var entryIndex: Int?
     private var entryName: String?
     /// The field being read; `nil` between fields. Kept as an enum so tracking costs nothing.
-    private var field: TOCEntryField?
+    private var field: TOCJSONField?
     /// Set while reading root fields or an xattr value, where `field` does not say enough.
     private var fieldDetail: String?
-    /// The previous entry's values, which the next entry often repeats.
-    private var modTimes = StringCache(), userNames = StringCache(), groupNames = StringCache()
+    /// Recent values of low-cardinality fields, which many entries repeat.
+    private var modTimes = JSONStringCache(), userNames = JSONStringCache(), groupNames = JSONStringCache()
 
     init(_ bytes: UnsafeRawBufferPointer) {
         scanner = JSONScanner(bytes)
@@ -255,7 +253,7 @@ struct TOCParser {
         var sawType = false
         var first = true
         while try scanner.nextMember(&first) {
-            let f = try scanner.readKey(TOCEntryField.classify)
+            let f = try scanner.readKey(TOCJSONField.classify)
             if f == .unknown {
                 try scanner.skipValue()
                 continue
@@ -268,13 +266,19 @@ struct TOCParser {
                     entryName = s
                 }
             case .type:
-                let kind = try scanner.readStringBytes(Self.kind)
-                if let kind {
-                    guard let k = kind else {
-                        throw scanner.failure("unknown entry type")
-                    }
-                    entry.type = k
+                // The closure returns the unknown name (allocated only then) for the message.
+                let parsed = try scanner.readStringBytes { b -> Result<TOCEntry.Kind, TypeNameError> in
+                    guard let kind = Self.kind(b) else { return .failure(TypeNameError(name: JSONScanner.makeString(b))) }
+                    return .success(kind)
+                }
+                switch parsed {
+                case nil:
+                    break  // null: Go leaves the type empty; the missing-type check below reports it
+                case .success(let kind):
+                    entry.type = kind
                     sawType = true
+                case .failure(let unknown):
+                    throw scanner.failure("unknown entry type \(String(reflecting: unknown.name))")
                 }
             case .size: if let v = try scanner.readInt64() { entry.size = v }
             case .modTime:
@@ -307,6 +311,10 @@ struct TOCParser {
         }
     }
 
+    private struct TypeNameError: Error {
+        var name: String
+    }
+
     private mutating func readInt() throws(JSONSyntaxError) -> Int? {
         guard let v = try scanner.readInt64() else { return nil }
         guard let i = Int(exactly: v) else { throw scanner.failure("integer out of range for Int") }
@@ -315,7 +323,7 @@ struct TOCParser {
 
     /// Maps the `type` string to a kind; `nil` for names the reference does not define.
     private static func kind(_ b: UnsafeBufferPointer<UInt8>) -> TOCEntry.Kind? {
-        let equals = TOCEntryField.equals
+        let equals = TOCJSONField.equals
         switch b.count {
         case 3:
             if equals(b, "reg") { return .regular }
@@ -345,7 +353,7 @@ struct TOCParser {
         while try scanner.nextMember(&first) {
             let name = try scanner.readKey(JSONScanner.makeString)
             fieldDetail = "xattrs." + name
-            let decoded = try scanner.readStringBytes(Base64.decode)
+            let decoded = try scanner.readStringBytes(XattrBase64.decode)
             switch decoded {
             case nil:
                 xattrs[name] = []  // JSON null: Go stores a nil slice
@@ -359,10 +367,10 @@ struct TOCParser {
     }
 }
 
-// MARK: - Base64
+// MARK: - XattrBase64
 
 /// Standard-alphabet, padded base64, as Go's `encoding/json` uses for `[]byte`.
-enum Base64 {
+enum XattrBase64 {
     private static let alphabet: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
 
     /// 0...63 for alphabet bytes, 0xFF otherwise.
@@ -435,7 +443,7 @@ enum Base64 {
 // MARK: - Encoder
 
 /// Writes Go's `MarshalIndent(…, "", "\t")` layout into one growing buffer.
-struct TOCWriter {
+struct TOCJSONWriter {
     var out: [UInt8] = []
 
     mutating func write(_ toc: TOC) {
@@ -488,7 +496,7 @@ struct TOCWriter {
                 raw("\t\t\t\t")
                 string(key)
                 raw(": \"")
-                Base64.encode(e.xattrs[key] ?? [], into: &out)
+                XattrBase64.encode(e.xattrs[key] ?? [], into: &out)
                 raw("\"")
             }
             raw("\n\t\t\t}")
@@ -539,9 +547,29 @@ struct TOCWriter {
         }
     }
 
+    /// Whether a word of string bytes may contain a byte Go escapes (control characters,
+    /// `"`, `\\`, `<`, `>`, `&`) or any non-ASCII byte (U+2028 and U+2029 need escaping).
+    /// False positives are fine: the caller then looks at each byte.
+    @inline(__always)
+    private static func mayNeedEscape(_ w: UInt64) -> Bool {
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let highs: UInt64 = 0x8080_8080_8080_8080
+        @inline(__always) func hasByte(_ c: UInt8) -> UInt64 {
+            let x = w ^ (ones &* UInt64(c))
+            return (x &- ones) & ~x
+        }
+        let below0x20 = (w &- ones &* 0x20) & ~w
+        let found = hasByte(UInt8(ascii: "\"")) | hasByte(UInt8(ascii: "\\")) | hasByte(UInt8(ascii: "<"))
+            | hasByte(UInt8(ascii: ">")) | hasByte(UInt8(ascii: "&")) | below0x20 | w
+        return found & highs != 0
+    }
+
     private static let hex: [UInt8] = Array("0123456789abcdef".utf8)
 
-    /// Go's `encodeState.string` with HTML escaping on (the `json.Marshal` default).
+    /// Go's `encodeState.string` with HTML escaping on (the `json.Marshal` default), as of
+    /// Go 1.19 (checked against its output). Go 1.22 changed one detail: it writes U+0008 and
+    /// U+000C as `\b` and `\f` where older versions write `\u0008` and `\u000c`; names with
+    /// those characters are the only ones whose bytes depend on the writer's Go version.
     private mutating func string(_ s: String) {
         out.append(UInt8(ascii: "\""))
         var s = s
@@ -549,6 +577,14 @@ struct TOCWriter {
             var runStart = 0
             var i = 0
             while i < b.count {
+                // Skip eight plain ASCII bytes at a time; a word that may hold anything
+                // interesting (see `mayNeedEscape`) goes through the byte path below.
+                if i &+ 8 <= b.count, let base = b.baseAddress,
+                   !Self.mayNeedEscape(UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self))
+                {
+                    i &+= 8
+                    continue
+                }
                 let c = b[i]
                 var escape: (UInt8, UInt8)? = nil  // (second byte, third) for 2-byte escapes or \u00XX
                 var unicode: StaticString? = nil
