@@ -144,8 +144,9 @@ public final class TarReader {
                 if let longLink { header.linkName = longLink }
                 var records = globalRecords
                 for (key, value) in local {
-                    // An empty local value means "not set for this entry".
-                    if value.isEmpty { records[key] = nil } else { records[key] = value }
+                    // An empty local value means "not set for this entry", except for xattrs, where an
+                    // empty value is a real attribute (GNU tar and Go's archive/tar keep it).
+                    if value.isEmpty, !key.hasPrefix("SCHILY.xattr.") { records[key] = nil } else { records[key] = value }
                 }
                 try apply(records, to: &header, at: blockOffset)
                 if header.kind == .regular, header.name.hasSuffix("/"),
