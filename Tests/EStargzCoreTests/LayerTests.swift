@@ -1,5 +1,6 @@
 import Testing
 import CStargzSystem
+import Synchronization
 @testable import EStargzCore
 #if canImport(Glibc)
 import Glibc
@@ -347,4 +348,57 @@ import Glibc
 
 private extension String {
     func replacingSpaces() -> String { String(map { $0 == " " ? "-" : $0 }) }
+}
+
+/// A cache that records what it was given, for checking the reader's use of it.
+private final class RecordingCache: ChunkCache, @unchecked Sendable {
+    private let lock = Mutex<[SHA256Digest: [UInt8]]>([:])
+    var count: Int { lock.withLock { $0.count } }
+
+    func lookup(_ digest: SHA256Digest, into buffer: UnsafeMutableRawBufferPointer) -> Bool {
+        lock.withLock { stored in
+            guard let bytes = stored[digest], bytes.count == buffer.count else { return false }
+            bytes.withUnsafeBytes { buffer.copyMemory(from: $0) }
+            return true
+        }
+    }
+
+    func store(_ digest: SHA256Digest, _ bytes: UnsafeRawBufferPointer) {
+        lock.withLock { $0[digest] = Array(bytes) }
+    }
+}
+
+@Suite struct ReaderServicesTests {
+    @Test func cacheServesRepeatedReadsAndStatisticsCount() throws {
+        let dir = TemporaryDirectory()
+        var options = LayerWriter.Options()
+        options.chunkSize = LayerRoundTripTests.chunkSize
+        let (tar, files) = try LayerRoundTripTests.sampleTar()
+        let (blob, _, _) = try convert(tar, in: dir, options: options)
+        let cache = RecordingCache()
+        let layer = try LayerReader(source: MemorySource(blob), cache: cache)
+        let content = try layer.read(path: "usr/lib/multi.bin")
+        #expect(content == files["usr/lib/multi.bin"])
+        #expect(layer.statistics.chunksVerified == 6 && layer.statistics.cacheHits == 0)
+        #expect(cache.count == 6)
+        #expect(try layer.read(path: "usr/lib/multi.bin") == content)
+        #expect(layer.statistics.chunksVerified == 6 && layer.statistics.cacheHits == 6)
+        #expect(layer.statistics.bytesVerified == Int64(content.count))
+    }
+
+    @Test func prefetchRegionEndsAtTheLandmark() throws {
+        let dir = TemporaryDirectory()
+        let (tar, _) = try LayerRoundTripTests.sampleTar()
+        var options = LayerWriter.Options()
+        options.prioritizedFiles = ["etc/one"]
+        let (blob, _, _) = try convert(tar, in: dir, options: options)
+        let layer = try LayerReader(source: MemorySource(blob))
+        let end = try #require(layer.prefetchRegionEnd)
+        let one = layer.chunks(of: try #require(layer.entry(at: "etc/one")))[0]
+        #expect(one.blobEnd <= end)
+        let multi = layer.chunks(of: try #require(layer.entry(at: "usr/lib/multi.bin")))[0]
+        #expect(multi.blobOffset > end)
+        #expect(layer.allChunks().map(\.chunk.blobOffset) == layer.allChunks().map(\.chunk.blobOffset).sorted())
+        #expect(try LayerReader(source: MemorySource(try convert(tar, in: dir, name: "plain").blob)).prefetchRegionEnd == nil)
+    }
 }

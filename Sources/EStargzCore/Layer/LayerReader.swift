@@ -19,7 +19,7 @@ public final class LayerReader: Sendable {
         /// Largest compressed TOC accepted (bytes).
         public var maximumCompressedTOCSize: Int64 = 256 << 20
         /// Largest uncompressed TOC JSON accepted (bytes).
-        public var maximumTOCSize: Int64 = 1 << 30
+        public var maximumTOCSize: Int64 = 512 << 20
         /// Largest chunk accepted (bytes); chunks are decompressed whole into memory.
         public var maximumChunkSize: Int64 = 256 << 20
         public init() {}
@@ -36,14 +36,20 @@ public final class LayerReader: Sendable {
     /// Number of entries in the TOC (chunk entries included).
     public let tocEntryCount: Int
 
+    /// Where verified chunks are looked up first and stored after verification.
+    public let cache: (any ChunkCache)?
+
     private let nodes: [Node]
     private let paths: [String: Int32]
     private let chunks: [Chunk]
+    private let counters = Counters()
 
     /// Opens a layer: reads the footer and the TOC (one read when the TOC is small),
     /// verifies the TOC against `tocDigest` when given, and indexes it.
-    public init(source: any RandomAccessSource, tocDigest expected: SHA256Digest? = nil, limits: Limits = Limits()) throws {
+    public init(source: any RandomAccessSource, tocDigest expected: SHA256Digest? = nil,
+                cache: (any ChunkCache)? = nil, limits: Limits = Limits()) throws {
         self.source = source
+        self.cache = cache
         let blobSize = source.size
         guard blobSize >= Int64(FooterFormat.legacyStargz.size) else {
             throw EStargzError.invalidFooter("blob of \(blobSize) bytes is smaller than any footer")
@@ -245,6 +251,10 @@ public final class LayerReader: Sendable {
     /// Fetches one chunk's compressed bytes and inflates them into `destination`
     /// (exactly `chunk.size` bytes), checking the SHA-256 in the same call.
     private func decode(_ chunk: Chunk, path: String, into destination: UnsafeMutableRawBufferPointer) throws {
+        if let cache, cache.lookup(chunk.digest, into: destination) {
+            counters.cacheHits.add(1, ordering: .relaxed)
+            return
+        }
         // A chunk's member runs to the next data entry's offset; but only a bounded prefix of it can be
         // needed to produce `size` bytes (deflate expands incompressible data by a few bytes per 64 KiB),
         // so a lying TOC cannot make us fetch or hold more than that.
@@ -252,17 +262,63 @@ public final class LayerReader: Sendable {
         let compressed = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(needed), alignment: 16)
         defer { compressed.deallocate() }
         try source.read(into: compressed, at: chunk.blobOffset)
+        counters.bytesRead.add(needed, ordering: .relaxed)
         let actual: SHA256Digest
         do {
             actual = try Kernel.inflateChunk(UnsafeRawBufferPointer(compressed), into: destination, expecting: nil)
         } catch {
+            counters.verificationFailures.add(1, ordering: .relaxed)
             throw EStargzError.corruptChunk(entry: path, offset: chunk.blobOffset, reason: error.description)
         }
         guard actual == chunk.digest else {
+            counters.verificationFailures.add(1, ordering: .relaxed)
             throw EStargzError.chunkDigestMismatch(entry: path, chunkOffset: chunk.fileOffset,
                                                    expected: chunk.digest.description, actual: actual.description)
         }
+        counters.chunksVerified.add(1, ordering: .relaxed)
+        counters.bytesVerified.add(chunk.size, ordering: .relaxed)
+        cache?.store(chunk.digest, UnsafeRawBufferPointer(destination))
     }
+
+    /// What this reader has done so far.
+    public var statistics: LayerReaderStatistics {
+        LayerReaderStatistics(chunksVerified: counters.chunksVerified.load(ordering: .relaxed),
+                              bytesVerified: counters.bytesVerified.load(ordering: .relaxed),
+                              bytesRead: counters.bytesRead.load(ordering: .relaxed),
+                              cacheHits: counters.cacheHits.load(ordering: .relaxed),
+                              verificationFailures: counters.verificationFailures.load(ordering: .relaxed))
+    }
+
+    /// Every chunk of the layer in blob order, with the entry it belongs to; for prefetch
+    /// and background fetch.
+    public func allChunks() -> [(file: LayerEntry, chunk: ChunkLocation)] {
+        let owners = chunkOwners()
+        var result = chunks.indices.map { index -> (file: LayerEntry, chunk: ChunkLocation) in
+            let c = chunks[index]
+            return (entry(nodes[Int(owners[index])], id: owners[index]),
+                    ChunkLocation(fileOffset: c.fileOffset, size: c.size, blobOffset: c.blobOffset, blobEnd: c.blobEnd, digest: c.digest))
+        }
+        result.sort { $0.chunk.blobOffset < $1.chunk.blobOffset }
+        return result
+    }
+
+    /// End of the prioritized region: the blob offset of the `.prefetch.landmark` file's chunk,
+    /// when the layer was built with prioritized files. Everything before it is worth fetching
+    /// in one request right after opening.
+    public var prefetchRegionEnd: Int64? {
+        guard let landmark = entry(at: Landmark.prefetch), landmark.kind == .regular,
+              let chunk = chunks(of: landmark).first else { return nil }
+        return chunk.blobOffset
+    }
+}
+
+/// The reader's counters (atomics, so reads on many threads can bump them).
+private final class Counters: Sendable {
+    let chunksVerified = Atomic<Int64>(0)
+    let bytesVerified = Atomic<Int64>(0)
+    let bytesRead = Atomic<Int64>(0)
+    let cacheHits = Atomic<Int64>(0)
+    let verificationFailures = Atomic<Int64>(0)
 }
 
 /// Where one chunk of a file lives in the blob and what it must hash to.

@@ -51,14 +51,18 @@ enum TOCMember {
         guard size <= limit else {
             throw EStargzError.limitExceeded("TOC JSON of \(size) bytes (limit \(limit))")
         }
-        return try [UInt8](unsafeUninitializedCapacity: Int(size)) { buffer, initialized in
-            var done = 0
-            while done < Int(size) {
-                let n = try reader.readContent(into: UnsafeMutableRawBufferPointer(UnsafeMutableBufferPointer(rebasing: buffer[done...])))
-                guard n > 0 else { throw EStargzError.invalidTOC("TOC JSON ends after \(done) of \(size) bytes") }
-                done += n
+        // Grow as bytes actually arrive: a small member that claims a huge TOC costs nothing.
+        var json: [UInt8] = []
+        json.reserveCapacity(Int(min(size, 4 << 20)))
+        var piece = [UInt8](repeating: 0, count: 1 << 20)
+        while json.count < Int(size) {
+            let wanted = min(piece.count, Int(size) - json.count)
+            let n = try piece.withUnsafeMutableBytes {
+                try reader.readContent(into: UnsafeMutableRawBufferPointer(rebasing: $0[0 ..< wanted]))
             }
-            initialized = done
+            guard n > 0 else { throw EStargzError.invalidTOC("TOC JSON ends after \(json.count) of \(size) bytes") }
+            json += piece[0 ..< n]
         }
+        return json
     }
 }
