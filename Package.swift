@@ -59,6 +59,7 @@ if ProcessInfo.processInfo.environment["ESTARGZ_FUZZ"] == "1" {
             name: "EStargzFuzz",
             dependencies: ["EStargzCore"],
             path: "Tests/Fuzz",
+            exclude: ["corpus"],
             swiftSettings: [.unsafeFlags(["-parse-as-library", "-sanitize=fuzzer,address"])],
             linkerSettings: [.unsafeFlags(["-sanitize=fuzzer,address"])]
         )
