@@ -7,9 +7,9 @@ demo:
 
 test:
 	scripts/setup.sh
+	scripts/fuzz.sh 60
 	swift build --build-tests
 	swift test
-	scripts/fuzz.sh 60
 
 build:
 	scripts/setup.sh
