@@ -70,17 +70,6 @@ public final class FileSource: RandomAccessSource {
         guard offset >= 0, offset + Int64(buffer.count) <= size else {
             throw EStargzError.truncated(what: "blob \(path)", offset: offset, needed: Int64(buffer.count))
         }
-        var done = 0
-        while done < buffer.count {
-            let n = pread(descriptor, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw EStargzError.io(operation: "pread", path: path, errno: errno)
-            }
-            if n == 0 {
-                throw EStargzError.truncated(what: "blob \(path)", offset: offset + Int64(done), needed: Int64(buffer.count - done))
-            }
-            done += n
-        }
+        try FileIO.preadAll(descriptor, buffer, at: offset, path: path)
     }
 }
