@@ -8,10 +8,15 @@ var package = Package(
     name: "swift-estargz",
     products: [
         .library(name: "EStargzCore", targets: ["EStargzCore"]),
+        .library(name: "Snapshotter", targets: ["Snapshotter"]),
         .executable(name: "estargz", targets: ["estargz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
         .target(
@@ -33,16 +38,31 @@ var package = Package(
             name: "EStargzCore",
             dependencies: ["CStargzKernel", "CStargzSystem"]
         ),
+        .target(
+            name: "Snapshotter",
+            dependencies: [
+                "EStargzCore",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
+        ),
         .executableTarget(
             name: "estargz",
             dependencies: [
                 "EStargzCore",
+                "Snapshotter",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(
             name: "EStargzCoreTests",
             dependencies: ["EStargzCore", "CStargzKernel", "CStargzSystem"]
+        ),
+        .testTarget(
+            name: "SnapshotterTests",
+            dependencies: ["Snapshotter"]
         ),
         .testTarget(
             name: "InteropTests",

@@ -1,0 +1,193 @@
+import Foundation
+
+/// A mount containerd performs to use a snapshot (mirrors `containerd.types.Mount`).
+public struct SnapshotMount: Sendable, Equatable {
+    public var type: String
+    public var source: String
+    public var options: [String]
+}
+
+/// containerd's overlayfs snapshotter semantics over a durable store: active snapshots are an
+/// upper directory over their committed parents (or a bind mount when they have none), views are
+/// read-only, commits are immutable and named. The remote (lazily fetched eStargz) layers plug in
+/// as committed snapshots whose `fs` directory is a LazyFS mount.
+public actor OverlaySnapshotter {
+    private var store: SnapshotStore
+
+    /// Opens (or creates) the snapshotter's state under `root`.
+    public init(root: String) throws {
+        store = try SnapshotStore(root: URL(fileURLWithPath: root))
+    }
+
+    /// Creates a writable snapshot `key` on top of the committed `parent` ("" for none).
+    public func prepare(key: String, parent: String, labels: [String: String]) throws -> [SnapshotMount] {
+        try create(key: key, parent: parent, labels: labels, kind: .active)
+    }
+
+    /// Creates a read-only view `key` of the committed `parent`.
+    public func view(key: String, parent: String, labels: [String: String]) throws -> [SnapshotMount] {
+        try create(key: key, parent: parent, labels: labels, kind: .view)
+    }
+
+    /// The mounts of an active snapshot or view.
+    public func mounts(key: String) throws -> [SnapshotMount] {
+        guard let record = store.record(key) else { throw SnapshotterError.notFound(key) }
+        guard record.kind != .committed else {
+            throw SnapshotterError.failedPrecondition("\(key) is committed; only active snapshots and views have mounts")
+        }
+        return try mounts(of: record)
+    }
+
+    /// Turns the active snapshot `key` into the committed snapshot `name`.
+    public func commit(name: String, key: String, labels: [String: String]) throws {
+        guard !name.isEmpty else { throw SnapshotterError.invalidArgument("empty name") }
+        guard var record = store.record(key) else { throw SnapshotterError.notFound(key) }
+        guard record.kind == .active else {
+            throw SnapshotterError.failedPrecondition("\(key) is a \(record.kind.rawValue) snapshot, not active")
+        }
+        guard store.record(name) == nil else { throw SnapshotterError.alreadyExists(name) }
+        let usage = Self.diskUsage(store.directory(of: record).appendingPathComponent("fs").path)
+        store.remove(key)
+        record.key = name
+        record.kind = .committed
+        record.labels.merge(labels) { _, new in new }
+        record.updated = Date()
+        record.size = usage.size
+        record.inodes = usage.inodes
+        store.put(record)
+        try store.save()
+    }
+
+    /// Removes a snapshot that no other snapshot has as parent.
+    public func remove(key: String) throws {
+        guard let record = store.record(key) else { throw SnapshotterError.notFound(key) }
+        if let child = store.records.values.first(where: { $0.parent == key }) {
+            throw SnapshotterError.failedPrecondition("\(key) is the parent of \(child.key)")
+        }
+        store.remove(key)
+        try store.save()
+        try? FileManager.default.removeItem(at: store.directory(of: record))
+    }
+
+    /// A snapshot's metadata.
+    public func stat(key: String) throws -> SnapshotRecord {
+        guard let record = store.record(key) else { throw SnapshotterError.notFound(key) }
+        return record
+    }
+
+    /// Updates labels: `paths` empty replaces them all; "labels" replaces them all; "labels.K" sets
+    /// or (when absent from `labels`) deletes K. Other fields are immutable.
+    public func update(key: String, labels: [String: String], paths: [String]) throws -> SnapshotRecord {
+        guard var record = store.record(key) else { throw SnapshotterError.notFound(key) }
+        if paths.isEmpty || paths.contains("labels") {
+            record.labels = labels
+        } else {
+            for path in paths {
+                guard path.hasPrefix("labels.") else {
+                    throw SnapshotterError.invalidArgument("cannot update field \(path)")
+                }
+                let label = String(path.dropFirst("labels.".count))
+                record.labels[label] = labels[label]
+            }
+        }
+        record.updated = Date()
+        store.put(record)
+        try store.save()
+        return record
+    }
+
+    /// Disk usage: recorded at commit for committed snapshots, measured now for active ones.
+    public func usage(key: String) throws -> (size: Int64, inodes: Int64) {
+        guard let record = store.record(key) else { throw SnapshotterError.notFound(key) }
+        if record.kind == .committed { return (record.size, record.inodes) }
+        return Self.diskUsage(store.directory(of: record).appendingPathComponent("fs").path)
+    }
+
+    /// All snapshots, sorted by key.
+    public func list() -> [SnapshotRecord] {
+        store.records.values.sorted { $0.key < $1.key }
+    }
+
+    /// Removes snapshot directories no record refers to (left by a crash between steps).
+    public func cleanup() throws {
+        let known = Set(store.records.values.map { String($0.id) })
+        let snapshots = store.root.appendingPathComponent("snapshots")
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: snapshots.path)) ?? [] where !known.contains(name) {
+            try FileManager.default.removeItem(at: snapshots.appendingPathComponent(name))
+        }
+    }
+
+    // MARK: -
+
+    private func create(key: String, parent: String, labels: [String: String], kind: SnapshotKind) throws -> [SnapshotMount] {
+        guard !key.isEmpty else { throw SnapshotterError.invalidArgument("empty key") }
+        guard store.record(key) == nil else { throw SnapshotterError.alreadyExists(key) }
+        if !parent.isEmpty {
+            guard let parentRecord = store.record(parent) else { throw SnapshotterError.notFound("parent \(parent)") }
+            guard parentRecord.kind == .committed else {
+                throw SnapshotterError.invalidArgument("parent \(parent) is not committed")
+            }
+        }
+        let now = Date()
+        let record = SnapshotRecord(key: key, id: store.allocateID(), kind: kind, parent: parent, labels: labels,
+                                    created: now, updated: now)
+        let directory = store.directory(of: record)
+        do {
+            try FileManager.default.createDirectory(at: directory.appendingPathComponent("fs"), withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(at: directory.appendingPathComponent("work"), withIntermediateDirectories: true)
+            store.put(record)
+            try store.save()
+        } catch {
+            store.remove(key)
+            try? FileManager.default.removeItem(at: directory)
+            throw error as? SnapshotterError ?? SnapshotterError.internal("\(error)")
+        }
+        return try mounts(of: record)
+    }
+
+    /// containerd's overlay snapshotter mount rules.
+    private func mounts(of record: SnapshotRecord) throws -> [SnapshotMount] {
+        let own = store.directory(of: record)
+        var lowers: [String] = []
+        var parent = record.parent
+        while !parent.isEmpty {
+            guard let p = store.record(parent) else { throw SnapshotterError.notFound("parent \(parent)") }
+            lowers.append(store.directory(of: p).appendingPathComponent("fs").path)
+            parent = p.parent
+        }
+        switch (record.kind, lowers.count) {
+        case (.active, 0):
+            return [SnapshotMount(type: "bind", source: own.appendingPathComponent("fs").path, options: ["rw", "rbind"])]
+        case (.active, _):
+            return [SnapshotMount(type: "overlay", source: "overlay", options: [
+                "workdir=" + own.appendingPathComponent("work").path,
+                "upperdir=" + own.appendingPathComponent("fs").path,
+                "lowerdir=" + lowers.joined(separator: ":"),
+            ])]
+        case (_, 0):
+            return [SnapshotMount(type: "bind", source: own.appendingPathComponent("fs").path, options: ["ro", "rbind"])]
+        case (_, 1):
+            return [SnapshotMount(type: "bind", source: lowers[0], options: ["ro", "rbind"])]
+        default:
+            return [SnapshotMount(type: "overlay", source: "overlay", options: ["lowerdir=" + lowers.joined(separator: ":")])]
+        }
+    }
+
+    /// Bytes (in 512-byte blocks actually allocated) and inodes under `path`, hardlinks counted once.
+    static func diskUsage(_ path: String) -> (size: Int64, inodes: Int64) {
+        var size: Int64 = 0, inodes: Int64 = 0
+        var seen = Set<UInt64>()
+        var stack = [path]
+        while let current = stack.popLast() {
+            var info = Foundation.stat()
+            guard lstat(current, &info) == 0, seen.insert(UInt64(info.st_ino)).inserted else { continue }
+            inodes += 1
+            size += Int64(info.st_blocks) * 512
+            if (info.st_mode & S_IFMT) == S_IFDIR,
+               let names = try? FileManager.default.contentsOfDirectory(atPath: current) {
+                stack += names.map { current + "/" + $0 }
+            }
+        }
+        return (size, inodes)
+    }
+}

@@ -1,0 +1,36 @@
+import ArgumentParser
+import Dispatch
+import Snapshotter
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct SnapshotterCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "snapshotter",
+        abstract: "Serve a containerd snapshotter (proxy plugin) on a unix socket.",
+        discussion: """
+            Add to containerd's config: [proxy_plugins.estargz] type = "snapshot", address = SOCKET; then \
+            use `--snapshotter estargz` with ctr. Runs until SIGINT or SIGTERM.
+            """
+    )
+
+    @Option(help: "Directory for snapshots and their metadata.")
+    var root: String = "/var/lib/estargz-snapshotter"
+
+    @Option(help: "Unix socket to serve the snapshots API on.")
+    var address: String = "/run/estargz-snapshotter/snapshotter.sock"
+
+    func run() async throws {
+        let task = Task { try await SnapshotterServer.serve(root: root, socketPath: address) }
+        let signals = [SIGINT, SIGTERM].map { number -> DispatchSourceSignal in
+            Glibc.signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number)
+            source.setEventHandler { task.cancel() }
+            source.resume()
+            return source
+        }
+        defer { signals.forEach { $0.cancel() } }
+        try await task.value
+    }
+}

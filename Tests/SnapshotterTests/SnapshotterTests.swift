@@ -1,0 +1,124 @@
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import SwiftProtobuf
+import Testing
+@testable import Snapshotter
+
+private func temporaryRoot() -> String {
+    let path = NSTemporaryDirectory() + "estargz-snapshotter-\(UUID().uuidString)"
+    try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+}
+
+@Suite struct OverlaySnapshotterTests {
+    @Test func prepareCommitAndStackFollowContainerdsRules() async throws {
+        let root = temporaryRoot()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let snapshotter = try OverlaySnapshotter(root: root)
+
+        let first = try await snapshotter.prepare(key: "extract-1", parent: "", labels: ["a": "1"])
+        #expect(first.count == 1 && first[0].type == "bind" && first[0].options == ["rw", "rbind"])
+        try "hello".write(toFile: first[0].source + "/file", atomically: true, encoding: .utf8)
+        try await snapshotter.commit(name: "layer-1", key: "extract-1", labels: ["b": "2"])
+        await #expect(throws: SnapshotterError.notFound("extract-1")) { try await snapshotter.stat(key: "extract-1") }
+        let committed = try await snapshotter.stat(key: "layer-1")
+        #expect(committed.kind == .committed && committed.labels == ["a": "1", "b": "2"])
+        #expect(try await snapshotter.usage(key: "layer-1").inodes == 2)
+
+        let second = try await snapshotter.prepare(key: "extract-2", parent: "layer-1", labels: [:])
+        #expect(second[0].type == "overlay")
+        #expect(second[0].options.contains("lowerdir=" + first[0].source))
+        try await snapshotter.commit(name: "layer-2", key: "extract-2", labels: [:])
+
+        let container = try await snapshotter.prepare(key: "container", parent: "layer-2", labels: [:])
+        let lower = container[0].options.first { $0.hasPrefix("lowerdir=") }
+        #expect(lower?.split(separator: ":").count == 2)  // layer-2's fs above layer-1's
+        let view = try await snapshotter.view(key: "view", parent: "layer-1", labels: [:])
+        #expect(view == [SnapshotMount(type: "bind", source: first[0].source, options: ["ro", "rbind"])])
+        await #expect(throws: SnapshotterError.self) { try await snapshotter.mounts(key: "layer-1") }
+        #expect(try await snapshotter.mounts(key: "container") == container)
+    }
+
+    @Test func errorsAreTheOnesContainerdExpects() async throws {
+        let root = temporaryRoot()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let snapshotter = try OverlaySnapshotter(root: root)
+        _ = try await snapshotter.prepare(key: "k", parent: "", labels: [:])
+        await #expect(throws: SnapshotterError.alreadyExists("k")) { try await snapshotter.prepare(key: "k", parent: "", labels: [:]) }
+        await #expect(throws: SnapshotterError.notFound("parent nope")) { try await snapshotter.prepare(key: "x", parent: "nope", labels: [:]) }
+        await #expect(throws: SnapshotterError.self) { try await snapshotter.prepare(key: "y", parent: "k", labels: [:]) }  // parent not committed
+        try await snapshotter.commit(name: "c", key: "k", labels: [:])
+        _ = try await snapshotter.prepare(key: "child", parent: "c", labels: [:])
+        await #expect(throws: SnapshotterError.self) { try await snapshotter.remove(key: "c") }  // has a child
+        _ = try await snapshotter.prepare(key: "k2", parent: "", labels: [:])
+        await #expect(throws: SnapshotterError.alreadyExists("c")) { try await snapshotter.commit(name: "c", key: "k2", labels: [:]) }
+        try await snapshotter.remove(key: "child")
+        try await snapshotter.remove(key: "c")
+        #expect(await snapshotter.list().map(\.key) == ["k2"])
+    }
+
+    @Test func labelsUpdateByFieldMask() async throws {
+        let root = temporaryRoot()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let snapshotter = try OverlaySnapshotter(root: root)
+        _ = try await snapshotter.prepare(key: "k", parent: "", labels: ["keep": "1", "drop": "2"])
+        var record = try await snapshotter.update(key: "k", labels: ["new": "3"], paths: ["labels.new", "labels.drop"])
+        #expect(record.labels == ["keep": "1", "new": "3"])
+        record = try await snapshotter.update(key: "k", labels: ["only": "4"], paths: [])
+        #expect(record.labels == ["only": "4"])
+        await #expect(throws: SnapshotterError.self) { try await snapshotter.update(key: "k", labels: [:], paths: ["parent"]) }
+    }
+
+    @Test func stateSurvivesARestartAndCleanupRemovesOrphans() async throws {
+        let root = temporaryRoot()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        do {
+            let snapshotter = try OverlaySnapshotter(root: root)
+            _ = try await snapshotter.prepare(key: "a", parent: "", labels: ["x": "y"])
+            try await snapshotter.commit(name: "layer", key: "a", labels: [:])
+            _ = try await snapshotter.prepare(key: "b", parent: "layer", labels: [:])
+        }
+        try FileManager.default.createDirectory(atPath: root + "/snapshots/999/fs", withIntermediateDirectories: true)
+        let again = try OverlaySnapshotter(root: root)
+        #expect(await again.list().map(\.key) == ["b", "layer"])
+        #expect(try await again.stat(key: "layer").labels == ["x": "y"])
+        try await again.cleanup()
+        #expect(!FileManager.default.fileExists(atPath: root + "/snapshots/999"))
+        #expect(try await again.mounts(key: "b")[0].type == "overlay")
+    }
+}
+
+@Suite struct SnapshotServiceTests {
+    @Test func servesTheSnapshotsAPIOnAUnixSocket() async throws {
+        let root = temporaryRoot()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let socket = root + "/s.sock"
+        let server = Task { try await SnapshotterServer.serve(root: root + "/state", socketPath: socket) }
+        defer { server.cancel() }
+        for _ in 0 ..< 100 where !FileManager.default.fileExists(atPath: socket) { try await Task.sleep(for: .milliseconds(50)) }
+
+        try await withGRPCClient(
+            transport: .http2NIOPosix(target: .unixDomainSocket(path: socket), transportSecurity: .plaintext)
+        ) { client in
+            let snapshots = Containerd_Services_Snapshots_V1_Snapshots.Client(wrapping: client)
+            let prepared = try await snapshots.prepare(.with { $0.key = "k"; $0.labels = ["l": "v"] })
+            #expect(prepared.mounts.first?.type == "bind")
+            _ = try await snapshots.commit(.with { $0.name = "n"; $0.key = "k" })
+            let info = try await snapshots.stat(.with { $0.key = "n" }).info
+            #expect(info.kind == .committed && info.labels == ["l": "v"])
+            do {
+                _ = try await snapshots.stat(.with { $0.key = "missing" })
+                Issue.record("stat of a missing snapshot succeeded")
+            } catch let error as RPCError {
+                #expect(error.code == .notFound)
+            }
+            let names = try await snapshots.list(.with { _ in }) { response in
+                var names: [String] = []
+                for try await message in response.messages { names += message.info.map(\.name) }
+                return names
+            }
+            #expect(names == ["n"])
+        }
+    }
+}
