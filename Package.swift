@@ -62,7 +62,8 @@ var package = Package(
         ),
         .testTarget(
             name: "SnapshotterTests",
-            dependencies: ["Snapshotter"]
+            dependencies: ["Snapshotter"],
+            exclude: ["Fixtures"]
         ),
         .testTarget(
             name: "InteropTests",

@@ -1,0 +1,144 @@
+import Foundation
+import Testing
+
+/// containerd (started as a plain process, as the snapshotter's users run it) using our snapshotter
+/// as a proxy plugin: import an image, run a container, restart the snapshotter and run again.
+@Suite(.serialized) struct ContainerdTests {
+    @Test func containerdRunsContainersOnOurSnapshots() throws {
+        let environment = try ContainerdEnvironment()
+        defer { environment.tearDown() }
+        try environment.startSnapshotter()
+        try environment.startContainerd()
+
+        try environment.ctr(["images", "import", "--snapshotter", "estargz", environment.imageArchive])
+        let first = try environment.ctr(["run", "--rm", "--snapshotter", "estargz", environment.image, "c1",
+                                         "/bin/cat", "/etc/message"])
+        #expect(first == "hello from the layer\n")
+
+        // The snapshotter keeps its state across a restart: the committed layer is reused.
+        try environment.stopSnapshotter()
+        try environment.startSnapshotter()
+        let second = try environment.ctr(["run", "--rm", "--snapshotter", "estargz", environment.image, "c2",
+                                          "/bin/sh", "-c", "echo written > /tmp/x && cat /tmp/x /etc/message"])
+        #expect(second == "written\nhello from the layer\n")
+        let snapshots = try environment.ctr(["snapshots", "--snapshotter", "estargz", "ls"])
+        #expect(snapshots.contains("Committed"))
+    }
+}
+
+/// Temporary containerd + snapshotter, torn down whatever happens.
+private final class ContainerdEnvironment {
+    let directory: String
+    let packageRoot: String
+    let image = "docker.io/library/bbtest:latest"
+    var imageArchive: String { directory + "/image.tar" }
+    private var snapshotter: Process?
+    private var containerd: Process?
+
+    init() throws {
+        directory = "/tmp/estargz-containerd-\(UUID().uuidString.prefix(8))"
+        packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        for tool in ["/usr/bin/containerd", "/usr/bin/ctr", "/usr/sbin/runc", "/bin/busybox"] where !FileManager.default.fileExists(atPath: tool) {
+            throw ContainerdTestError("\(tool) is missing: install containerd, runc and busybox-static (scripts/setup.sh does)")
+        }
+        try Self.run("/usr/bin/python3", [packageRoot + "/Tests/SnapshotterTests/Fixtures/make_busybox_image.py", imageArchive, "bbtest"])
+        let config = """
+            version = 2
+            root = "\(directory)/containerd-root"
+            state = "\(directory)/containerd-state"
+            disabled_plugins = ["io.containerd.grpc.v1.cri"]
+            [grpc]
+              address = "\(directory)/containerd.sock"
+            [proxy_plugins.estargz]
+              type = "snapshot"
+              address = "\(directory)/snapshotter.sock"
+            """
+        try config.write(toFile: directory + "/config.toml", atomically: true, encoding: .utf8)
+    }
+
+    var estargz: String {
+        let beside = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path + "/estargz"
+        return FileManager.default.isExecutableFile(atPath: beside) ? beside : packageRoot + "/.build/debug/estargz"
+    }
+
+    func startSnapshotter() throws {
+        snapshotter = try Self.start(estargz, ["snapshotter", "--root", directory + "/snapshotter", "--address", directory + "/snapshotter.sock"],
+                                     log: directory + "/snapshotter.log")
+        try Self.waitFor(directory + "/snapshotter.sock")
+    }
+
+    func stopSnapshotter() throws {
+        snapshotter?.terminate()
+        snapshotter?.waitUntilExit()
+        snapshotter = nil
+    }
+
+    func startContainerd() throws {
+        containerd = try Self.start("/usr/bin/containerd", ["--config", directory + "/config.toml"], log: directory + "/containerd.log")
+        try Self.waitFor(directory + "/containerd.sock")
+    }
+
+    @discardableResult
+    func ctr(_ arguments: [String]) throws -> String {
+        try Self.run("/usr/bin/ctr", ["--address", directory + "/containerd.sock", "--namespace", "estargz-test"] + arguments)
+    }
+
+    func tearDown() {
+        _ = try? ctr(["tasks", "kill", "-s", "SIGKILL", "c1"])
+        containerd?.terminate()
+        containerd?.waitUntilExit()
+        try? stopSnapshotter()
+        // Whatever containerd left mounted below our directory.
+        if let mounts = try? String(contentsOfFile: "/proc/mounts", encoding: .utf8) {
+            for line in mounts.split(separator: "\n").reversed() {
+                let target = line.split(separator: " ")[1]
+                if target.hasPrefix(directory) { _ = try? Self.run("/bin/umount", ["-l", String(target)]) }
+            }
+        }
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    private static func start(_ executable: String, _ arguments: [String], log: String) throws -> Process {
+        FileManager.default.createFile(atPath: log, contents: nil)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        return process
+    }
+
+    private static func waitFor(_ socket: String) throws {
+        for _ in 0 ..< 200 {
+            if FileManager.default.fileExists(atPath: socket) { return }
+            usleep(50_000)
+        }
+        throw ContainerdTestError("\(socket) did not appear")
+    }
+
+    @discardableResult
+    static func run(_ executable: String, _ arguments: [String]) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        let output = Pipe(), errors = Pipe()
+        process.standardOutput = output
+        process.standardError = errors
+        try process.run()
+        let out = output.fileHandleForReading.readDataToEndOfFile()
+        let err = errors.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw ContainerdTestError("\(executable) \(arguments.joined(separator: " ")) failed (\(process.terminationStatus)): \(String(decoding: err, as: UTF8.self))")
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}
+
+private struct ContainerdTestError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}

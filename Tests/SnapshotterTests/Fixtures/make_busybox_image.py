@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""Writes a one-layer OCI image archive (for `ctr images import`) holding the host's static
+busybox as /bin/busybox, named docker.io/library/NAME:latest.  Usage: make_busybox_image.py OUT.tar NAME"""
+import gzip, hashlib, io, json, sys, tarfile
+
+out, name = sys.argv[1], sys.argv[2]
+
+def add_bytes(tar, path, data, mode=0o644):
+    info = tarfile.TarInfo(path)
+    info.size, info.mode, info.mtime = len(data), mode, 1_700_000_000
+    tar.addfile(info, io.BytesIO(data))
+
+layer_tar = io.BytesIO()
+with tarfile.open(fileobj=layer_tar, mode="w", format=tarfile.PAX_FORMAT) as t:
+    for d in ("bin", "tmp", "proc", "dev", "sys", "etc"):
+        info = tarfile.TarInfo(d)
+        info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 1_700_000_000
+        t.addfile(info)
+    add_bytes(t, "bin/busybox", open("/bin/busybox", "rb").read(), 0o755)
+    add_bytes(t, "etc/message", b"hello from the layer\n")
+    for applet in ("sh", "echo", "cat", "ls"):
+        info = tarfile.TarInfo("bin/" + applet)
+        info.type, info.linkname, info.mtime = tarfile.SYMTYPE, "busybox", 1_700_000_000
+        t.addfile(info)
+layer = layer_tar.getvalue()
+layer_gz = gzip.compress(layer, mtime=0)
+
+def digest(b):
+    return "sha256:" + hashlib.sha256(b).hexdigest()
+
+config = json.dumps({
+    "architecture": "amd64", "os": "linux",
+    "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]},
+    "rootfs": {"type": "layers", "diff_ids": [digest(layer)]},
+}).encode()
+manifest = json.dumps({
+    "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest(config), "size": len(config)},
+    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest(layer_gz), "size": len(layer_gz)}],
+}).encode()
+index = json.dumps({
+    "schemaVersion": 2,
+    "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest(manifest), "size": len(manifest),
+        "platform": {"architecture": "amd64", "os": "linux"},
+        "annotations": {"io.containerd.image.name": f"docker.io/library/{name}:latest",
+                        "org.opencontainers.image.ref.name": "latest"},
+    }],
+}).encode()
+with tarfile.open(out, "w") as t:
+    add_bytes(t, "oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
+    add_bytes(t, "index.json", index)
+    for blob in (config, manifest, layer_gz):
+        add_bytes(t, "blobs/sha256/" + hashlib.sha256(blob).hexdigest(), blob)
