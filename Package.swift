@@ -8,6 +8,7 @@ var package = Package(
     name: "swift-estargz",
     products: [
         .library(name: "EStargzCore", targets: ["EStargzCore"]),
+        .library(name: "LazyFS", targets: ["LazyFS"]),
         .executable(name: "estargz", targets: ["estargz"]),
     ],
     dependencies: [
@@ -33,16 +34,27 @@ var package = Package(
             name: "EStargzCore",
             dependencies: ["CStargzKernel", "CStargzSystem"]
         ),
+        // libfuse3's low-level API (system library: `apt-get install libfuse3-dev fuse3`).
+        .systemLibrary(name: "CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
+        .target(
+            name: "LazyFS",
+            dependencies: ["EStargzCore", "CFuse3"]
+        ),
         .executableTarget(
             name: "estargz",
             dependencies: [
                 "EStargzCore",
+                "LazyFS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(
             name: "EStargzCoreTests",
             dependencies: ["EStargzCore", "CStargzKernel", "CStargzSystem"]
+        ),
+        .testTarget(
+            name: "LazyFSTests",
+            dependencies: ["LazyFS", "EStargzCore"]
         ),
         .testTarget(
             name: "InteropTests",
