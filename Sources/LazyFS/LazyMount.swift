@@ -17,7 +17,7 @@ public final class LazyMount: @unchecked Sendable {
     // The session pointer is only touched at mount, at unmount (serialized by `state`) and by
     // the loop thread, which ends before the session is destroyed.
     private let session: OpaquePointer
-    private let connection: UInt32
+    private var connection: UInt32 = 0
     private let finished = DispatchSemaphore(value: 0)
     private let state = Mutex<(unmounted: Bool, loopDone: Bool)>((false, false))
     private var thread = pthread_t()
@@ -50,13 +50,15 @@ public final class LazyMount: @unchecked Sendable {
             throw LazyFSError.mountFailed(mountpoint: mountpoint, operation: "fuse_session_mount", errno: errno)
         }
         session = created
-        var info = stat()
-        connection = stat(mountpoint, &info) == 0 ? cfuse3_minor(info.st_dev) : 0
 
         let box = Unmanaged.passRetained(self).toOpaque()
         let started = pthread_create(&thread, nil, { argument in
             let mount = Unmanaged<LazyMount>.fromOpaque(argument!).takeRetainedValue()
-            _ = cfuse3_session_loop_mt(mount.session, mount.fileSystem.options.maximumIdleThreads)
+            let status = cfuse3_session_loop_mt(mount.session, mount.fileSystem.options.maximumIdleThreads)
+            if status != 0 && !mount.state.withLock({ $0.unmounted }) {
+                let line = "estargz lazyfs: session loop for \(mount.mountpoint) ended with status \(status)\n"
+                line.withCString { _ = write(2, $0, strlen($0)) }
+            }
             mount.state.withLock { $0.loopDone = true }
             mount.finished.signal()
             return nil
@@ -67,6 +69,9 @@ public final class LazyMount: @unchecked Sendable {
             fuse_session_destroy(created)
             throw LazyFSError.mountFailed(mountpoint: mountpoint, operation: "pthread_create", errno: started)
         }
+        // Only now: any request to the mount (even this stat) waits for the loop to answer INIT.
+        var info = stat()
+        connection = stat(mountpoint, &info) == 0 ? cfuse3_minor(info.st_dev) : 0
         fileSystem.startFetching()
     }
 
