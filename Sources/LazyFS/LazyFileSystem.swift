@@ -225,7 +225,8 @@ public final class LazyFileSystem: Sendable {
             var remaining: [(layer: Int, file: LayerEntry, chunk: ChunkLocation)] = []
             for (index, layer) in layers.enumerated() {
                 let end = options.prefetch ? layer.prefetchRegionEnd : nil
-                for (file, chunk) in layer.allChunks() {
+                // Landmarks are never shown, so never read.
+                for (file, chunk) in layer.allChunks() where file.path != Landmark.prefetch && file.path != Landmark.noPrefetch {
                     if let end, chunk.blobEnd <= end {
                         guard !counters.cancelled.load(ordering: .relaxed) else { return }
                         fetch(chunk, of: file, in: layer)

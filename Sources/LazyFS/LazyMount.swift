@@ -87,13 +87,14 @@ public final class LazyMount: @unchecked Sendable {
         fileSystem.stopFetching()
         fuse_session_exit(session)
         // A lazy detach: the superblock goes when the last user does, which ends the loop's reads.
-        _ = umount2(mountpoint, Int32(MNT_DETACH))
+        let detached = umount2(mountpoint, Int32(MNT_DETACH)) == 0
         if finished.wait(timeout: .now() + 2) == .timedOut {
             abortConnection()
             finished.wait()
         }
         pthread_join(thread, nil)
-        fuse_session_unmount(session)
+        // libfuse's own unmount only when ours failed (it would complain about a mount already gone).
+        if !detached { fuse_session_unmount(session) }
         fuse_session_destroy(session)
     }
 
