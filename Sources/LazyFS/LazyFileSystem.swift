@@ -183,14 +183,7 @@ public final class LazyFileSystem: Sendable {
 
     /// Opens a snapshot of the statistics as JSON; the handle serves reads until released.
     func openStats() -> UInt64 {
-        let s = statistics
-        let json = """
-            {"bytesFetched":\(s.bytesFetched),"cacheHits":\(s.cacheHits),"chunksVerified":\(s.chunksVerified),\
-            "bytesVerified":\(s.bytesVerified),"verificationFailures":\(s.verificationFailures),\
-            "readErrors":\(s.readErrors),"reads":\(s.reads),"bytesServed":\(s.bytesServed),\
-            "prefetchedBytes":\(s.prefetchedBytes)}
-
-            """
+        let json = statistics.json + "\n"
         return handles.withLock { handles in
             let handle = handles.next
             handles.next += 1
@@ -287,6 +280,16 @@ public struct LazyFSStatistics: Sendable, Equatable {
     /// Uncompressed bytes brought into the cache by prefetch and background fetch.
     public var prefetchedBytes: Int64 = 0
     public init() {}
+
+    /// One JSON object with every counter, as the mount's `stats` file shows it.
+    public var json: String {
+        """
+        {"bytesFetched":\(bytesFetched),"cacheHits":\(cacheHits),"chunksVerified":\(chunksVerified),\
+        "bytesVerified":\(bytesVerified),"verificationFailures":\(verificationFailures),\
+        "readErrors":\(readErrors),"reads":\(reads),"bytesServed":\(bytesServed),\
+        "prefetchedBytes":\(prefetchedBytes)}
+        """
+    }
 }
 
 /// An errno value a request is answered with.

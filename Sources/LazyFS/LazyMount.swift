@@ -19,7 +19,10 @@ public final class LazyMount: @unchecked Sendable {
     private let session: OpaquePointer
     private var connection: UInt32 = 0
     private let finished = DispatchSemaphore(value: 0)
-    private let state = Mutex<(unmounted: Bool, loopDone: Bool)>((false, false))
+    /// Set once unmounting starts (the loop then ends on purpose, not by accident).
+    private let unmounting = Atomic<Bool>(false)
+    /// Held for the whole teardown, so every caller of unmount() returns only after it is complete.
+    private let teardown = Mutex<Bool>(false)
     private var thread = pthread_t()
 
     /// Counters of the mount (the same as the file system's).
@@ -55,11 +58,10 @@ public final class LazyMount: @unchecked Sendable {
         let started = pthread_create(&thread, nil, { argument in
             let mount = Unmanaged<LazyMount>.fromOpaque(argument!).takeRetainedValue()
             let status = cfuse3_session_loop_mt(mount.session, mount.fileSystem.options.maximumIdleThreads)
-            if status != 0 && !mount.state.withLock({ $0.unmounted }) {
+            if status != 0 && !mount.unmounting.load(ordering: .relaxed) {
                 let line = "estargz lazyfs: session loop for \(mount.mountpoint) ended with status \(status)\n"
                 line.withCString { _ = write(2, $0, strlen($0)) }
             }
-            mount.state.withLock { $0.loopDone = true }
             mount.finished.signal()
             return nil
         }, box)
@@ -79,23 +81,24 @@ public final class LazyMount: @unchecked Sendable {
     /// Open files on the mount do not block it: if the loop does not end within two seconds
     /// of the detach, the FUSE connection is aborted.
     public func unmount() {
-        let first = state.withLock { state -> Bool in
-            defer { state.unmounted = true }
-            return !state.unmounted
+        teardown.withLock { done in
+            guard !done else { return }
+            done = true
+            unmounting.store(true, ordering: .relaxed)
+            fileSystem.stopFetching()
+            fuse_session_exit(session)
+            // A lazy detach: the superblock goes when the last user does, which ends the loop's reads.
+            let detached = umount2(mountpoint, Int32(MNT_DETACH)) == 0
+            if finished.wait(timeout: .now() + 2) == .timedOut {
+                abortConnection()
+                finished.wait()
+            }
+            finished.signal()  // for wait()
+            pthread_join(thread, nil)
+            // libfuse's own unmount only when ours failed (it would complain about a mount already gone).
+            if !detached { fuse_session_unmount(session) }
+            fuse_session_destroy(session)
         }
-        guard first else { return }
-        fileSystem.stopFetching()
-        fuse_session_exit(session)
-        // A lazy detach: the superblock goes when the last user does, which ends the loop's reads.
-        let detached = umount2(mountpoint, Int32(MNT_DETACH)) == 0
-        if finished.wait(timeout: .now() + 2) == .timedOut {
-            abortConnection()
-            finished.wait()
-        }
-        pthread_join(thread, nil)
-        // libfuse's own unmount only when ours failed (it would complain about a mount already gone).
-        if !detached { fuse_session_unmount(session) }
-        fuse_session_destroy(session)
     }
 
     /// Blocks until the session loop ends (after ``unmount()``, or when the mount was removed
