@@ -21,6 +21,8 @@ struct Inode: Sendable {
     /// For regular files: which layer holds the content, and the entry to read.
     var layer: Int
     var entry: LayerEntry?
+    /// The regular file's chunks in file order (reads take them one at a time).
+    var chunks: [ChunkLocation] = []
     /// The first path this inode was found under (for the access log and error messages).
     var path: String
     /// Directory entries sorted by name (String order, as `child(named:)` searches).
@@ -80,7 +82,11 @@ enum InodeTable {
             var hardlinks: [Int: Draft] = [:]
             convertForOverlay(layers[0].root, of: layers[0], onto: root, hardlinks: &hardlinks, isRoot: true)
         }
-        return number(root)
+        var inodes = number(root)
+        for index in inodes.indices {
+            if let entry = inodes[index].entry { inodes[index].chunks = layers[inodes[index].layer].chunks(of: entry) }
+        }
+        return inodes
     }
 
     /// Applies one layer's directory on top of what the lower layers made of it: the upper

@@ -69,6 +69,7 @@ public final class LazyFileSystem: Sendable {
     let statsInode: UInt64
 
     private let counters = Counters()
+    private let chunkLocks = (0 ..< 64).map { _ in ChunkLock() }
     private let failures = Mutex<Set<String>>([])
     private let accessLog: AccessLog?
     private let handles = Mutex<(next: UInt64, stats: [UInt64: [UInt8]])>((1, [:]))
@@ -142,26 +143,57 @@ public final class LazyFileSystem: Sendable {
     // MARK: Reads
 
     /// Fills `buffer` from the file at `offset`; returns the byte count, or an errno.
+    ///
+    /// Chunk by chunk, each under a lock chosen by the chunk's digest: the kernel sends several
+    /// requests for one chunk at once (readahead, many readers), and this way one of them fetches
+    /// and inflates it while the others wait and then find it in the cache.
     func read(_ number: UInt64, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) -> Result<Int, Errno> {
         guard let inode = inode(number), let entry = inode.entry else { return .failure(Errno(EISDIR)) }
         recordAccess(number)
         counters.reads.add(1, ordering: .relaxed)
+        guard offset >= 0 else { return .failure(Errno(EINVAL)) }
+        let end = min(inode.size, offset + Int64(buffer.count))
+        guard offset < end else { return .success(0) }
+        let chunks = inode.chunks
+        var low = 0, high = chunks.count - 1
+        while low < high {
+            let mid = (low + high + 1) / 2
+            if chunks[mid].fileOffset <= offset { low = mid } else { high = mid - 1 }
+        }
+        var position = offset
+        var index = low
+        while position < end {
+            let chunk = chunks[index]
+            let pieceEnd = min(end, chunk.fileOffset + chunk.size)
+            let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[Int(position - offset) ..< Int(pieceEnd - offset)])
+            let lock = chunkLocks[abs(chunk.digest.hashValue % chunkLocks.count)]
+            if let error = lock.mutex.withLock({ _ in readPiece(entry, of: inode, into: piece, at: position) }) {
+                counters.readErrors.add(1, ordering: .relaxed)
+                logOnce(error)
+                return .failure(Errno(EIO))
+            }
+            position = pieceEnd
+            index += 1
+        }
+        counters.bytesServed.add(end - offset, ordering: .relaxed)
+        return .success(Int(end - offset))
+    }
+
+    /// Reads within one chunk, retrying source I/O failures (a registry hiccup) but not
+    /// verification failures; returns why it failed, or nil.
+    private func readPiece(_ entry: LayerEntry, of inode: Inode, into piece: UnsafeMutableRawBufferPointer, at position: Int64) -> String? {
         var attempt = 0
         while true {
             attempt += 1
             do {
-                let count = try layers[inode.layer].read(entry, into: buffer, at: offset)
-                counters.bytesServed.add(Int64(count), ordering: .relaxed)
-                return .success(count)
+                let count = try layers[inode.layer].read(entry, into: piece, at: position)
+                return count == piece.count ? nil : "short read of \(inode.path) at \(position): \(count) of \(piece.count) bytes"
             } catch let error as EStargzError {
                 if case .io = error, attempt < options.readAttempts { continue }
-                counters.readErrors.add(1, ordering: .relaxed)
-                logOnce(error.description)
-                return .failure(Errno(EIO))
+                if case .truncated = error, attempt < options.readAttempts { continue }
+                return error.description
             } catch {
-                counters.readErrors.add(1, ordering: .relaxed)
-                logOnce("\(error)")
-                return .failure(Errno(EIO))
+                return "\(error)"
             }
         }
     }
@@ -296,6 +328,11 @@ public struct LazyFSStatistics: Sendable, Equatable {
 struct Errno: Error {
     let code: Int32
     init(_ code: Int32) { self.code = code }
+}
+
+/// Mutex is not copyable, so it cannot live in an array by itself.
+private final class ChunkLock: Sendable {
+    let mutex = Mutex<Void>(())
 }
 
 private final class Counters: Sendable {
