@@ -103,7 +103,7 @@ enum LayerStack {
     }
 }
 
-@Suite(.serialized) struct LayerStackTests {
+@Suite(.serialized, .enabled(if: canMount, "needs root and /dev/fuse")) struct LayerStackTests {
     /// For the first two and all three layers: the kernel's overlayfs over `tar -x` of the
     /// overlay-style tars is the reference; our merged mount of the OCI-style blobs, and overlayfs
     /// over our one-layer-per-mount overlay mode, must both equal it.

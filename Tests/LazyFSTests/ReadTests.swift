@@ -51,7 +51,7 @@ enum ReadLayer {
     static func content(_ path: String) -> [UInt8] { files.first { $0.path == path }!.content }
 }
 
-@Suite(.serialized) struct ReadTests {
+@Suite(.serialized, .enabled(if: canMount, "needs root and /dev/fuse")) struct ReadTests {
     @Test func concurrentRandomReadsReturnExactBytes() throws {
         let dir = TemporaryDirectory()
         let blob = try convert(try ReadLayer.tar(), in: dir, name: "layer")
@@ -168,7 +168,7 @@ enum ReadLayer {
     }
 }
 
-@Suite(.serialized) struct LifecycleTests {
+@Suite(.serialized, .enabled(if: canMount, "needs root and /dev/fuse")) struct LifecycleTests {
     @Test func staleMountpointIsClearedOnTheNextMount() throws {
         let dir = TemporaryDirectory()
         let blob = try convert(try ReadLayer.tar(), in: dir, name: "layer")
