@@ -161,7 +161,7 @@ extension LazyFileSystem {
         s.st_blksize = 4096
         if number == controlDirectoryInode || number == statsInode {
             let isDirectory = number == controlDirectoryInode
-            s.st_mode = isDirectory ? S_IFDIR | 0o500 : S_IFREG | 0o400
+            s.st_mode = isDirectory ? S_IFDIR | 0o555 : S_IFREG | 0o444
             s.st_nlink = isDirectory ? 2 : 1
             return s
         }

@@ -271,8 +271,10 @@ public final class LazyFileSystem: Sendable {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(max(1, chunk.size)), alignment: 16)
         defer { buffer.deallocate() }
         do {
-            // A whole-chunk read verifies the chunk and leaves it in the reader's cache.
-            let count = try layer.read(file, into: buffer, at: chunk.fileOffset)
+            // A whole-chunk read verifies the chunk and leaves it in the reader's cache; under the
+            // chunk's lock, so a read that needs it meanwhile waits for it instead of fetching it again.
+            let lock = chunkLocks[abs(chunk.digest.hashValue % chunkLocks.count)]
+            let count = try lock.mutex.withLock { _ in try layer.read(file, into: buffer, at: chunk.fileOffset) }
             counters.prefetchedBytes.add(Int64(count), ordering: .relaxed)
         } catch {
             // Not an error of any read yet: the read that needs this chunk will fail and say why.
