@@ -113,8 +113,9 @@ func fileSystem(_ blobs: [String], mode: LazyFileSystem.Mode = .merged,
 }
 
 /// `pread` of the whole range, or the errno it failed with.
-func readRange(_ path: String, offset: Int, count: Int) -> Result<[UInt8], Errno> {
-    let fd = open(path, O_RDONLY)
+/// `direct` bypasses the page cache (O_DIRECT, whose name Glibc hides), so every read reaches the file system.
+func readRange(_ path: String, offset: Int, count: Int, direct: Bool = false) -> Result<[UInt8], Errno> {
+    let fd = open(path, O_RDONLY | (direct ? oDirect : 0))
     guard fd >= 0 else { return .failure(Errno(errno)) }
     defer { close(fd) }
     var out = [UInt8](repeating: 0, count: count)
@@ -135,3 +136,9 @@ struct Errno: Error, Equatable {
 
 /// Real mounts (and kernel overlayfs) need root and a FUSE device; elsewhere the suites are skipped, visibly.
 let canMount = geteuid() == 0 && access("/dev/fuse", R_OK | W_OK) == 0
+
+#if arch(x86_64)
+let oDirect: Int32 = 0o40000
+#else
+let oDirect: Int32 = 0o200000  // arm64
+#endif

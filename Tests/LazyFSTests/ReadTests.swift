@@ -69,7 +69,9 @@ enum ReadLayer {
                     let offset = size == 0 ? 0 : Int(next() % UInt64(size + 10))
                     let count = Int(next() % 300_000) + 1
                     let expected = offset >= size ? [] : Array(file.content[offset ..< min(size, offset + count)])
-                    guard case let .success(bytes) = readRange(mountpoint + "/" + file.path, offset: offset, count: count),
+                    // A third of the reads bypass the page cache, so the file system sees concurrent requests throughout.
+                    let direct = thread % 3 == 0
+                    guard case let .success(bytes) = readRange(mountpoint + "/" + file.path, offset: offset, count: count, direct: direct),
                           bytes == expected else {
                         mismatches.add(1, ordering: .relaxed)
                         continue
