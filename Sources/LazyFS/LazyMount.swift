@@ -14,7 +14,7 @@ public final class LazyMount: @unchecked Sendable {
     /// The file system being served.
     public let fileSystem: LazyFileSystem
 
-    // The session pointer is only touched at mount, at unmount (serialized by `state`) and by
+    // The session pointer is only touched at mount, at unmount (serialized by `teardown`) and by
     // the loop thread, which ends before the session is destroyed.
     private let session: OpaquePointer
     private var connection: UInt32 = 0
