@@ -120,6 +120,7 @@ public final class LazyFileSystem: Sendable {
             result.bytesVerified += s.bytesVerified
             result.verificationFailures += s.verificationFailures
         }
+        result.cacheHits += counters.sliceHits.load(ordering: .relaxed)
         result.readErrors = counters.readErrors.load(ordering: .relaxed)
         result.reads = counters.reads.load(ordering: .relaxed)
         result.bytesServed = counters.bytesServed.load(ordering: .relaxed)
@@ -166,8 +167,18 @@ public final class LazyFileSystem: Sendable {
             let chunk = chunks[index]
             let pieceEnd = min(end, chunk.fileOffset + chunk.size)
             let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[Int(position - offset) ..< Int(pieceEnd - offset)])
+            let sliceCache = layers[inode.layer].cache as? MemoryChunkCache
+            let start = Int(position - chunk.fileOffset)
+            // A kernel request is often a slice of a chunk: copy just that slice when the chunk is cached.
+            func cachedSlice() -> Bool {
+                guard let sliceCache, sliceCache.copy(chunk.digest, from: start, into: piece) else { return false }
+                counters.sliceHits.add(1, ordering: .relaxed)
+                return true
+            }
             let lock = chunkLocks[abs(chunk.digest.hashValue % chunkLocks.count)]
-            if let error = lock.mutex.withLock({ _ in readPiece(entry, of: inode, into: piece, at: position) }) {
+            if !cachedSlice(), let error = lock.mutex.withLock({ _ in
+                cachedSlice() ? nil : readPiece(entry, of: inode, into: piece, at: position)
+            }) {
                 counters.readErrors.add(1, ordering: .relaxed)
                 logOnce(error)
                 return .failure(Errno(EIO))
@@ -339,6 +350,8 @@ private final class ChunkLock: Sendable {
 
 private final class Counters: Sendable {
     let readErrors = Atomic<Int64>(0)
+    /// Chunk-cache hits served by slice copies (the readers count their own hits).
+    let sliceHits = Atomic<Int64>(0)
     let reads = Atomic<Int64>(0)
     let bytesServed = Atomic<Int64>(0)
     let prefetchedBytes = Atomic<Int64>(0)

@@ -23,12 +23,27 @@ public final class MemoryChunkCache: ChunkCache {
     public var bytes: Int { state.withLock { $0.bytes } }
 
     public func lookup(_ digest: SHA256Digest, into buffer: UnsafeMutableRawBufferPointer) -> Bool {
+        guard let bytes = take(digest), bytes.count == buffer.count else { return false }
+        bytes.withUnsafeBytes { buffer.copyMemory(from: $0) }
+        return true
+    }
+
+    /// Copies `buffer.count` bytes of a cached chunk starting at `offset`, without the whole-chunk
+    /// copy ``lookup(_:into:)`` makes; false when the chunk is not cached (or the range is outside it).
+    public func copy(_ digest: SHA256Digest, from offset: Int, into buffer: UnsafeMutableRawBufferPointer) -> Bool {
+        guard let bytes = take(digest), offset >= 0, offset + buffer.count <= bytes.count else { return false }
+        bytes.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[offset ..< offset + buffer.count])) }
+        return true
+    }
+
+    /// The chunk's bytes, marked as just used. Arrays are immutable values, so the copy out of
+    /// them happens after the lock is released and readers of different chunks do not queue.
+    private func take(_ digest: SHA256Digest) -> [UInt8]? {
         state.withLock { state in
-            guard let found = state.chunks[digest], found.bytes.count == buffer.count else { return false }
+            guard let found = state.chunks[digest] else { return nil }
             state.clock += 1
             state.chunks[digest]!.lastUse = state.clock
-            found.bytes.withUnsafeBytes { buffer.copyMemory(from: $0) }
-            return true
+            return found.bytes
         }
     }
 
