@@ -73,6 +73,12 @@ struct Mount: ParsableCommand {
         }
 
         // Signals are handled on a queue, not in a signal handler, so unmounting may block and allocate.
+        // A parent (a test runner, a supervisor) may have left them blocked; we must receive them.
+        var unblock = sigset_t()
+        sigemptyset(&unblock)
+        sigaddset(&unblock, SIGINT)
+        sigaddset(&unblock, SIGTERM)
+        pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
         var sources: [any DispatchSourceSignal] = []
         for number in [SIGINT, SIGTERM] {
             signal(number, SIG_IGN)
