@@ -202,21 +202,27 @@ extension LazyFileSystem {
     /// Directory listing with `.` and `..`; the offset of an entry is its position plus one.
     /// The control directory is reachable by name but not listed, so the tree equals the layers'.
     func readDirectory(_ request: fuse_req_t?, _ number: UInt64, size: Int, offset: off_t, plus: Bool) {
-        var names: [(name: String, inode: UInt64)]
+        // "." and ".." first, then the children; not concatenated, since a huge directory is
+        // listed in many small calls and each would copy it.
+        let children: [(name: String, inode: UInt64)]
+        let parent: UInt64
         if number == controlDirectoryInode {
-            names = [(".", number), ("..", 1), ("stats", statsInode)]
+            children = [("stats", statsInode)]
+            parent = 1
         } else if let inode = inode(number), inode.kind == .directory {
-            names = [(".", number), ("..", inode.parent)] + inode.children
+            children = inode.children
+            parent = inode.parent
         } else {
             fuse_reply_err(request, ENOTDIR)
             return
         }
+        let total = children.count + 2
         let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: max(1, size))
         defer { buffer.deallocate() }
         var used = 0
         var index = Int(offset)
-        while index < names.count {
-            let (name, child) = names[index]
+        while index < total {
+            let (name, child) = index == 0 ? (".", number) : index == 1 ? ("..", parent) : children[index - 2]
             let needed: Int
             if plus {
                 // "." and ".." must not be looked up (no lookup count), so they carry only the inode.
