@@ -109,4 +109,24 @@ enum SampleLayer {
         #expect(!first.contains(0))
         #expect(try inodes() == first)
     }
+
+    /// A directory far larger than one readdir buffer lists completely, each name once, in both
+    /// readdir and readdirplus (the kernel picks; `ls -f` and a stat-ing walk ask for each).
+    @Test func largeDirectoryListsEveryEntryOnce() throws {
+        var b = TarBuilder()
+        try b.append(header("./", .directory, mode: 0o755))
+        try b.append(header("many/", .directory, mode: 0o755))
+        for index in 0 ..< 3000 {
+            try b.append(header("many/entry-with-a-longish-name-\(index)", .regular), content: index % 100 == 0 ? [UInt8(index % 256)] : [])
+        }
+        let dir = TemporaryDirectory()
+        let blob = try convert(b.finish(), in: dir, name: "layer")
+        let extracted = dir.directory("extracted")
+        #expect(extract(dir.file("layer.tar"), to: extracted) == 0)
+        let mountpoint = dir.directory("mnt")
+        try withMount(try fileSystem([blob]), at: mountpoint) { _ in
+            #expect(shell("test $(ls -f '\(mountpoint)/many' | sort -u | wc -l) -eq 3002") == 0)
+            #expect(compareTrees(extracted, mountpoint) == 0)
+        }
+    }
 }
