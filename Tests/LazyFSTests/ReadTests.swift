@@ -117,6 +117,40 @@ enum ReadLayer {
         }
     }
 
+    /// A source that fails its next `failures` reads with an I/O error (a registry hiccup).
+    final class FlakySource: RandomAccessSource {
+        let base: FileSource
+        let failures = Atomic<Int>(0)
+        init(_ base: FileSource) { self.base = base }
+        var size: Int64 { base.size }
+        func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws {
+            if failures.load(ordering: .relaxed) > 0 {
+                failures.subtract(1, ordering: .relaxed)
+                throw EStargzError.io(operation: "pread", path: "flaky", errno: EIO)
+            }
+            try base.read(into: buffer, at: offset)
+        }
+    }
+
+    @Test func sourceFailuresAreRetriedThenGiveEIO() throws {
+        let dir = TemporaryDirectory()
+        let source = FlakySource(try FileSource(path: try convert(try ReadLayer.tar(), in: dir, name: "layer")))
+        var options = LazyFileSystem.Options()
+        options.prefetch = false
+        options.readAttempts = 3
+        let fs = try LazyFileSystem(sources: [source], options: options)
+        let mountpoint = dir.directory("mnt")
+        try withMount(fs, at: mountpoint) { mount in
+            source.failures.store(2, ordering: .relaxed)  // two failures, the third attempt works
+            #expect(readRange(mountpoint + "/second", offset: 0, count: 100_000) == .success(ReadLayer.content("second")))
+            source.failures.store(1_000_000, ordering: .relaxed)  // down for good
+            #expect(readRange(mountpoint + "/data/medium", offset: 0, count: 10) == .failure(Errno(EIO)))
+            #expect(mount.statistics.readErrors >= 1)  // the kernel may retry a failed readahead page itself
+            source.failures.store(0, ordering: .relaxed)  // back: the mount is still up and the file reads
+            #expect(readRange(mountpoint + "/data/medium", offset: 0, count: 700_001) == .success(ReadLayer.content("data/medium")))
+        }
+    }
+
     @Test func statsFileAccessLogAndHiddenControlDirectory() throws {
         let dir = TemporaryDirectory()
         let blob = try convert(try ReadLayer.tar(), in: dir, name: "layer")
