@@ -12,6 +12,11 @@ import Glibc
 /// every chunk is verified before its bytes reach the kernel. A chunk that cannot be fetched or
 /// fails verification makes that read fail with `EIO`; the mount stays up.
 ///
+/// Inode numbers are assigned depth-first in name order when the file system is built, so the
+/// same layers always give the same numbers; hardlinked names share one inode whose link count
+/// is the number of its names that are visible. The tree is fixed for the life of the mount,
+/// which is what lets the kernel cache entries, attributes and pages for long.
+///
 /// ```swift
 /// let fs = try LazyFileSystem(sources: [try FileSource(path: "base.esgz"), try FileSource(path: "app.esgz")])
 /// let mount = try fs.mount(at: "/mnt/rootfs")
@@ -55,12 +60,16 @@ public final class LazyFileSystem: Sendable {
         public var allowOther = geteuid() == 0
         /// Idle FUSE worker threads kept by the session loop.
         public var maximumIdleThreads: UInt32 = 10
+        /// The defaults: prefetch on, background fetch off, control directory on, 1 MiB reads,
+        /// a day of kernel caching, a 256 MiB chunk cache.
         public init() {}
     }
 
     /// The layers, lowest first.
     public let layers: [LayerReader]
+    /// Merged tree or one overlayfs lower layer.
     public let mode: Mode
+    /// What the file system was created with.
     public let options: Options
 
     let inodes: [Inode]

@@ -79,7 +79,8 @@ public final class LazyMount: @unchecked Sendable {
 
     /// Detaches the mount, stops the session loop and background fetching, and waits for them.
     /// Open files on the mount do not block it: if the loop does not end within two seconds
-    /// of the detach, the FUSE connection is aborted.
+    /// of the detach, the FUSE connection is aborted. A read stuck inside its source (a source
+    /// that never returns) still holds its worker thread, and so this call, until it returns.
     public func unmount() {
         teardown.withLock { done in
             guard !done else { return }
