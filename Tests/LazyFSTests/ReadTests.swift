@@ -151,6 +151,40 @@ enum ReadLayer {
         }
     }
 
+    /// A source that takes 30 ms per read once `slow` is set (a slow network).
+    final class SlowSource: RandomAccessSource {
+        let base: FileSource
+        let slow = Atomic<Bool>(false)
+        init(_ base: FileSource) { self.base = base }
+        var size: Int64 { base.size }
+        func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws {
+            if slow.load(ordering: .relaxed) { usleep(30_000) }
+            try base.read(into: buffer, at: offset)
+        }
+    }
+
+    @Test func backgroundFetchStopsAtUnmount() throws {
+        let dir = TemporaryDirectory()
+        let source = SlowSource(try FileSource(path: try convert(try ReadLayer.tar(), in: dir, name: "layer")))
+        var options = LazyFileSystem.Options()
+        options.backgroundFetch = true
+        let fs = try LazyFileSystem(sources: [source], options: options)
+        source.slow.store(true, ordering: .relaxed)  // ~70 chunks: about two seconds to fetch them all
+        let mount = try fs.mount(at: dir.directory("mnt"))
+        usleep(200_000)
+        var start = timespec(), end = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &start)
+        mount.unmount()
+        clock_gettime(CLOCK_MONOTONIC, &end)
+        let elapsed = Double(end.tv_sec - start.tv_sec) + Double(end.tv_nsec - start.tv_nsec) / 1e9
+        #expect(elapsed < 1)
+        let fetched = fs.statistics.prefetchedBytes
+        #expect(fetched > 0)
+        #expect(fetched < ReadLayer.files.reduce(0) { $0 + Int64($1.content.count) })
+        usleep(100_000)
+        #expect(fs.statistics.prefetchedBytes == fetched)  // nothing runs after unmount
+    }
+
     @Test func statsFileAccessLogAndHiddenControlDirectory() throws {
         let dir = TemporaryDirectory()
         let blob = try convert(try ReadLayer.tar(), in: dir, name: "layer")
