@@ -171,7 +171,7 @@ enum ReadLayer {
         let fs = try LazyFileSystem(sources: [source], options: options)
         source.slow.store(true, ordering: .relaxed)  // ~70 chunks: about two seconds to fetch them all
         let mount = try fs.mount(at: dir.directory("mnt"))
-        usleep(200_000)
+        #expect(eventually(5) { fs.statistics.prefetchedBytes > 0 })
         var start = timespec(), end = timespec()
         clock_gettime(CLOCK_MONOTONIC, &start)
         mount.unmount()
