@@ -9,6 +9,7 @@ var package = Package(
     products: [
         .library(name: "EStargzCore", targets: ["EStargzCore"]),
         .library(name: "Snapshotter", targets: ["Snapshotter"]),
+        .library(name: "LazyFS", targets: ["LazyFS"]),
         .executable(name: "estargz", targets: ["estargz"]),
     ],
     dependencies: [
@@ -48,11 +49,18 @@ var package = Package(
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
+        // libfuse3's low-level API (system library: `apt-get install libfuse3-dev fuse3`).
+        .systemLibrary(name: "CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
+        .target(
+            name: "LazyFS",
+            dependencies: ["EStargzCore", "CFuse3"]
+        ),
         .executableTarget(
             name: "estargz",
             dependencies: [
                 "EStargzCore",
                 "Snapshotter",
+                "LazyFS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -64,6 +72,10 @@ var package = Package(
             name: "SnapshotterTests",
             dependencies: ["Snapshotter"],
             exclude: ["Fixtures"]
+        ),
+        .testTarget(
+            name: "LazyFSTests",
+            dependencies: ["LazyFS", "EStargzCore"]
         ),
         .testTarget(
             name: "InteropTests",
