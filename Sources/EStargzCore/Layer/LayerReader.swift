@@ -66,19 +66,22 @@ public final class LayerReader: Sendable {
         guard compressedTOCSize <= limits.maximumCompressedTOCSize else {
             throw EStargzError.limitExceeded("compressed TOC of \(compressedTOCSize) bytes")
         }
-        let compressedTOC: [UInt8]
-        if tocOffset >= blobSize - tailSize {
-            let start = Int(tocOffset - (blobSize - tailSize))
-            compressedTOC = Array(tail[start ..< start + Int(compressedTOCSize)])
-        } else {
-            compressedTOC = try source.read(at: tocOffset, count: Int(compressedTOCSize))
-        }
-        let json = try TOCMember.decompressJSON(compressedTOC, limit: limits.maximumTOCSize)
-        let digest = SHA256Digest.of(json)
-        if let expected, expected != digest {
-            throw EStargzError.tocDigestMismatch(expected: expected.description, actual: digest.description)
-        }
-        let toc = try TOCJSON.decode(json)
+        // In a closure so that the compressed TOC and the JSON are freed before the index is built.
+        let (toc, digest) = try { () throws -> (TOC, SHA256Digest) in
+            let compressedTOC: [UInt8]
+            if tocOffset >= blobSize - tailSize {
+                let start = Int(tocOffset - (blobSize - tailSize))
+                compressedTOC = Array(tail[start ..< start + Int(compressedTOCSize)])
+            } else {
+                compressedTOC = try source.read(at: tocOffset, count: Int(compressedTOCSize))
+            }
+            let json = try TOCMember.decompressJSON(compressedTOC, limit: limits.maximumTOCSize)
+            let digest = SHA256Digest.of(json)
+            if let expected, expected != digest {
+                throw EStargzError.tocDigestMismatch(expected: expected.description, actual: digest.description)
+            }
+            return (try TOCJSON.decode(json), digest)
+        }()
         self.tocDigest = digest
         self.tocOffset = tocOffset
         self.footerFormat = format

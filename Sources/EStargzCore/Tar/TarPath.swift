@@ -10,6 +10,11 @@ public enum TarPath {
     ///
     /// `"./a//b/../c/"` → `"a/c"`; `""`, `"/"` and `"."` → `""`; `"../x"` → `"x"`.
     public static func clean(_ name: String) -> String {
+        // Most names (every name our writer and Go's emit, but for directories' trailing "/")
+        // are clean already, or clean but for one trailing "/": return them without splitting.
+        if let clean = cleanPrefixLength(name) {
+            return clean == name.utf8.count ? name : String(name.utf8.prefix(clean))!
+        }
         var stack: [Substring] = []
         for component in name.split(separator: "/", omittingEmptySubsequences: true) {
             switch component {
@@ -19,6 +24,35 @@ public enum TarPath {
             }
         }
         return stack.joined(separator: "/")
+    }
+
+    /// When `name` is already clean, or clean but for one trailing "/", the length of its clean
+    /// form; nil when it needs the general path (leading "/", "//", "." or ".." components).
+    private static func cleanPrefixLength(_ name: String) -> Int? {
+        var name = name
+        return name.withUTF8 { bytes -> Int? in
+            let count = bytes.count
+            guard count > 0 else { return 0 }
+            var componentStart = 0
+            var i = 0
+            while i <= count {
+                if i == count || bytes[i] == UInt8(ascii: "/") {
+                    let length = i - componentStart
+                    if length == 0 {
+                        // Empty component: fine only as the one trailing "/" after a real component.
+                        return (i == count && componentStart > 0 && bytes[i - 1] == UInt8(ascii: "/")
+                                && i >= 2 && bytes[i - 2] != UInt8(ascii: "/")) ? count - 1 : nil
+                    }
+                    if bytes[componentStart] == UInt8(ascii: "."),
+                       length == 1 || (length == 2 && bytes[componentStart + 1] == UInt8(ascii: ".")) {
+                        return nil
+                    }
+                    componentStart = i + 1
+                }
+                i += 1
+            }
+            return count
+        }
     }
 
     /// Components of `name` that are safe to create under a root directory.
