@@ -24,4 +24,5 @@ clean:
 
 # Side-by-side benchmark against the Go reference (Benchmarks/README.md). BENCH_ARGS=--quick for one run.
 bench:
+	scripts/setup.sh
 	python3 Benchmarks/sidebyside.py $(BENCH_ARGS)

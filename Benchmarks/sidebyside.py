@@ -55,7 +55,7 @@ def build_tools():
     ours = os.path.join(subprocess.run(["swift", "build", "-c", "release", "--show-bin-path"], cwd=ROOT,
                                        check=True, capture_output=True, text=True).stdout.strip(), "estargz")
     if not os.path.exists(GO):
-        sh(["apt-get", "install", "-y", "golang-1.19-go", "golang-github-containerd-stargz-snapshotter-dev"])
+        sh(["apt-get", "install", "-y", "golang-go", "golang-github-containerd-stargz-snapshotter-dev"])
     ref = os.path.join(BIN, "estargz-ref")
     env = dict(os.environ, GO111MODULE="off", GOPATH="/usr/share/gocode", GOCACHE=os.path.join(WORK, "gocache"))
     sh([GO, "build", "-o", ref, "./Tests/Interop/refgo"], cwd=ROOT, env=env)
@@ -76,6 +76,8 @@ def make_rootfs(path, reuse):
         root = os.path.join(WORK, "rootfs")
         if not os.path.exists(os.path.join(root, "usr", "bin", "python3")):
             shutil.rmtree(root, ignore_errors=True)
+            if not shutil.which("debootstrap"):
+                sh(["apt-get", "install", "-y", "debootstrap"])
             sh(["debootstrap", "--variant=minbase", "--include=python3-minimal", "bookworm", root,
                 "http://deb.debian.org/debian"])
         sh(["tar", "--numeric-owner", "-C", root, "-cf", path + ".tmp", "."])
