@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine: `make demo` and `make test`.
-.PHONY: demo test build fuzz interop-tools clean
+.PHONY: demo test build fuzz interop-tools clean bench
 
 demo:
 	scripts/setup.sh
@@ -21,3 +21,8 @@ fuzz:
 
 clean:
 	rm -rf .build .build-fuzz
+
+# Side-by-side benchmark against the Go reference (Benchmarks/README.md). BENCH_ARGS=--quick for one run.
+bench:
+	scripts/setup.sh
+	python3 Benchmarks/sidebyside.py $(BENCH_ARGS)

@@ -507,6 +507,9 @@ private func buildSample(_ format: TarFormat) throws -> [UInt8] {
             ("a", "a"), ("./a//b/../c/", "a/c"), ("/a/b", "a/b"), ("a/./b", "a/b"),
             ("../x", "x"), ("a/../../x", "x"), ("a/b/c/../../d", "a/d"), ("//a//", "a"),
             (".../a", ".../a"), ("a/..b/c", "a/..b/c"), ("a/b/..", "a"), ("a/b/.", "a/b"),
+            // The fast path (names clean but for leading "./" or "/" and one trailing "/").
+            ("./usr/bin/", "usr/bin"), ("/./a", "a"), (".//a/", "a"), ("./.a", ".a"), ("a/", "a"),
+            ("./", ""), ("./..", ""), ("./a/./b", "a/b"), ("./a//", "a"), ("a.", "a."), ("./../a", "a"),
         ]
         for (name, cleaned) in table {
             #expect(TarPath.clean(name) == cleaned, "\(name)")

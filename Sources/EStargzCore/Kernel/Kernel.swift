@@ -23,24 +23,33 @@ public struct SHA256Digest: Hashable, Sendable, CustomStringConvertible {
 
     /// Parses `"sha256:"` followed by exactly 64 lowercase hex digits; anything else is `nil`.
     public init?(parsing text: String) {
-        var utf8 = Array(text.utf8)
-        let prefix = Array("sha256:".utf8)
-        guard utf8.count == prefix.count + 64, utf8.starts(with: prefix) else { return nil }
-        utf8.removeFirst(prefix.count)
-        var raw = [UInt8](repeating: 0, count: 32)
-        for i in 0..<32 {
-            guard let hi = Self.nibble(utf8[2 * i]), let lo = Self.nibble(utf8[2 * i + 1]) else { return nil }
-            raw[i] = hi << 4 | lo
+        var text = text
+        // Parsed without allocating: TOCs hold one digest per chunk.
+        let parsed = text.withUTF8 { utf8 -> SHA256Digest? in
+            guard utf8.count == 71, utf8[0] == UInt8(ascii: "s"), utf8[1] == UInt8(ascii: "h"),
+                  utf8[2] == UInt8(ascii: "a"), utf8[3] == UInt8(ascii: "2"), utf8[4] == UInt8(ascii: "5"),
+                  utf8[5] == UInt8(ascii: "6"), utf8[6] == UInt8(ascii: ":") else { return nil }
+            var raw = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+            let ok = Swift.withUnsafeMutableBytes(of: &raw) { out -> Bool in
+                for i in 0..<32 {
+                    guard let hi = Self.nibble(utf8[7 + 2 * i]), let lo = Self.nibble(utf8[8 + 2 * i]) else { return false }
+                    out[i] = hi << 4 | lo
+                }
+                return true
+            }
+            guard ok else { return nil }
+            return Swift.withUnsafeBytes(of: &raw) { SHA256Digest(rawBytes: $0) }
         }
-        self = raw.withUnsafeBytes { SHA256Digest(rawBytes: $0) }
+        guard let parsed else { return nil }
+        self = parsed
     }
 
+    @inline(__always)
     private static func nibble(_ c: UInt8) -> UInt8? {
-        switch c {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
-        default: return nil
-        }
+        let digit = c &- UInt8(ascii: "0"), letter = c &- UInt8(ascii: "a")
+        if digit < 10 { return digit }
+        if letter < 6 { return letter &+ 10 }
+        return nil
     }
 
     /// The SHA-256 of `bytes`.

@@ -42,6 +42,7 @@ struct BlobBuild {
     private var contentDone: Int64 = 0
     private var lastUserName: [Int: String] = [:]
     private var lastGroupName: [Int: String] = [:]
+    private var lastModTime: (seconds: Int64, text: String) = (0, "")
 
     init(tar: SeekableTar, output: BufferedOutput, options: LayerWriter.Options, totalBytes: Int64,
          progress: ((Int64, Int64) -> Void)?) {
@@ -134,20 +135,24 @@ struct BlobBuild {
     mutating func finish() throws -> LayerWriter.Result {
         try cutMember()
         while !pending.isEmpty { try writeOldest() }
-        let json = TOCJSON.encode(toc)
+        var json = TOCJSON.encode(toc)
+        let tocEntryCount = toc.entries.count
+        toc = TOC()  // free the entries before the JSON is copied into the TOC member (peak memory)
         let tocDigest = SHA256Digest.of(json)
-        let tocTar = try TOCMember.tarBytes(json: json)
+        var tocTar = try TOCMember.tarBytes(json: json)
+        json = []
         diffID.update(tocTar)
         uncompressedSize += Int64(tocTar.count)
         let tocOffset = output.written
         let member = try tocTar.withUnsafeBytes { bytes throws(EStargzError) in
             do { return try Kernel.compressGzipMember(bytes, level: level) } catch { throw .compression("\(error)") }
         }
+        tocTar = []
         try output.write(member)
         try output.write(Footer.encode(tocOffset: tocOffset))
         try output.flush()
         return LayerWriter.Result(tocDigest: tocDigest, diffID: diffID.finalize(), uncompressedSize: uncompressedSize,
-                                  compressedSize: output.written, missingPrioritizedFiles: [], tocEntryCount: toc.entries.count)
+                                  compressedSize: output.written, missingPrioritizedFiles: [], tocEntryCount: tocEntryCount)
     }
 
     private mutating func appendPlain(_ bytes: [UInt8]) {
@@ -183,7 +188,9 @@ struct BlobBuild {
         if let failure = job.failure { throw EStargzError.compression(failure.description) }
         if let index = job.tocIndex {
             toc.entries[index].offset = output.written
-            toc.entries[index].chunkDigest = job.chunkDigest?.description ?? ""
+            let text = job.chunkDigest?.description ?? ""
+            // A single-chunk file's chunk digest is its file digest: share the string's storage.
+            toc.entries[index].chunkDigest = toc.entries[index].digest == text ? toc.entries[index].digest : text
         }
         try output.write(job.compressed)
     }
@@ -208,8 +215,11 @@ struct BlobBuild {
     }
 
     /// RFC 3339 in UTC rounded to the second, empty for the zero time, like the reference's `formatModtime`.
-    private func modTime(_ time: TarTimestamp) -> String {
+    private mutating func modTime(_ time: TarTimestamp) -> String {
         guard time.seconds != 0 else { return "" }
-        return RFC3339.format(seconds: time.seconds + (time.nanoseconds >= 500_000_000 ? 1 : 0))
+        let seconds = time.seconds + (time.nanoseconds >= 500_000_000 ? 1 : 0)
+        // Layers often share one mtime: reuse the last text (one allocation instead of one per entry).
+        if seconds != lastModTime.seconds { lastModTime = (seconds, RFC3339.format(seconds: seconds)) }
+        return lastModTime.text
     }
 }

@@ -30,7 +30,15 @@ enum Index {
     static func build(_ toc: TOC, tocOffset: Int64, limits: LayerReader.Limits) throws -> ([Node], [String: Int32], [Chunk]) {
         var nodes: [Node] = []
         var paths: [String: Int32] = [:]
-        var fileChunks: [Int32: [Chunk]] = [:]
+        // Chunks in TOC order with the node they belong to; grouped per file below.
+        var pendingChunks: [Chunk] = []
+        var pendingOwners: [Int32] = []
+        pendingChunks.reserveCapacity(toc.entries.count)
+        pendingOwners.reserveCapacity(toc.entries.count)
+        // Nodes whose path an earlier node already had (they are not visited again for parents).
+        var repeatedName: [Bool] = []
+        repeatedName.reserveCapacity(toc.entries.count + 1)
+        repeatedName.append(false)
         nodes.reserveCapacity(toc.entries.count + 1)
         paths.reserveCapacity(toc.entries.count + 1)
 
@@ -54,9 +62,10 @@ enum Index {
                 guard let owner = lastRegular else {
                     throw EStargzError.invalidTOC("entry \(i) is a chunk with no regular file before it")
                 }
-                let file = nodes[Int(owner)].entry
-                fileChunks[owner, default: []].append(
-                    try chunk(entry, index: i, file: file, memberEnd: memberEnds[i], tocOffset: tocOffset, limits: limits))
+                pendingChunks.append(
+                    try chunk(entry, index: i, file: nodes[Int(owner)].entry, memberEnd: memberEnds[i],
+                              tocOffset: tocOffset, limits: limits))
+                pendingOwners.append(owner)
                 continue
             }
             let path = TarPath.clean(entry.name)
@@ -69,15 +78,22 @@ enum Index {
             }
             let id = Int32(nodes.count)
             nodes.append(Node(path: path, entry: entry, linkCount: entry.type == .directory ? 1 : 0))
-            if let earlier = paths[path] { nodes[Int(earlier)].superseded = true }
-            paths[path] = id  // a later duplicate replaces the earlier one
+            // A later duplicate replaces the earlier one.
+            if let earlier = paths.updateValue(id, forKey: path) {
+                nodes[Int(earlier)].superseded = true
+                repeatedName.append(true)
+            } else {
+                repeatedName.append(false)
+            }
             lastRegular = nil
             switch entry.type {
             case .regular:
                 guard entry.size >= 0 else { throw EStargzError.invalidTOC("\(path): negative size \(entry.size)") }
                 lastRegular = id
                 if entry.size > 0 {
-                    fileChunks[id] = [try chunk(entry, index: i, file: entry, memberEnd: memberEnds[i], tocOffset: tocOffset, limits: limits)]
+                    pendingChunks.append(try chunk(entry, index: i, file: entry, memberEnd: memberEnds[i],
+                                                   tocOffset: tocOffset, limits: limits))
+                    pendingOwners.append(id)
                 }
             case .hardlink:
                 hardlinks.append(id)
@@ -87,10 +103,31 @@ enum Index {
         }
 
         // Flatten and check each file's chunks: they must tile [0, size) in order.
+        // Group by owner (a counting sort: owners are node ids), keeping TOC order within a file.
+        var firstOfOwner = [Int32](repeating: 0, count: nodes.count + 1)
+        for owner in pendingOwners { firstOfOwner[Int(owner) + 1] += 1 }
+        for id in 0 ..< nodes.count { firstOfOwner[id + 1] += firstOfOwner[id] }
+        var grouped = [Chunk]()
+        grouped.reserveCapacity(pendingChunks.count)
+        do {
+            var slot = firstOfOwner
+            var order = [Int32](repeating: 0, count: pendingChunks.count)
+            for (index, owner) in pendingOwners.enumerated() {
+                order[Int(slot[Int(owner)])] = Int32(index)
+                slot[Int(owner)] += 1
+            }
+            for index in order { grouped.append(pendingChunks[Int(index)]) }
+        }
+        pendingChunks = []
+        pendingOwners = []
         var chunks: [Chunk] = []
-        for id in fileChunks.keys.sorted() where paths[nodes[Int(id)].path] == id {
-            var list = fileChunks[id]!
-            list.sort { $0.fileOffset < $1.fileOffset }
+        chunks.reserveCapacity(grouped.count)
+        for id in 0 ..< Int32(nodes.count) where firstOfOwner[Int(id)] < firstOfOwner[Int(id) + 1]
+            && paths[nodes[Int(id)].path] == id {
+            var list = grouped[Int(firstOfOwner[Int(id)]) ..< Int(firstOfOwner[Int(id) + 1])]
+            if !list.indices.dropFirst().allSatisfy({ list[$0 - 1].fileOffset <= list[$0].fileOffset }) {
+                list.sort { $0.fileOffset < $1.fileOffset }
+            }
             var expected: Int64 = 0
             let size = nodes[Int(id)].entry.size
             for index in list.indices {
@@ -125,7 +162,9 @@ enum Index {
         }
 
         // Parents, created on demand as the reference does (mode 0755), and link counts.
-        var children: [Int32: [(String, Int32)]] = [:]
+        // (parent, name, child) triples, grouped per parent at the end.
+        var links: [(parent: Int32, name: String, id: Int32)] = []
+        links.reserveCapacity(nodes.count)
         /// The directory node at `path`, made up if missing; nil when a non-directory has that name
         /// (entries below a file or symlink are unreachable, as they would be on disk).
         func directory(_ path: String) -> Int32? {
@@ -142,26 +181,44 @@ enum Index {
                 paths[path] = nil
                 return nil
             }
-            children[parent, default: []].append((base, id))
+            links.append((parent, base, id))
             nodes[Int(parent)].linkCount += 1
             return id
         }
+        // Consecutive entries usually share a parent: remember the last one.
+        var lastParentPath = "", lastParent: Int32? = 0  // nil: nothing cached
         // Visit names in TOC order so that implicit directories appear in a deterministic order.
-        var seen = Set<String>()
-        for i in 1 ..< nodes.count {
+        for i in 1 ..< nodes.count where !repeatedName[i] {
             let path = nodes[i].path
-            guard let id = paths[path], seen.insert(path).inserted else { continue }
-            let (parentPath, base) = split(path)
-            guard let parent = directory(parentPath) else {
+            guard let id = paths[path] else { continue }
+            let slash = path.utf8.lastIndex(of: UInt8(ascii: "/"))
+            let parentPath = slash.map { path[..<$0] } ?? ""
+            let base = slash.map { String(path[path.index(after: $0)...]) } ?? path
+            let parent: Int32?
+            if lastParent != nil, parentPath == lastParentPath[...] {
+                parent = lastParent
+            } else {
+                lastParentPath = String(parentPath)
+                parent = directory(lastParentPath)
+                lastParent = parent
+            }
+            guard let parent else {
                 paths[path] = nil
+                lastParent = nil
                 continue
             }
-            children[parent, default: []].append((base, id))
+            links.append((parent, base, id))
             nodes[Int(id)].linkCount += 1
             if nodes[Int(id)].entry.type == .directory, Int(id) == i { nodes[Int(parent)].linkCount += 1 }
         }
-        for (id, list) in children {
-            nodes[Int(id)].children = list.sorted { $0.0 < $1.0 }.map { (name: $0.0, id: $0.1) }
+        links.sort { $0.parent != $1.parent ? $0.parent < $1.parent : $0.name < $1.name }
+        var start = 0
+        while start < links.count {
+            let parent = links[start].parent
+            var end = start + 1
+            while end < links.count, links[end].parent == parent { end += 1 }
+            nodes[Int(parent)].children = links[start ..< end].map { (name: $0.name, id: $0.id) }
+            start = end
         }
         return (nodes, paths, chunks)
     }
@@ -173,7 +230,7 @@ enum Index {
 
     private static func chunk(_ entry: TOCEntry, index: Int, file: TOCEntry, memberEnd: Int64,
                               tocOffset: Int64, limits: LayerReader.Limits) throws -> Chunk {
-        let name = TarPath.clean(file.name)
+        var name: String { TarPath.clean(file.name) }  // for messages only
         guard entry.offset > 0, entry.offset < tocOffset, memberEnd > entry.offset else {
             throw EStargzError.invalidTOC("\(name): chunk at file offset \(entry.chunkOffset) has blob offset \(entry.offset) outside the data region (TOC at \(tocOffset))")
         }

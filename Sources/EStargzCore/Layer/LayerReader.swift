@@ -66,19 +66,22 @@ public final class LayerReader: Sendable {
         guard compressedTOCSize <= limits.maximumCompressedTOCSize else {
             throw EStargzError.limitExceeded("compressed TOC of \(compressedTOCSize) bytes")
         }
-        let compressedTOC: [UInt8]
-        if tocOffset >= blobSize - tailSize {
-            let start = Int(tocOffset - (blobSize - tailSize))
-            compressedTOC = Array(tail[start ..< start + Int(compressedTOCSize)])
-        } else {
-            compressedTOC = try source.read(at: tocOffset, count: Int(compressedTOCSize))
-        }
-        let json = try TOCMember.decompressJSON(compressedTOC, limit: limits.maximumTOCSize)
-        let digest = SHA256Digest.of(json)
-        if let expected, expected != digest {
-            throw EStargzError.tocDigestMismatch(expected: expected.description, actual: digest.description)
-        }
-        let toc = try TOCJSON.decode(json)
+        // In a closure so that the compressed TOC and the JSON are freed before the index is built.
+        let (toc, digest) = try { () throws -> (TOC, SHA256Digest) in
+            let compressedTOC: [UInt8]
+            if tocOffset >= blobSize - tailSize {
+                let start = Int(tocOffset - (blobSize - tailSize))
+                compressedTOC = Array(tail[start ..< start + Int(compressedTOCSize)])
+            } else {
+                compressedTOC = try source.read(at: tocOffset, count: Int(compressedTOCSize))
+            }
+            let json = try TOCMember.decompressJSON(compressedTOC, limit: limits.maximumTOCSize)
+            let digest = SHA256Digest.of(json)
+            if let expected, expected != digest {
+                throw EStargzError.tocDigestMismatch(expected: expected.description, actual: digest.description)
+            }
+            return (try TOCJSON.decode(json), digest)
+        }()
         self.tocDigest = digest
         self.tocOffset = tocOffset
         self.footerFormat = format
@@ -199,34 +202,86 @@ public final class LayerReader: Sendable {
     /// Decompresses and verifies every chunk of the layer on `concurrency` threads.
     /// `progress` is called (from any thread) with the uncompressed bytes verified so far.
     /// Throws the first failure, naming the entry and offset.
+    ///
+    /// Chunks are taken in blob order, in runs of neighbours that are fetched with one read
+    /// (up to ``verifyReadSize`` bytes), so a layer of many small files costs few reads.
     public func verifyAllChunks(concurrency: Int = System.activeProcessorCount,
                                 progress: (@Sendable (Int64) -> Void)? = nil) throws {
-        let next = Atomic<Int>(0)
         let verified = Atomic<Int64>(0)
         let failure = Mutex<(index: Int, error: any Error)?>(nil)
         let owners = chunkOwners()
         let maximum = chunks.reduce(Int64(0)) { max($0, $1.size) }
-        DispatchQueue.concurrentPerform(iterations: max(1, min(concurrency, chunks.count))) { _ in
+        // Chunk indices in blob order, cut into runs that one read covers.
+        let order = chunks.indices.sorted { chunks[$0].blobOffset < chunks[$1].blobOffset }
+        var runs: [Range<Int>] = []
+        var runStart = 0
+        while runStart < order.count {
+            let first = chunks[order[runStart]].blobOffset
+            var end = runStart + 1
+            while end < order.count, fetchEnd(chunks[order[end]]) - first <= Self.verifyReadSize { end += 1 }
+            runs.append(runStart ..< end)
+            runStart = end
+        }
+        let nextRun = Atomic<Int>(0)
+        let runList = runs
+        DispatchQueue.concurrentPerform(iterations: max(1, min(concurrency, runList.count))) { _ in
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(max(1, maximum)), alignment: 16)
-            defer { buffer.deallocate() }
+            var compressed = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.verifyReadSize, alignment: 16)
+            defer { buffer.deallocate(); compressed.deallocate() }
             while true {
-                let index = next.wrappingAdd(1, ordering: .relaxed).oldValue
-                guard index < chunks.count, failure.withLock({ $0 == nil }) else { return }
-                let chunk = chunks[index]
+                let r = nextRun.wrappingAdd(1, ordering: .relaxed).oldValue
+                guard r < runList.count, failure.withLock({ $0 == nil }) else { return }
+                let run = order[runList[r]]
+                let start = chunks[run.first!].blobOffset
+                let end = run.reduce(start) { max($0, fetchEnd(chunks[$1])) }
+                var bytes: Int64 = 0
                 do {
-                    try decode(chunk, path: nodes[Int(owners[index])].path,
-                               into: UnsafeMutableRawBufferPointer(rebasing: buffer[0 ..< Int(chunk.size)]))
-                    let total = verified.wrappingAdd(chunk.size, ordering: .relaxed).newValue
-                    progress?(total)
+                    if compressed.count < Int(end - start) {
+                        compressed.deallocate()
+                        compressed = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(end - start), alignment: 16)
+                    }
+                    let span = UnsafeMutableRawBufferPointer(rebasing: compressed[0 ..< Int(end - start)])
+                    if cache == nil {
+                        try source.read(into: span, at: start)
+                        counters.bytesRead.add(end - start, ordering: .relaxed)
+                    }
+                    for index in run {
+                        let chunk = chunks[index]
+                        let destination = UnsafeMutableRawBufferPointer(rebasing: buffer[0 ..< Int(chunk.size)])
+                        do {
+                            if cache == nil {
+                                let from = Int(chunk.blobOffset - start)
+                                try decode(chunk, path: nodes[Int(owners[index])].path,
+                                           compressed: UnsafeRawBufferPointer(rebasing: span[from ..< from + Int(fetchEnd(chunk) - chunk.blobOffset)]),
+                                           into: destination)
+                            } else {
+                                try decode(chunk, path: nodes[Int(owners[index])].path, into: destination)
+                            }
+                            bytes += chunk.size
+                        } catch {
+                            failure.withLock { current in
+                                if current == nil || current!.index > index { current = (index, error) }
+                            }
+                        }
+                    }
                 } catch {
+                    // The read failed: report it against the run's first chunk.
+                    let index = run.min()!
                     failure.withLock { current in
                         if current == nil || current!.index > index { current = (index, error) }
                     }
+                }
+                if bytes > 0 {
+                    let total = verified.wrappingAdd(bytes, ordering: .relaxed).newValue
+                    progress?(total)
                 }
             }
         }
         if let (_, error) = failure.withLock({ $0 }) { throw error }
     }
+
+    /// Largest read ``verifyAllChunks(concurrency:progress:)`` makes for a run of small chunks.
+    static let verifyReadSize = 4 << 20
 
     /// Total uncompressed bytes held in chunks (the sum of all regular file sizes).
     public var totalChunkBytes: Int64 { chunks.reduce(0) { $0 + $1.size } }
@@ -255,17 +310,27 @@ public final class LayerReader: Sendable {
             counters.cacheHits.add(1, ordering: .relaxed)
             return
         }
-        // A chunk's member runs to the next data entry's offset; but only a bounded prefix of it can be
-        // needed to produce `size` bytes (deflate expands incompressible data by a few bytes per 64 KiB),
-        // so a lying TOC cannot make us fetch or hold more than that.
-        let needed = min(chunk.blobEnd - chunk.blobOffset, chunk.size + chunk.size / 256 + 64 << 10)
+        let needed = fetchEnd(chunk) - chunk.blobOffset
         let compressed = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(needed), alignment: 16)
         defer { compressed.deallocate() }
         try source.read(into: compressed, at: chunk.blobOffset)
         counters.bytesRead.add(needed, ordering: .relaxed)
+        try decode(chunk, path: path, compressed: UnsafeRawBufferPointer(compressed), into: destination)
+    }
+
+    /// Where fetching a chunk's bytes stops. A chunk's member runs to the next data entry's offset;
+    /// but only a bounded prefix of it can be needed to produce `size` bytes (deflate expands
+    /// incompressible data by a few bytes per 64 KiB), so a lying TOC cannot make us fetch or hold more.
+    private func fetchEnd(_ chunk: Chunk) -> Int64 {
+        chunk.blobOffset + min(chunk.blobEnd - chunk.blobOffset, chunk.size + chunk.size / 256 + 64 << 10)
+    }
+
+    /// Inflates and verifies one chunk whose compressed bytes are `compressed` (from its member's start).
+    private func decode(_ chunk: Chunk, path: String, compressed: UnsafeRawBufferPointer,
+                        into destination: UnsafeMutableRawBufferPointer) throws {
         let actual: SHA256Digest
         do {
-            actual = try Kernel.inflateChunk(UnsafeRawBufferPointer(compressed), into: destination, expecting: nil)
+            actual = try Kernel.inflateChunk(compressed, into: destination, expecting: nil)
         } catch {
             counters.verificationFailures.add(1, ordering: .relaxed)
             throw EStargzError.corruptChunk(entry: path, offset: chunk.blobOffset, reason: error.description)

@@ -87,15 +87,20 @@ public enum LayerWriter {
         }
         let tar = try SeekableTar.open(input, path: inputPath, temporaryDirectory: options.temporaryDirectory)
         defer { if tar.owned { close(tar.fd) } }
-        let index = try TarIndex.read(tar)
-        let (first, rest, missing) = try index.order(prioritized: options.prioritizedFiles,
+        var build: BlobBuild
+        let missing: [String]
+        do {  // the index goes out of scope (and is freed) before the TOC is encoded
+            let index = try TarIndex.read(tar)
+            let first: [Int], rest: [Int]
+            (first, rest, missing) = try index.order(prioritized: options.prioritizedFiles,
                                                      allowMissing: options.allowMissingPrioritizedFiles)
-        var build = BlobBuild(tar: tar, output: BufferedOutput(fd: output, path: outputPath), options: options,
+            build = BlobBuild(tar: tar, output: BufferedOutput(fd: output, path: outputPath), options: options,
                               totalBytes: index.contentBytes, progress: progress)
-        for item in first { try build.append(index.entries[item]) }
-        // The reference writes the prefetch landmark whenever prioritized files were asked for.
-        try build.appendLandmark(options.prioritizedFiles.isEmpty ? Landmark.noPrefetch : Landmark.prefetch)
-        for item in rest { try build.append(index.entries[item]) }
+            for item in first { try build.append(index.entries[item]) }
+            // The reference writes the prefetch landmark whenever prioritized files were asked for.
+            try build.appendLandmark(options.prioritizedFiles.isEmpty ? Landmark.noPrefetch : Landmark.prefetch)
+            for item in rest { try build.append(index.entries[item]) }
+        }
         var result = try build.finish()
         result.missingPrioritizedFiles = missing
         return result

@@ -51,17 +51,18 @@ enum TOCMember {
         guard size <= limit else {
             throw EStargzError.limitExceeded("TOC JSON of \(size) bytes (limit \(limit))")
         }
-        // Grow as bytes actually arrive: a small member that claims a huge TOC costs nothing.
-        var json: [UInt8] = []
-        json.reserveCapacity(Int(min(size, 4 << 20)))
-        var piece = [UInt8](repeating: 0, count: 1 << 20)
-        while json.count < Int(size) {
-            let wanted = min(piece.count, Int(size) - json.count)
-            let n = try piece.withUnsafeMutableBytes {
-                try reader.readContent(into: UnsafeMutableRawBufferPointer(rebasing: $0[0 ..< wanted]))
+        // Deflate expands at most 1032:1, so a small member that claims a huge TOC cannot make
+        // us allocate more than its bytes can produce; the JSON goes straight into its final array.
+        let capacity = Int(min(size, Int64(member.count) * 1032 + 4096))
+        let json = try [UInt8](unsafeUninitializedCapacity: capacity) { buffer, initialized in
+            while initialized < Int(size) {
+                guard initialized < capacity else {
+                    throw EStargzError.invalidTOC("TOC JSON of \(size) bytes cannot come from a \(member.count)-byte member")
+                }
+                let n = try reader.readContent(into: UnsafeMutableRawBufferPointer(UnsafeMutableBufferPointer(rebasing: buffer[initialized ..< capacity])))
+                guard n > 0 else { throw EStargzError.invalidTOC("TOC JSON ends after \(initialized) of \(size) bytes") }
+                initialized += n
             }
-            guard n > 0 else { throw EStargzError.invalidTOC("TOC JSON ends after \(json.count) of \(size) bytes") }
-            json += piece[0 ..< n]
         }
         return json
     }

@@ -13,6 +13,10 @@
 //	dump BLOB [-toc-digest D]
 //	cat BLOB PATH [-toc-digest D]   (content, every chunk verified)
 //	entries BLOB   (TOC entries in TOC order: name, type, offset, nextOffset, chunkOffset, chunkSize)
+//	verify BLOB [-toc-digest D]   (Open, VerifyTOC, read every chunk through its verifier; no listing)
+//	list BLOB   (Open and walk the whole tree; prints the number of entries)
+//
+// verify and list are the Go baselines of the side-by-side benchmark (Benchmarks/sidebyside.py).
 package main
 
 import (
@@ -84,6 +88,10 @@ func main() {
 		cmdEntries(os.Args[2:])
 	case "cat":
 		cmdCat(os.Args[2:])
+	case "verify":
+		cmdVerify(os.Args[2:])
+	case "list":
+		cmdList(os.Args[2:])
 	default:
 		fail("unknown subcommand %q", os.Args[1])
 	}
@@ -488,4 +496,99 @@ func cmdCat(args []string) {
 	if _, err := os.Stdout.Write(whole); err != nil {
 		fail("%v", err)
 	}
+}
+
+// walkTree visits every entry below root depth-first (names unordered, as
+// ForeachChild gives them); hardlinked entries are visited once per name.
+func walkTree(root *estargz.TOCEntry, visit func(p string, e *estargz.TOCEntry)) {
+	var walk func(p string, e *estargz.TOCEntry)
+	walk = func(p string, e *estargz.TOCEntry) {
+		e.ForeachChild(func(base string, c *estargz.TOCEntry) bool {
+			cp := base
+			if p != "" {
+				cp = p + "/" + base
+			}
+			visit(cp, c)
+			if c.Type == "dir" {
+				walk(cp, c)
+			}
+			return true
+		})
+	}
+	walk("", root)
+}
+
+// cmdVerify reads every chunk of every regular file once, through the TOC
+// verifier, the way a lazy reader does: ReadAt of exactly one chunk, then
+// the chunk's verifier. Prints the number of chunks and bytes.
+func cmdVerify(args []string) {
+	pos, flags := parseArgs(args, map[string]bool{"toc-digest": true})
+	if len(pos) != 1 {
+		fail("usage: estargz-ref verify BLOB [-toc-digest D]")
+	}
+	f, r, v := openVerified(pos[0], flags)
+	defer f.Close()
+	root, ok := r.Lookup("")
+	if !ok {
+		fail("no root entry")
+	}
+	seen := map[*estargz.TOCEntry]bool{}
+	var chunks, total int64
+	var buf []byte
+	walkTree(root, func(p string, e *estargz.TOCEntry) {
+		if e.Type != "reg" || seen[e] {
+			return
+		}
+		seen[e] = true
+		sr, err := r.OpenFile(p)
+		if err != nil {
+			fail("OpenFile(%q): %v", p, err)
+		}
+		for off := int64(0); off < e.Size; {
+			ce, ok := r.ChunkEntryForOffset(e.Name, off)
+			if !ok || ce.ChunkOffset != off || ce.ChunkSize <= 0 {
+				fail("%q: no chunk at offset %d", p, off)
+			}
+			if int64(cap(buf)) < ce.ChunkSize {
+				buf = make([]byte, ce.ChunkSize)
+			}
+			b := buf[:ce.ChunkSize]
+			if n, err := sr.ReadAt(b, off); int64(n) != ce.ChunkSize {
+				fail("%q: reading chunk at %d: got %d of %d bytes: %v", p, off, n, ce.ChunkSize, err)
+			}
+			cv, err := v.Verifier(ce)
+			if err != nil {
+				fail("%q: verifier for chunk at %d: %v", p, off, err)
+			}
+			cv.Write(b)
+			if !cv.Verified() {
+				fail("%q: chunk at offset %d failed verification", p, off)
+			}
+			chunks++
+			total += ce.ChunkSize
+			off += ce.ChunkSize
+		}
+	})
+	fmt.Printf("OK: %d chunks, %d bytes verified\n", chunks, total)
+}
+
+// cmdList opens a blob and walks its whole tree, printing the entry count.
+func cmdList(args []string) {
+	pos, _ := parseArgs(args, map[string]bool{})
+	if len(pos) != 1 {
+		fail("usage: estargz-ref list BLOB")
+	}
+	f, sr := openSection(pos[0])
+	defer f.Close()
+	r, err := estargz.Open(sr)
+	if err != nil {
+		fail("open: %v", err)
+	}
+	root, ok := r.Lookup("")
+	if !ok {
+		fail("no root entry")
+	}
+	n := 0
+	walkTree(root, func(p string, e *estargz.TOCEntry) { n++ })
+	fmt.Println(n)
 }
