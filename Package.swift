@@ -8,10 +8,13 @@ var package = Package(
     name: "swift-estargz",
     products: [
         .library(name: "EStargzCore", targets: ["EStargzCore"]),
+        .library(name: "EStargzRemote", targets: ["EStargzRemote"]),
         .executable(name: "estargz", targets: ["estargz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         .target(
@@ -33,16 +36,36 @@ var package = Package(
             name: "EStargzCore",
             dependencies: ["CStargzKernel", "CStargzSystem"]
         ),
+        // Registry client and range-fetching reader: the only networking in the package.
+        .target(
+            name: "EStargzRemote",
+            dependencies: [
+                "EStargzCore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
         .executableTarget(
             name: "estargz",
             dependencies: [
                 "EStargzCore",
+                "EStargzRemote",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(
             name: "EStargzCoreTests",
             dependencies: ["EStargzCore", "CStargzKernel", "CStargzSystem"]
+        ),
+        .testTarget(
+            name: "EStargzRemoteTests",
+            dependencies: [
+                "EStargzRemote", "EStargzCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
         ),
         .testTarget(
             name: "InteropTests",
