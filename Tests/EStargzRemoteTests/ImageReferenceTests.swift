@@ -32,7 +32,7 @@ import Testing
     @Test func rejectsMalformed() {
         #expect(throws: RegistryError.self) { try ImageReference(parsing: "") }
         #expect(throws: RegistryError.self) { try ImageReference(parsing: "a//b") }
-        #expect(throws: RegistryError.self) { try ImageReference(parsing: "Upper/Case") == nil }
+        #expect(throws: RegistryError.self) { _ = try ImageReference(parsing: "Upper/Case") }
         #expect(throws: RegistryError.self) { try ImageReference(parsing: "app@md5:x") }
     }
 
