@@ -62,9 +62,6 @@ var package = Package(
             name: "EStargzRemoteTests",
             dependencies: [
                 "EStargzRemote", "EStargzCore",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
         .testTarget(

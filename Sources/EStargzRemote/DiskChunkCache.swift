@@ -91,15 +91,16 @@ public final class DiskChunkCache: ChunkCache {
             state.bytes += Int64(bytes.count)
             return state.bytes > capacity
         }
-        if over { evict() }
+        if over { evict(keeping: path) }
     }
 
-    /// Deletes the least recently used files until the directory is under 90% of its bound.
-    public func evict() {
+    /// Deletes the least recently used files (never `keeping`, the one just stored: file times
+    /// are as coarse as the kernel's tick) until the directory is under 90% of its bound.
+    public func evict(keeping: String? = nil) {
         let files = Self.files(in: directory).sorted { $0.modified < $1.modified }
         var total = files.reduce(0) { $0 + $1.size }
         let target = capacity * 9 / 10
-        for file in files where total > target {
+        for file in files where total > target && file.path != keeping {
             if unlink(file.path) == 0 { total -= file.size }
         }
         state.withLock { $0.bytes = total }

@@ -106,7 +106,7 @@ public final class RemoteImage: Sendable {
 
     private static func isNotManifest(_ error: any Error) -> Bool {
         switch error as? RegistryError {
-        case .notFound?, .unexpectedStatus(_, 400, _)?, .invalidResponse?: true
+        case .notFound?, .unexpectedStatus?, .invalidResponse?: true
         default: false
         }
     }
