@@ -49,7 +49,8 @@ public final class RemoteImage: Sendable {
             var hidden: [String] = []
             var opaque: [String] = []
             layer.reader.walk { path, entry in
-                guard !path.isEmpty else { return true }
+                // Landmarks are layout markers of the format, not files of the image.
+                guard !path.isEmpty, path != Landmark.prefetch, path != Landmark.noPrefetch else { return true }
                 let (parent, name) = Self.split(path)
                 if name == ".wh..wh..opq" {
                     opaque.append(parent)
