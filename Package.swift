@@ -8,12 +8,15 @@ var package = Package(
     name: "swift-estargz",
     products: [
         .library(name: "EStargzCore", targets: ["EStargzCore"]),
+        .library(name: "EStargzRemote", targets: ["EStargzRemote"]),
         .library(name: "Snapshotter", targets: ["Snapshotter"]),
         .library(name: "LazyFS", targets: ["LazyFS"]),
         .executable(name: "estargz", targets: ["estargz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
         .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.2"),
         .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.1"),
@@ -39,6 +42,16 @@ var package = Package(
             name: "EStargzCore",
             dependencies: ["CStargzKernel", "CStargzSystem"]
         ),
+        // Registry client and range-fetching reader: the only networking in the package.
+        .target(
+            name: "EStargzRemote",
+            dependencies: [
+                "EStargzCore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
         .target(
             name: "Snapshotter",
             dependencies: [
@@ -59,6 +72,7 @@ var package = Package(
             name: "estargz",
             dependencies: [
                 "EStargzCore",
+                "EStargzRemote",
                 "Snapshotter",
                 "LazyFS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -67,6 +81,12 @@ var package = Package(
         .testTarget(
             name: "EStargzCoreTests",
             dependencies: ["EStargzCore", "CStargzKernel", "CStargzSystem"]
+        ),
+        .testTarget(
+            name: "EStargzRemoteTests",
+            dependencies: [
+                "EStargzRemote", "EStargzCore",
+            ]
         ),
         .testTarget(
             name: "SnapshotterTests",

@@ -6,6 +6,7 @@ packages=(
   zlib1g-dev libzstd-dev libxxhash-dev libdeflate-dev libisal-dev libssl-dev libfuse3-dev fuse3
   golang-go golang-github-containerd-stargz-snapshotter-dev
   python3 tar attr containerd runc busybox-static
+  docker-registry skopeo apache2-utils openssl
 )
 missing=()
 for p in "${packages[@]}"; do

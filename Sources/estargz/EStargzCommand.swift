@@ -10,6 +10,6 @@ struct EStargzCommand: AsyncParsableCommand {
             eStargz layers are gzip-compressed tars whose files can be fetched and verified chunk by chunk, \
             so a container can start before its image is downloaded.
             """,
-        subcommands: [Convert.self, Verify.self, Extract.self, List.self, Cat.self, Mount.self, SnapshotterCommand.self]
+        subcommands: [Convert.self, Verify.self, Extract.self, List.self, Cat.self, Image.self, Mount.self, SnapshotterCommand.self]
     )
 }

@@ -1,17 +1,22 @@
 import ArgumentParser
 import EStargzCore
+import EStargzRemote
 
 struct List: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ls",
-        abstract: "List the entries of an eStargz blob from its TOC.",
-        discussion: "Paths are relative to the layer root, depth-first in name order."
+        abstract: "List the entries of an eStargz blob or image from its TOC.",
+        discussion: """
+            Paths are relative to the layer root, depth-first in name order. REF is a local blob, or a registry \
+            reference read lazily (only footers and TOCs are fetched): an image, its layers merged in order with \
+            whiteouts applied, or REPO@sha256:... of one layer blob.
+            """
     )
 
-    @Argument(help: "The eStargz blob.")
+    @Argument(help: "A local eStargz blob or a registry reference.")
     var blob: String
 
-    @Option(help: "The trusted TOC digest (sha256:...).")
+    @Option(help: "The trusted TOC digest (sha256:...) of a local blob.")
     var tocDigest: String?
 
     @Flag(help: "One JSON object per line: name, type, size, mode, uid, gid, modtime, linkName, devMajor, devMinor, xattrs (base64), digest, numLink.")
@@ -20,20 +25,36 @@ struct List: ParsableCommand {
     @Flag(name: .shortAndLong, help: "Long listing: type and mode, owner, size, mtime, path.")
     var long = false
 
+    @OptionGroup var registry: RegistryOptions
+
+    @Flag(help: "Print what was fetched from the registry on standard error.")
+    var stats = false
+
     func run() throws {
-        let layer = try openLayer(blob, tocDigest: tocDigest)
         var out = StandardOutput()
-        layer.walk { path, entry in
-            guard !path.isEmpty else { return true }
-            if json {
-                out.write(JSONText.object(EntryJSON.fields(path: path, entry: entry)))
-            } else if long {
-                out.write(LongListing.line(path: path, entry: entry))
-            } else {
-                out.write(path)
+        if isLocalFile(blob) {
+            let layer = try openLayer(blob, tocDigest: tocDigest)
+            layer.walk { path, entry in
+                guard !path.isEmpty else { return true }
+                print(path, entry, to: &out)
+                return true
             }
-            return true
+        } else {
+            let (image, client) = try openRemoteImage(blob, registry: registry)
+            defer { try? client.syncShutdown() }
+            for item in image.mergedEntries() { print(item.path, item.entry, to: &out) }
+            if stats { printStatistics(image) }
         }
         out.flush()
+    }
+
+    private func print(_ path: String, _ entry: LayerEntry, to out: inout StandardOutput) {
+        if json {
+            out.write(JSONText.object(EntryJSON.fields(path: path, entry: entry)))
+        } else if long {
+            out.write(LongListing.line(path: path, entry: entry))
+        } else {
+            out.write(path)
+        }
     }
 }

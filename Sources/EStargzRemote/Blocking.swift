@@ -1,0 +1,38 @@
+import Dispatch
+import Foundation
+
+/// Runs async work for synchronous callers on threads of its own.
+///
+/// The seam of the core (``EStargzCore/RandomAccessSource``) is synchronous, the network is
+/// not. Blocking a thread of Swift's cooperative pool while the awaited work needs that pool
+/// can deadlock (the pool is as wide as the machine has cores), so the bridged tasks prefer
+/// this executor, whose threads come from a Dispatch queue that grows when threads block.
+final class BlockingBridge: TaskExecutor, @unchecked Sendable {
+    static let shared = BlockingBridge()
+    // A concurrent queue: Dispatch adds threads when the ones it has are blocked.
+    private let queue = DispatchQueue(label: "estargz.remote.bridge", attributes: .concurrent)
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let unowned = UnownedJob(job)
+        let executor = asUnownedTaskExecutor()
+        queue.async { unowned.runSynchronously(on: executor) }
+    }
+
+    /// Runs `operation` and blocks the calling thread until it finishes.
+    /// Never call from an event-loop thread (the awaited I/O could need it).
+    static func wait<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) throws -> T {
+        let box = ResultBox<T>()
+        let done = DispatchSemaphore(value: 0)
+        Task(executorPreference: shared) {
+            do { box.result = .success(try await operation()) } catch { box.result = .failure(error) }
+            done.signal()
+        }
+        done.wait()
+        return try box.result!.get()
+    }
+}
+
+/// Written by one task before a semaphore signal, read after the wait: the semaphore orders them.
+private final class ResultBox<T>: @unchecked Sendable {
+    var result: Result<T, any Error>?
+}

@@ -1,0 +1,119 @@
+import EStargzCore
+import Foundation
+import Synchronization
+
+/// Verified chunks on disk, one file per chunk named by the hex of its SHA-256, so layers
+/// and processes that share a chunk share its file.
+///
+/// Files are written to a temporary name and renamed into place (readers never see half a
+/// chunk), hashed again on every hit (a file on disk can change; a corrupt one is deleted and
+/// reported as a miss), and evicted oldest-access first when the directory grows past its bound.
+public final class DiskChunkCache: ChunkCache {
+    /// The cache directory.
+    public let directory: String
+    /// Most bytes the directory may hold before eviction.
+    public let capacity: Int64
+    private let state: Mutex<State>
+
+    private struct State {
+        var bytes: Int64 = 0
+        var hits: Int64 = 0
+        var misses: Int64 = 0
+        var verificationFailures: Int64 = 0
+    }
+
+    /// Opens (creating) `directory` with a bound of `capacity` bytes (1 GiB by default).
+    public init(directory: String, capacity: Int64 = 1 << 30) throws(RegistryError) {
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw .local("cannot create cache directory \(directory): \(error)")
+        }
+        self.directory = directory
+        self.capacity = capacity
+        var initial = State()
+        initial.bytes = Self.files(in: directory).reduce(0) { $0 + $1.size }
+        self.state = Mutex(initial)
+    }
+
+    /// Hits, misses and corrupt files found so far.
+    public var counts: (hits: Int64, misses: Int64, verificationFailures: Int64) {
+        state.withLock { ($0.hits, $0.misses, $0.verificationFailures) }
+    }
+
+    /// The file that holds the chunk `digest`.
+    public func path(for digest: SHA256Digest) -> String {
+        directory + "/" + digest.description.dropFirst("sha256:".count)
+    }
+
+    public func lookup(_ digest: SHA256Digest, into buffer: UnsafeMutableRawBufferPointer) -> Bool {
+        let path = path(for: digest)
+        guard let source = try? FileSource(path: path), source.size == Int64(buffer.count),
+              (try? source.read(into: buffer, at: 0)) != nil else {
+            state.withLock { $0.misses += 1 }
+            return false
+        }
+        guard SHA256Digest.of(UnsafeRawBufferPointer(buffer)) == digest else {
+            unlink(path)
+            state.withLock {
+                $0.verificationFailures += 1
+                $0.misses += 1
+                $0.bytes -= Int64(buffer.count)
+            }
+            return false
+        }
+        // The access time orders eviction (mtime, since many file systems mount noatime).
+        utimes(path, nil)
+        state.withLock { $0.hits += 1 }
+        return true
+    }
+
+    public func store(_ digest: SHA256Digest, _ bytes: UnsafeRawBufferPointer) {
+        guard Int64(bytes.count) <= capacity else { return }
+        let path = path(for: digest)
+        if access(path, F_OK) == 0 { return }
+        let temporary = "\(path).tmp.\(getpid()).\(UInt64.random(in: 0 ... .max))"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { return }
+        var done = 0
+        while done < bytes.count {
+            let n = write(fd, bytes.baseAddress! + done, bytes.count - done)
+            if n < 0, errno == EINTR { continue }
+            guard n > 0 else { break }
+            done += n
+        }
+        close(fd)
+        guard done == bytes.count, rename(temporary, path) == 0 else {
+            unlink(temporary)
+            return
+        }
+        let over = state.withLock { state -> Bool in
+            state.bytes += Int64(bytes.count)
+            return state.bytes > capacity
+        }
+        if over { evict(keeping: path) }
+    }
+
+    /// Deletes the least recently used files (never `keeping`, the one just stored: file times
+    /// are as coarse as the kernel's tick) until the directory is under 90% of its bound.
+    public func evict(keeping: String? = nil) {
+        let files = Self.files(in: directory).sorted { $0.modified < $1.modified }
+        var total = files.reduce(0) { $0 + $1.size }
+        let target = capacity * 9 / 10
+        for file in files where total > target && file.path != keeping {
+            if unlink(file.path) == 0 { total -= file.size }
+        }
+        state.withLock { $0.bytes = total }
+    }
+
+    private static func files(in directory: String) -> [(path: String, size: Int64, modified: Double)] {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return [] }
+        return names.compactMap { name in
+            guard name.count == 64 else { return nil }
+            let path = directory + "/" + name
+            var info = stat()
+            guard stat(path, &info) == 0 else { return nil }
+            return (path, Int64(info.st_size), Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9)
+        }
+    }
+}

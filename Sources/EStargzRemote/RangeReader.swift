@@ -1,0 +1,281 @@
+import Dispatch
+import EStargzCore
+import Synchronization
+
+/// A registry blob as a ``EStargzCore/RandomAccessSource``: bytes are fetched with HTTP Range
+/// requests on demand and kept in a bounded in-memory block cache.
+///
+/// - Opening reads the blob's tail speculatively (one request), so ``EStargzCore/LayerReader``
+///   finds the footer and usually the whole TOC without another round trip.
+/// - A read fetches only the blocks it lacks; adjacent missing blocks go out as one request,
+///   independent requests run in parallel (bounded), and a block already being fetched for
+///   another reader is waited for, not fetched twice.
+///
+/// `read(into:at:)` blocks its thread until the bytes arrive. Call it from ordinary threads
+/// (the CLI's main thread, FUSE workers, `DispatchQueue`s), never from a SwiftNIO event loop.
+public final class RangeReader: RandomAccessSource {
+    /// How the reader fetches and caches.
+    public struct Options: Sendable {
+        /// Granularity of fetching and caching (bytes).
+        public var blockSize: Int64 = 64 << 10
+        /// Largest single Range request (bytes); longer runs are split.
+        public var maximumRequestSize: Int64 = 16 << 20
+        /// Requests in flight at once, per reader.
+        public var maximumParallelRequests = 4
+        /// Memory the block cache may hold (bytes).
+        public var memoryLimit: Int64 = 64 << 20
+        /// How much of the blob's end to read when opening (footer and TOC).
+        public var tailSize: Int64 = 512 << 10
+        /// When the server ignores Range requests, download the whole blob once instead of failing.
+        public var fallBackToFullDownload = false
+        public init() {}
+    }
+
+    /// What this reader has fetched so far.
+    public struct Statistics: Sendable, Equatable {
+        /// Bytes received from the registry.
+        public var bytesFetched: Int64 = 0
+        /// Range (or whole-blob) requests made.
+        public var requests: Int64 = 0
+        /// Blocks served from the block cache.
+        public var cacheHits: Int64 = 0
+        /// Blocks that had to be fetched.
+        public var cacheMisses: Int64 = 0
+        /// Blocks a reader waited for because another reader was already fetching them.
+        public var sharedWaits: Int64 = 0
+    }
+
+    public let client: RegistryClient
+    /// The repository the blob lives in.
+    public let repository: ImageReference
+    /// The blob's digest (`sha256:…`).
+    public let digest: String
+    public let size: Int64
+    public let options: Options
+
+    private let state = Mutex(State())
+    private let limiter: DispatchSemaphore
+
+    private struct State {
+        var blocks: [Int64: (data: [UInt8], tick: UInt64)] = [:]
+        var cachedBytes: Int64 = 0
+        var tick: UInt64 = 0
+        var inFlight: [Int64: Fetch] = [:]
+        var whole: [UInt8]?
+        var statistics = Statistics()
+    }
+
+    /// A request for the contiguous blocks `first ..< end`; readers wait on `done`.
+    private final class Fetch: Sendable {
+        let first: Int64
+        let end: Int64
+        let done = DispatchGroup()
+        let outcome = Mutex<Result<[UInt8], RegistryError>?>(nil)
+        init(first: Int64, end: Int64) {
+            self.first = first
+            self.end = end
+            done.enter()
+        }
+        func finish(_ result: Result<[UInt8], RegistryError>) {
+            outcome.withLock { $0 = result }
+            done.leave()
+        }
+        func waitAsync() async {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                done.notify(queue: .global()) { continuation.resume() }
+            }
+        }
+    }
+
+    private init(client: RegistryClient, repository: ImageReference, digest: String, size: Int64, options: Options) {
+        self.client = client
+        self.repository = repository
+        self.digest = digest
+        self.size = size
+        self.options = options
+        self.limiter = DispatchSemaphore(value: max(1, options.maximumParallelRequests))
+    }
+
+    /// Opens the blob `digest` in `repository`: learns its size (HEAD, unless given) and reads its
+    /// tail in one request.
+    public static func open(client: RegistryClient, repository: ImageReference, digest: String, size: Int64? = nil,
+                            options: Options = Options()) async throws(RegistryError) -> RangeReader {
+        let blobSize: Int64
+        if let size { blobSize = size } else { blobSize = try await client.blobSize(repository, digest: digest) }
+        let reader = RangeReader(client: client, repository: repository, digest: digest, size: blobSize, options: options)
+        let tail = min(blobSize, options.tailSize)
+        try await reader.fetch(blobSize - tail ..< blobSize)
+        return reader
+    }
+
+    /// Counters so far.
+    public var statistics: Statistics { state.withLock { $0.statistics } }
+
+    /// Makes sure `range` is in the block cache (fetching what is missing in one request per run);
+    /// used for prefetch.
+    public func fetch(_ range: Range<Int64>) async throws(RegistryError) {
+        let range = range.clamped(to: 0 ..< size)
+        guard !range.isEmpty else { return }
+        let (_, fetches) = acquire(range)
+        for fetch in fetches {
+            await fetch.waitAsync()
+            if case let .failure(error) = fetch.outcome.withLock({ $0 }) { throw error }
+        }
+    }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws {
+        guard offset >= 0, offset + Int64(buffer.count) <= size else {
+            throw EStargzError.truncated(what: "blob \(digest)", offset: offset, needed: Int64(buffer.count))
+        }
+        guard buffer.count > 0 else { return }
+        let range = offset ..< offset + Int64(buffer.count)
+        let (have, fetches) = acquire(range)
+        var fetched: [Int64: [UInt8]] = [:]
+        for fetch in fetches {
+            fetch.done.wait()
+            switch fetch.outcome.withLock({ $0 })! {
+            case let .failure(error): throw error
+            case let .success(bytes):
+                for block in fetch.first ..< fetch.end { fetched[block] = slice(bytes, block: block, first: fetch.first) }
+            }
+        }
+        let wholeBlob = state.withLock { $0.whole }
+        for block in range.lowerBound / options.blockSize ... (range.upperBound - 1) / options.blockSize {
+            let blockStart = block * options.blockSize
+            let data: [UInt8]
+            if let whole = wholeBlob {
+                data = Array(whole[Int(blockStart) ..< Int(min(size, blockStart + options.blockSize))])
+            } else if let d = have[block] ?? fetched[block] {
+                data = d
+            } else {
+                throw RegistryError.invalidResponse(url: digest, reason: "block \(block) missing after fetch")
+            }
+            let from = max(range.lowerBound, blockStart)
+            let to = min(range.upperBound, blockStart + Int64(data.count))
+            data.withUnsafeBytes { source in
+                let src = UnsafeRawBufferPointer(rebasing: source[Int(from - blockStart) ..< Int(to - blockStart)])
+                UnsafeMutableRawBufferPointer(rebasing: buffer[Int(from - offset) ..< Int(to - offset)]).copyMemory(from: src)
+            }
+        }
+    }
+
+    private func slice(_ bytes: [UInt8], block: Int64, first: Int64) -> [UInt8] {
+        let start = Int((block - first) * options.blockSize)
+        return Array(bytes[start ..< min(bytes.count, start + Int(options.blockSize))])
+    }
+
+    /// Under the lock: takes what is cached, joins fetches in flight, and starts new fetches
+    /// for the missing runs (coalesced, split at the request size limit).
+    private func acquire(_ range: Range<Int64>) -> (have: [Int64: [UInt8]], fetches: [Fetch]) {
+        let firstBlock = range.lowerBound / options.blockSize
+        let lastBlock = (range.upperBound - 1) / options.blockSize
+        let blocksPerRequest = max(1, options.maximumRequestSize / options.blockSize)
+        var started: [Fetch] = []
+        let result: ([Int64: [UInt8]], [Fetch]) = state.withLock { state in
+            if state.whole != nil { return ([:], []) }
+            var have: [Int64: [UInt8]] = [:]
+            var waits: [Fetch] = []
+            var runStart: Int64?
+            func closeRun(at end: Int64) {
+                guard let start = runStart else { return }
+                var s = start
+                while s < end {
+                    let e = min(end, s + blocksPerRequest)
+                    let fetch = Fetch(first: s, end: e)
+                    for b in s ..< e { state.inFlight[b] = fetch }
+                    started.append(fetch)
+                    waits.append(fetch)
+                    s = e
+                }
+                runStart = nil
+            }
+            for block in firstBlock ... lastBlock {
+                if let cached = state.blocks[block] {
+                    closeRun(at: block)
+                    state.tick += 1
+                    state.blocks[block]!.tick = state.tick
+                    have[block] = cached.data
+                    state.statistics.cacheHits += 1
+                } else if let fetch = state.inFlight[block] {
+                    closeRun(at: block)
+                    if !waits.contains(where: { $0 === fetch }) { waits.append(fetch) }
+                    state.statistics.sharedWaits += 1
+                } else {
+                    if runStart == nil { runStart = block }
+                    state.statistics.cacheMisses += 1
+                }
+            }
+            closeRun(at: lastBlock + 1)
+            return (have, waits)
+        }
+        for fetch in started { start(fetch) }
+        return result
+    }
+
+    private func start(_ fetch: Fetch) {
+        let lower = fetch.first * options.blockSize
+        let upper = min(size, fetch.end * options.blockSize)
+        Task(executorPreference: BlockingBridge.shared) {
+            // Bounded parallelism: the bridge's threads may block here, the cooperative pool never does.
+            self.limiter.wait()
+            defer { self.limiter.signal() }
+            let result: Result<[UInt8], RegistryError>
+            do throws(RegistryError) {
+                let bytes = try await self.client.fetchRange(self.repository, digest: self.digest, range: lower ..< upper)
+                result = .success(bytes)
+                self.store(fetch, bytes)
+            } catch {
+                if case .rangeNotSupported = error, self.options.fallBackToFullDownload {
+                    result = await self.downloadWhole(lower ..< upper)
+                } else {
+                    result = .failure(error)
+                }
+                self.store(fetch, nil)
+            }
+            fetch.finish(result)
+        }
+    }
+
+    /// The fallback for servers that ignore Range: the whole blob once, then every read from memory.
+    private func downloadWhole(_ range: Range<Int64>) async -> Result<[UInt8], RegistryError> {
+        do throws(RegistryError) {
+            let whole = try await client.fetchBlob(repository, digest: digest, limit: Int(size))
+            state.withLock {
+                $0.whole = whole
+                $0.statistics.requests += 1
+                $0.statistics.bytesFetched += Int64(whole.count)
+            }
+            return .success(Array(whole[Int(range.lowerBound) ..< Int(range.upperBound)]))
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    /// Moves a finished fetch's blocks from the in-flight table into the cache, evicting
+    /// least recently used blocks beyond the memory limit.
+    private func store(_ fetch: Fetch, _ bytes: [UInt8]?) {
+        state.withLock { state in
+            for block in fetch.first ..< fetch.end where state.inFlight[block] === fetch {
+                state.inFlight[block] = nil
+            }
+            guard let bytes else { return }
+            state.statistics.requests += 1
+            state.statistics.bytesFetched += Int64(bytes.count)
+            for block in fetch.first ..< fetch.end {
+                let data = slice(bytes, block: block, first: fetch.first)
+                state.tick += 1
+                if let old = state.blocks[block] { state.cachedBytes -= Int64(old.data.count) }
+                state.blocks[block] = (data, state.tick)
+                state.cachedBytes += Int64(data.count)
+            }
+            if state.cachedBytes > options.memoryLimit {
+                let target = options.memoryLimit * 9 / 10
+                for (block, entry) in state.blocks.sorted(by: { $0.value.tick < $1.value.tick }) {
+                    guard state.cachedBytes > target else { break }
+                    state.blocks[block] = nil
+                    state.cachedBytes -= Int64(entry.data.count)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,119 @@
+import EStargzCore
+
+/// An image (or one layer blob) read lazily from a registry: each eStargz layer opened
+/// through its own ``RangeReader``, the layers merged in order with whiteouts applied.
+public final class RemoteImage: Sendable {
+    /// One layer: its descriptor, the range reader and the layer reader over it.
+    public struct Layer: Sendable {
+        public var descriptor: Descriptor
+        public var source: RangeReader
+        public var reader: LayerReader
+    }
+
+    /// The layers, lowest first.
+    public let layers: [Layer]
+
+    private init(layers: [Layer]) { self.layers = layers }
+
+    /// Opens `reference`: a layer blob when its digest names a blob (not a manifest), otherwise
+    /// the image it resolves to. Layers are verified against their `toc.digest` annotation.
+    public static func open(client: RegistryClient, reference: ImageReference, platform: Platform = .current,
+                            cache: (any ChunkCache)? = nil, options: RangeReader.Options = RangeReader.Options()) async throws -> RemoteImage {
+        var descriptors: [Descriptor]
+        do {
+            descriptors = try await client.resolveImage(reference, platform: platform).manifest.layers
+        } catch {
+            // `REPO@sha256:…` of a layer blob: the manifest endpoint does not know it.
+            guard let digest = reference.digest, Self.isNotManifest(error) else { throw error }
+            descriptors = [Descriptor(mediaType: MediaType.ociLayerGzip, digest: digest, size: try await client.blobSize(reference, digest: digest))]
+        }
+        var layers: [Layer] = []
+        for descriptor in descriptors {
+            let source = try await RangeReader.open(client: client, repository: reference, digest: descriptor.digest,
+                                                    size: descriptor.size, options: options)
+            let trusted = descriptor.annotations?[StargzAnnotation.tocDigest].flatMap { SHA256Digest(parsing: $0) }
+            let reader = try await Task(executorPreference: BlockingBridge.shared) {
+                try LayerReader(source: source, tocDigest: trusted, cache: cache)
+            }.value
+            layers.append(Layer(descriptor: descriptor, source: source, reader: reader))
+        }
+        return RemoteImage(layers: layers)
+    }
+
+    /// Every visible path of the merged file system with the layer that provides it, in path order.
+    /// Whiteout files (`.wh.NAME`, `.wh..wh..opq`) hide lower entries and are not listed.
+    public func mergedEntries() -> [(path: String, layer: Int, entry: LayerEntry)] {
+        var visible: [String: (Int, LayerEntry)] = [:]
+        for (index, layer) in layers.enumerated() {
+            var added: [String: (Int, LayerEntry)] = [:]
+            var hidden: [String] = []
+            var opaque: [String] = []
+            layer.reader.walk { path, entry in
+                // Landmarks are layout markers of the format, not files of the image.
+                guard !path.isEmpty, path != Landmark.prefetch, path != Landmark.noPrefetch else { return true }
+                let (parent, name) = Self.split(path)
+                if name == ".wh..wh..opq" {
+                    opaque.append(parent)
+                } else if name.hasPrefix(".wh.") {
+                    hidden.append(parent.isEmpty ? String(name.dropFirst(4)) : parent + "/" + name.dropFirst(4))
+                } else {
+                    added[path] = (index, entry)
+                }
+                return true
+            }
+            for path in hidden {
+                visible = visible.filter { $0.key != path && !$0.key.hasPrefix(path + "/") }
+            }
+            for directory in opaque {
+                visible = visible.filter { !$0.key.hasPrefix(directory.isEmpty ? "" : directory + "/") }
+            }
+            visible.merge(added) { _, new in new }
+        }
+        return visible.map { (path: $0.key, layer: $0.value.0, entry: $0.value.1) }.sorted { $0.path < $1.path }
+    }
+
+    /// The layer and entry that `path` shows in the merged view, or nil (missing or whited out).
+    public func lookup(_ path: String) -> (layer: Layer, entry: LayerEntry)? {
+        var normalized = path
+        while normalized.hasPrefix("/") || normalized.hasPrefix("./") { normalized.removeFirst(normalized.hasPrefix("/") ? 1 : 2) }
+        let components = normalized.split(separator: "/").map(String.init)
+        for layer in layers.reversed() {
+            if let entry = layer.reader.entry(at: normalized) { return (layer, entry) }
+            // A whiteout of the path or of any ancestor, or an opaque ancestor, hides everything below.
+            var prefix = ""
+            for (i, component) in components.enumerated() {
+                let whiteout = (prefix.isEmpty ? "" : prefix + "/") + ".wh." + component
+                if layer.reader.entry(at: whiteout) != nil { return nil }
+                if i < components.count - 1 {
+                    prefix = prefix.isEmpty ? component : prefix + "/" + component
+                    if layer.reader.entry(at: prefix + "/.wh..wh..opq") != nil { return nil }
+                }
+            }
+        }
+        return nil
+    }
+
+    /// Bytes fetched, requests and block-cache counts summed over the layers.
+    public var statistics: RangeReader.Statistics {
+        layers.reduce(into: RangeReader.Statistics()) { total, layer in
+            let s = layer.source.statistics
+            total.bytesFetched += s.bytesFetched
+            total.requests += s.requests
+            total.cacheHits += s.cacheHits
+            total.cacheMisses += s.cacheMisses
+            total.sharedWaits += s.sharedWaits
+        }
+    }
+
+    private static func isNotManifest(_ error: any Error) -> Bool {
+        switch error as? RegistryError {
+        case .notFound?, .unexpectedStatus?, .invalidResponse?: true
+        default: false
+        }
+    }
+
+    private static func split(_ path: String) -> (String, String) {
+        guard let slash = path.lastIndex(of: "/") else { return ("", path) }
+        return (String(path[..<slash]), String(path[path.index(after: slash)...]))
+    }
+}

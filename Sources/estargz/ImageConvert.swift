@@ -1,0 +1,59 @@
+import ArgumentParser
+import EStargzCore
+import EStargzRemote
+import Foundation
+
+struct ImageConvert: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "convert",
+        abstract: "Convert every layer of an image to eStargz and push (or write) the new image.",
+        discussion: """
+            Layers get the annotations containerd.io/snapshot/stargz/toc.digest and \
+            io.containers.estargz.uncompressed-size; the config gets the new diffIDs.
+            """
+    )
+
+    @Argument(help: "The source image: a registry reference or oci:DIR[:TAG].")
+    var source: String
+
+    @Argument(help: "The destination: a registry reference or oci:DIR[:TAG].")
+    var destination: String
+
+    @OptionGroup var registry: RegistryOptions
+
+    @Option(help: "gzip compression level, 1 (fastest) to 9 (smallest).")
+    var level: Int = 9
+
+    @Option(help: "Largest chunk of a regular file, in bytes.")
+    var chunkSize: Int = 4 << 20
+
+    @Option(help: "A file listing paths to put first in every layer (one per line).")
+    var prioritizedFiles: String?
+
+    func run() throws {
+        var options = ImageConverter.Options()
+        options.layer.compressionLevel = level
+        options.layer.chunkSize = chunkSize
+        if let prioritizedFiles {
+            let text = try readTextFile(prioritizedFiles)
+            options.layer.prioritizedFiles = text.split(separator: "\n").map { String($0).trimmingSpaces() }.filter { !$0.isEmpty }
+            // A path absent from some layer is normal in an image of several layers.
+            options.layer.allowMissingPrioritizedFiles = true
+        }
+        options.platform = try registry.parsedPlatform()
+        let (source, destination) = try runReportingRemoteErrors {
+            (try ImageLocation(parsing: self.source), try ImageLocation(parsing: self.destination))
+        }
+        let client = registry.makeClient()
+        defer { try? client.syncShutdown() }
+        let finalOptions = options
+        let result = try runReportingRemoteErrors {
+            try runBlocking {
+                try await ImageConverter.convert(source: source, destination: destination, client: client, options: finalOptions) { line in
+                    FileHandle.standardError.write(Data("\(line)\n".utf8))
+                }
+            }
+        }
+        print(result.manifestDigest)
+    }
+}

@@ -1,0 +1,94 @@
+import ArgumentParser
+import Dispatch
+import EStargzCore
+import EStargzRemote
+import Foundation
+
+/// Options shared by the commands that talk to registries.
+struct RegistryOptions: ParsableArguments {
+    @Flag(help: "Use plain HTTP for the registry (loopback registries always use it).")
+    var plainHTTP = false
+
+    @Option(help: "The platform to choose from a multi-platform image, os/arch[/variant].")
+    var platform: String?
+
+    func makeClient() -> RegistryClient {
+        var options = RegistryClient.Options()
+        options.plainHTTP = plainHTTP
+        return RegistryClient(options: options)
+    }
+
+    func parsedPlatform() throws -> Platform {
+        guard let platform else { return .current }
+        return try runReportingRemoteErrors { try Platform(parsing: platform) }
+    }
+}
+
+/// Runs async work from a synchronous command (the main thread is no cooperative-pool thread,
+/// so blocking it is safe).
+func runBlocking<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) throws -> T {
+    nonisolated(unsafe) var result: Result<T, any Error>?
+    let done = DispatchSemaphore(value: 0)
+    Task.detached {
+        do { result = .success(try await operation()) } catch { result = .failure(error) }
+        done.signal()
+    }
+    done.wait()
+    return try result!.get()
+}
+
+/// Like `runReportingErrors`, for registry errors too.
+func runReportingRemoteErrors<T>(_ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch let error as RegistryError {
+        printError(error.description)
+        throw ExitCode.failure
+    } catch let error as EStargzError {
+        printError(error.description)
+        throw ExitCode.failure
+    }
+}
+
+/// Whether a CLI argument names a local file (else it is a registry reference).
+func isLocalFile(_ path: String) -> Bool {
+    FileManager.default.fileExists(atPath: path)
+}
+
+/// Opens a registry image (or layer blob) lazily; the caller shuts the client down.
+func openRemoteImage(_ text: String, registry: RegistryOptions) throws -> (RemoteImage, RegistryClient) {
+    let client = registry.makeClient()
+    do {
+        let platform = try registry.parsedPlatform()
+        let image = try runReportingRemoteErrors {
+            let reference = try ImageReference(parsing: text)
+            return try runBlocking {
+                try await RemoteImage.open(client: client, reference: reference, platform: platform, cache: MemoryChunkCache())
+            }
+        }
+        return (image, client)
+    } catch {
+        try? client.syncShutdown()
+        throw error
+    }
+}
+
+/// The `--stats` report on stderr.
+func printStatistics(_ image: RemoteImage) {
+    let fetched = image.statistics
+    let blobBytes = image.layers.reduce(Int64(0)) { $0 + $1.source.size }
+    let verified = image.layers.reduce(into: (chunksVerified: Int64(0), cacheHits: Int64(0), verificationFailures: Int64(0))) { total, layer in
+        let s = layer.reader.statistics
+        total.chunksVerified += s.chunksVerified
+        total.cacheHits += s.cacheHits
+        total.verificationFailures += s.verificationFailures
+    }
+    let text = """
+        layers: \(image.layers.count), blob bytes: \(blobBytes)
+        fetched: \(fetched.bytesFetched) bytes in \(fetched.requests) requests
+        block cache: \(fetched.cacheHits) hits, \(fetched.cacheMisses) misses, \(fetched.sharedWaits) shared
+        chunks: \(verified.chunksVerified) verified, \(verified.cacheHits) cache hits, \(verified.verificationFailures) verification failures
+
+        """
+    FileHandle.standardError.write(Data(text.utf8))
+}
