@@ -56,6 +56,8 @@ var package = Package(
             name: "Snapshotter",
             dependencies: [
                 "EStargzCore",
+                "EStargzRemote",
+                "LazyFS",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),

@@ -13,15 +13,72 @@ public struct SnapshotMount: Sendable, Equatable {
 /// as committed snapshots whose `fs` directory is a LazyFS mount.
 public actor OverlaySnapshotter {
     private var store: SnapshotStore
+    private let remote: RemoteLayers?
 
-    /// Opens (or creates) the snapshotter's state under `root`.
-    public init(root: String) throws {
+    /// Opens (or creates) the snapshotter's state under `root`. With `remote`, layers that
+    /// containerd describes as eStargz are mounted lazily instead of being downloaded.
+    public init(root: String, remote: RemoteLayers? = nil) throws {
         store = try SnapshotStore(root: URL(fileURLWithPath: root))
+        self.remote = remote
     }
 
     /// Creates a writable snapshot `key` on top of the committed `parent` ("" for none).
+    ///
+    /// When the labels name a target snapshot and an eStargz layer, the layer is mounted lazily as
+    /// that committed snapshot and `alreadyExists(target)` is thrown: containerd's signal that
+    /// nothing needs downloading (the reference snapshotter's protocol). If that fails, an
+    /// ordinary active snapshot is prepared and containerd downloads the layer.
     public func prepare(key: String, parent: String, labels: [String: String]) throws -> [SnapshotMount] {
-        try create(key: key, parent: parent, labels: labels, kind: .active)
+        if let remote, let target = labels[RemoteLabel.targetSnapshot], RemoteLayers.describesRemoteLayer(labels) {
+            if store.record(target) != nil { throw SnapshotterError.alreadyExists(target) }
+            do {
+                try prepareRemote(target: target, parent: parent, labels: labels, remote: remote)
+                throw SnapshotterError.alreadyExists(target)
+            } catch let error as SnapshotterError where error == .alreadyExists(target) {
+                throw error
+            } catch {
+                FileHandle.standardError.write(Data("estargz snapshotter: remote snapshot \(target) failed, falling back to download: \(error)\n".utf8))
+            }
+        }
+        return try create(key: key, parent: parent, labels: labels, kind: .active)
+    }
+
+    /// Remounts the lazy layers of remote snapshots (after a restart). A layer that cannot be
+    /// mounted is reported; its snapshot stays so containerd's references stay valid.
+    public func remountRemoteSnapshots() -> [String] {
+        guard let remote else { return [] }
+        var failures: [String] = []
+        for record in store.records.values where record.labels[RemoteLabel.remote] != nil {
+            do {
+                try remote.mount(labels: record.labels, at: store.directory(of: record).appendingPathComponent("fs").path)
+            } catch {
+                failures.append("\(record.key): \(error)")
+            }
+        }
+        return failures
+    }
+
+    private func prepareRemote(target: String, parent: String, labels: [String: String], remote: RemoteLayers) throws {
+        if !parent.isEmpty {
+            guard store.record(parent)?.kind == .committed else { throw SnapshotterError.notFound("parent \(parent)") }
+        }
+        let now = Date()
+        var labels = labels
+        labels[RemoteLabel.remote] = RemoteLabel.remoteValue
+        let record = SnapshotRecord(key: target, id: store.allocateID(), kind: .committed, parent: parent, labels: labels,
+                                    created: now, updated: now)
+        let fs = store.directory(of: record).appendingPathComponent("fs")
+        try FileManager.default.createDirectory(at: fs, withIntermediateDirectories: true)
+        do {
+            try remote.mount(labels: labels, at: fs.path)
+            store.put(record)
+            try store.save()
+        } catch {
+            remote.unmount(fs.path)
+            store.remove(target)
+            try? FileManager.default.removeItem(at: store.directory(of: record))
+            throw error
+        }
     }
 
     /// Creates a read-only view `key` of the committed `parent`.
@@ -66,6 +123,9 @@ public actor OverlaySnapshotter {
         }
         store.remove(key)
         try store.save()
+        if record.labels[RemoteLabel.remote] != nil {
+            remote?.unmount(store.directory(of: record).appendingPathComponent("fs").path)
+        }
         try? FileManager.default.removeItem(at: store.directory(of: record))
     }
 

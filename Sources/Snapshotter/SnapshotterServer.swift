@@ -12,8 +12,13 @@ import GRPCNIOTransportHTTP2Posix
 public enum SnapshotterServer {
     /// Serves the snapshotter whose state lives under `root` on the unix socket `socketPath`
     /// until the task is cancelled. A stale socket file from an earlier run is replaced.
-    public static func serve(root: String, socketPath: String, ready: (@Sendable () -> Void)? = nil) async throws {
-        let snapshotter = try OverlaySnapshotter(root: root)
+    public static func serve(root: String, socketPath: String, remote: RemoteLayers? = nil,
+                             ready: (@Sendable () -> Void)? = nil) async throws {
+        let snapshotter = try OverlaySnapshotter(root: root, remote: remote)
+        defer { remote?.unmountAll() }
+        for failure in await snapshotter.remountRemoteSnapshots() {
+            FileHandle.standardError.write(Data("estargz snapshotter: cannot remount \(failure)\n".utf8))
+        }
         try await snapshotter.cleanup()
         let directory = (socketPath as NSString).deletingLastPathComponent
         if !directory.isEmpty { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Dispatch
+import EStargzRemote
 import Snapshotter
 #if canImport(Glibc)
 import Glibc
@@ -21,8 +22,21 @@ struct SnapshotterCommand: AsyncParsableCommand {
     @Option(help: "Unix socket to serve the snapshots API on.")
     var address: String = "/run/estargz-snapshotter/snapshotter.sock"
 
+    @Flag(help: "Mount eStargz layers lazily from their registry instead of downloading them.")
+    var lazy = true
+
+    @Flag(help: "Use plain HTTP for every registry (loopback registries always use it).")
+    var plainHTTP = false
+
+    @Option(help: "Directory of the verified-chunk cache shared by all layers (default: ROOT/cache).")
+    var cacheDirectory: String?
+
     func run() async throws {
-        let task = Task { try await SnapshotterServer.serve(root: root, socketPath: address) }
+        var registry = RegistryClient.Options()
+        registry.plainHTTP = plainHTTP
+        let remote = lazy ? try RemoteLayers(registry: registry, cacheDirectory: cacheDirectory ?? root + "/cache") : nil
+        let root = self.root, address = self.address
+        let task = Task { try await SnapshotterServer.serve(root: root, socketPath: address, remote: remote) }
         let signals = [SIGINT, SIGTERM].map { number -> DispatchSourceSignal in
             Glibc.signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number)

@@ -1,0 +1,94 @@
+import Dispatch
+import EStargzCore
+import EStargzRemote
+import Foundation
+import LazyFS
+import Synchronization
+
+/// The labels through which containerd asks for a remote snapshot. containerd copies a layer
+/// descriptor's `containerd.io/snapshot/…` annotations into the Prepare labels; `ctr-remote
+/// image rpull` (and the reference's pull handler) adds the image reference and layer digest.
+enum RemoteLabel {
+    /// The committed snapshot containerd will look for (the layer's chain ID).
+    static let targetSnapshot = "containerd.io/snapshot.ref"
+    static let imageReference = "containerd.io/snapshot/remote/stargz.reference"
+    static let layerDigest = "containerd.io/snapshot/remote/stargz.digest"
+    /// The eStargz TOC digest annotation (the trusted root of every chunk digest).
+    static let tocDigest = "containerd.io/snapshot/stargz/toc.digest"
+    /// Marks a snapshot whose `fs` directory is a lazy mount.
+    static let remote = "containerd.io/snapshot/remote"
+    static let remoteValue = "remote snapshot"
+}
+
+/// Lazily mounted eStargz layers: each remote snapshot's `fs` directory is a LazyFS mount (one
+/// layer, overlayfs-style whiteouts) reading its blob from the registry chunk by chunk.
+public final class RemoteLayers: Sendable {
+    private let client: RegistryClient
+    private let cache: (any ChunkCache)?
+    private let mounts = Mutex<[String: LazyMount]>([:])
+    private let prefetch: Bool
+
+    /// - Parameters:
+    ///   - registry: registry settings (mirrors, credentials, plain-HTTP); loopback is plain HTTP anyway.
+    ///   - cacheDirectory: where verified chunks are kept across layers and restarts (nil: memory only).
+    public init(registry: RegistryClient.Options = RegistryClient.Options(), cacheDirectory: String? = nil,
+                cacheCapacity: Int64 = 1 << 30, prefetch: Bool = true) throws {
+        client = RegistryClient(options: registry)
+        cache = try cacheDirectory.map { try DiskChunkCache(directory: $0, capacity: cacheCapacity) }
+        self.prefetch = prefetch
+    }
+
+    /// Whether these labels describe a layer that can be mounted lazily.
+    static func describesRemoteLayer(_ labels: [String: String]) -> Bool {
+        labels[RemoteLabel.imageReference] != nil && labels[RemoteLabel.layerDigest] != nil
+            && labels[RemoteLabel.tocDigest].flatMap(SHA256Digest.init(parsing:)) != nil
+    }
+
+    /// Opens the layer the labels name (footer and TOC only, the TOC checked against its digest)
+    /// and mounts it at `directory`. Blocks while the TOC is fetched.
+    func mount(labels: [String: String], at directory: String) throws {
+        guard let referenceText = labels[RemoteLabel.imageReference], let digest = labels[RemoteLabel.layerDigest],
+              let toc = labels[RemoteLabel.tocDigest].flatMap(SHA256Digest.init(parsing:)) else {
+            throw SnapshotterError.invalidArgument("labels do not describe an eStargz layer")
+        }
+        let reference = try ImageReference(parsing: referenceText)
+        let client = self.client
+        // The registry is async; LayerReader and LazyFS are synchronous. Bridge on a Dispatch thread,
+        // never on a thread of Swift's cooperative pool.
+        let source = try Self.blocking { try await RangeReader.open(client: client, repository: reference, digest: digest) }
+        let layer = try LayerReader(source: source, tocDigest: toc, cache: cache)
+        var options = LazyFileSystem.Options()
+        options.prefetch = prefetch
+        let fileSystem = try LazyFileSystem(layers: [layer], mode: .overlayLayer, options: options)
+        let mount = try fileSystem.mount(at: directory)
+        mounts.withLock { $0[directory] = mount }
+    }
+
+    /// Unmounts the layer mounted at `directory`, if any.
+    func unmount(_ directory: String) {
+        let mount = mounts.withLock { $0.removeValue(forKey: directory) }
+        mount?.unmount()
+    }
+
+    /// Unmounts every layer (at shutdown).
+    public func unmountAll() {
+        let all = mounts.withLock { current in
+            defer { current.removeAll() }
+            return Array(current.values)
+        }
+        for mount in all { mount.unmount() }
+    }
+
+    private static func blocking<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) throws -> T {
+        let result = Mutex<Result<T, any Error>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        Task.detached {
+            do { let value = try await operation(); result.withLock { $0 = .success(value) } } catch {
+                result.withLock { $0 = .failure(error) }
+            }
+            done.signal()
+        }
+        done.wait()
+        return try result.withLock { $0! }.get()
+    }
+}
