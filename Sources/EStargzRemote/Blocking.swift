@@ -6,16 +6,17 @@ import Foundation
 /// The seam of the core (``EStargzCore/RandomAccessSource``) is synchronous, the network is
 /// not. Blocking a thread of Swift's cooperative pool while the awaited work needs that pool
 /// can deadlock (the pool is as wide as the machine has cores), so the bridged tasks prefer
-/// this executor, whose threads come from a Dispatch queue that grows when threads block.
+/// this executor.
 final class BlockingBridge: TaskExecutor, @unchecked Sendable {
     static let shared = BlockingBridge()
-    // A concurrent queue: Dispatch adds threads when the ones it has are blocked.
-    private let queue = DispatchQueue(label: "estargz.remote.bridge", attributes: .concurrent)
 
     func enqueue(_ job: consuming ExecutorJob) {
         let unowned = UnownedJob(job)
         let executor = asUnownedTaskExecutor()
-        queue.async { unowned.runSynchronously(on: executor) }
+        // A new serial queue per job: serial queues draw on Dispatch's overcommitting pool, which
+        // starts a thread whenever the others are blocked (concurrent queues are capped at the
+        // core count on Linux and add threads only slowly, which stalled many blocked readers).
+        DispatchQueue(label: "estargz.remote.bridge").async { unowned.runSynchronously(on: executor) }
     }
 
     /// Runs `operation` and blocks the calling thread until it finishes.

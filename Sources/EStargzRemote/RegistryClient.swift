@@ -206,7 +206,7 @@ public final class RegistryClient: Sendable {
         }
     }
 
-    /// Uploads the blob in the file at `path` (read into memory a chunk at a time is left to a later version).
+    /// Uploads the blob in the file at `path`. The file is read into memory whole (streaming uploads are not done yet).
     public func pushBlob(_ repository: ImageReference, digest: String, path: String, mountFrom: String? = nil) async throws(RegistryError) {
         guard let data = FileManager.default.contents(atPath: path) else { throw .local("cannot read \(path)") }
         try await pushBlob(repository, digest: digest, bytes: Array(data), mountFrom: mountFrom)

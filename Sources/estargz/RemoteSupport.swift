@@ -12,6 +12,14 @@ struct RegistryOptions: ParsableArguments {
     @Option(help: "The platform to choose from a multi-platform image, os/arch[/variant].")
     var platform: String?
 
+    @Option(help: "Keep verified chunks in this directory (shared by layers and runs; verified again on every hit).")
+    var cacheDir: String?
+
+    func makeCache() throws -> any ChunkCache {
+        guard let cacheDir else { return MemoryChunkCache() }
+        return try runReportingRemoteErrors { try DiskChunkCache(directory: cacheDir) }
+    }
+
     func makeClient() -> RegistryClient {
         var options = RegistryClient.Options()
         options.plainHTTP = plainHTTP
@@ -60,10 +68,11 @@ func openRemoteImage(_ text: String, registry: RegistryOptions) throws -> (Remot
     let client = registry.makeClient()
     do {
         let platform = try registry.parsedPlatform()
+        let cache = try registry.makeCache()
         let image = try runReportingRemoteErrors {
             let reference = try ImageReference(parsing: text)
             return try runBlocking {
-                try await RemoteImage.open(client: client, reference: reference, platform: platform, cache: MemoryChunkCache())
+                try await RemoteImage.open(client: client, reference: reference, platform: platform, cache: cache)
             }
         }
         return (image, client)

@@ -128,3 +128,55 @@ import Testing
         }
     }
 }
+
+/// Mirrors, retries and backoff against servers that fail.
+@Suite(.serialized) struct ResilienceTests {
+    @Test func deadMirrorFallsThroughAndRetries5xx() async throws {
+        let registry = try TestRegistry(auth: .none)
+        defer { registry.stop() }
+        let image = try RegistryClientTests.buildImage(in: registry.directory.path)
+        let reference = registry.reference("mirror/app")
+        try await RegistryClientTests.withClient { client in try await RegistryClientTests.push(image, with: client, to: reference) }
+        // A mirror nobody listens on: connection errors, retried with backoff, then the registry itself.
+        let dead = "127.0.0.1:\(freePort())"
+        try await RegistryClientTests.withClient({ $0.mirrors = [dead]; $0.initialBackoff = .milliseconds(10); $0.connectTimeout = .milliseconds(300) }) { client in
+            let config = try await client.resolveImage(reference).configBytes
+            #expect(config == image.config)
+        }
+
+        // A server that fails twice with 503 and then answers: retried, not failed.
+        let dir = registry.directory.path
+        let script = #"""
+            import http.server, sys
+            count = [0]
+            class H(http.server.BaseHTTPRequestHandler):
+                def do_GET(self):
+                    count[0] += 1
+                    if count[0] <= 2:
+                        self.send_response(503); self.send_header("Content-Length", "0"); self.end_headers(); return
+                    body = b"0123456789"
+                    self.send_response(206)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                def log_message(self, *a): pass
+            http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+            """#
+        try script.write(toFile: dir + "/flaky.py", atomically: true, encoding: .utf8)
+        let port = freePort()
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        server.arguments = ["python3", dir + "/flaky.py", String(port)]
+        try server.run()
+        defer {
+            kill(server.processIdentifier, SIGKILL)
+            while server.isRunning { usleep(10_000) }
+        }
+        try waitUntilListening(port, process: server)
+        let flaky = ImageReference(registry: "127.0.0.1:\(port)", repository: "flaky/blob")
+        try await RegistryClientTests.withClient({ $0.maxRetries = 3; $0.initialBackoff = .milliseconds(10) }) { client in
+            let bytes = try await client.fetchRange(flaky, digest: "sha256:" + String(repeating: "0", count: 64), range: 0 ..< 10)
+            #expect(bytes == Array("0123456789".utf8))
+        }
+    }
+}

@@ -225,7 +225,8 @@ final class TestRegistry: @unchecked Sendable {
 /// cooperative pool the test runs on.
 func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
     try await withCheckedThrowingContinuation { continuation in
-        DispatchQueue.global().async { continuation.resume(with: Result { try body() }) }
+        // A thread of its own: blocked Dispatch workers are replaced only slowly.
+        Thread { continuation.resume(with: Result { try body() }) }.start()
     }
 }
 
