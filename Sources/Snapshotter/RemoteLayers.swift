@@ -79,6 +79,12 @@ public final class RemoteLayers: Sendable {
         for mount in all { mount.unmount() }
     }
 
+    /// Unmounts every layer and closes the registry connections; call once, at the end.
+    public func shutdown() async {
+        unmountAll()
+        try? await client.shutdown()
+    }
+
     private static func blocking<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) throws -> T {
         let result = Mutex<Result<T, any Error>?>(nil)
         let done = DispatchSemaphore(value: 0)

@@ -15,11 +15,22 @@ public enum SnapshotterServer {
     public static func serve(root: String, socketPath: String, remote: RemoteLayers? = nil,
                              ready: (@Sendable () -> Void)? = nil) async throws {
         let snapshotter = try OverlaySnapshotter(root: root, remote: remote)
-        defer { remote?.unmountAll() }
+        defer { unlink(socketPath) }
         for failure in await snapshotter.remountRemoteSnapshots() {
             FileHandle.standardError.write(Data("estargz snapshotter: cannot remount \(failure)\n".utf8))
         }
-        try await snapshotter.cleanup()
+        do {
+            try await snapshotter.cleanup()
+            try await serve(snapshotter, socketPath: socketPath, ready: ready)
+        } catch {
+            await remote?.shutdown()
+            throw error
+        }
+        await remote?.shutdown()
+    }
+
+    private static func serve(_ snapshotter: OverlaySnapshotter, socketPath: String,
+                              ready: (@Sendable () -> Void)?) async throws {
         let directory = (socketPath as NSString).deletingLastPathComponent
         if !directory.isEmpty { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
         unlink(socketPath)

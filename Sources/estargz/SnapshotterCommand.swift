@@ -22,7 +22,7 @@ struct SnapshotterCommand: AsyncParsableCommand {
     @Option(help: "Unix socket to serve the snapshots API on.")
     var address: String = "/run/estargz-snapshotter/snapshotter.sock"
 
-    @Flag(help: "Mount eStargz layers lazily from their registry instead of downloading them.")
+    @Flag(inversion: .prefixedNo, help: "Mount eStargz layers lazily from their registry instead of downloading them.")
     var lazy = true
 
     @Flag(help: "Use plain HTTP for every registry (loopback registries always use it).")
@@ -45,6 +45,10 @@ struct SnapshotterCommand: AsyncParsableCommand {
             return source
         }
         defer { signals.forEach { $0.cancel() } }
-        try await task.value
+        do {
+            try await task.value
+        } catch is CancellationError {
+            // SIGINT / SIGTERM: a clean shutdown.
+        }
     }
 }

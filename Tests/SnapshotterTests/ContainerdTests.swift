@@ -26,6 +26,40 @@ import Testing
     }
 }
 
+extension ContainerdTests {
+    /// The remote-snapshot path: an eStargz image in a real registry, pulled with `ctr-remote image
+    /// rpull`: the layer is mounted lazily (nothing downloaded) and a container runs on it.
+    @Test func rpullMountsEStargzLayersLazily() throws {
+        let environment = try ContainerdEnvironment()
+        defer { environment.tearDown() }
+        let registry = try environment.startRegistry()
+        // Our converter turns the gzip image into eStargz and pushes it.
+        let layout = environment.directory + "/layout"
+        try FileManager.default.createDirectory(atPath: layout, withIntermediateDirectories: true)
+        try ContainerdEnvironment.run("/bin/tar", ["-xf", environment.imageArchive, "-C", layout])
+        let reference = "127.0.0.1:\(registry)/bbtest:esgz"
+        try ContainerdEnvironment.run(environment.estargz, ["image", "convert", "oci:" + layout, reference])
+
+        try environment.startSnapshotter()
+        try environment.startContainerd()
+        try environment.ctrRemote(["image", "rpull", "--plain-http", "--snapshotter", "estargz", reference])
+        // The layer's snapshot is a lazy FUSE mount below the snapshotter's root.
+        let mounts = try String(contentsOfFile: "/proc/mounts", encoding: .utf8)
+        #expect(mounts.split(separator: "\n").contains { $0.contains(environment.directory + "/snapshotter/snapshots/") && $0.contains("fuse") })
+        let info = try environment.ctr(["snapshots", "--snapshotter", "estargz", "ls"])
+        #expect(info.contains("Committed"))
+
+        let output = try environment.ctr(["run", "--rm", "--snapshotter", "estargz", reference, "lazy1", "/bin/cat", "/etc/message"])
+        #expect(output == "hello from the layer\n")
+
+        // After a restart of the snapshotter the lazy layer is mounted again.
+        try environment.stopSnapshotter()
+        try environment.startSnapshotter()
+        let again = try environment.ctr(["run", "--rm", "--snapshotter", "estargz", reference, "lazy2", "/bin/cat", "/etc/message"])
+        #expect(again == "hello from the layer\n")
+    }
+}
+
 /// Temporary containerd + snapshotter, torn down whatever happens.
 private final class ContainerdEnvironment {
     let directory: String
@@ -39,8 +73,8 @@ private final class ContainerdEnvironment {
         directory = "/tmp/estargz-containerd-\(UUID().uuidString.prefix(8))"
         packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        for tool in ["/usr/bin/containerd", "/usr/bin/ctr", "/usr/sbin/runc", "/bin/busybox"] where !FileManager.default.fileExists(atPath: tool) {
-            throw ContainerdTestError("\(tool) is missing: install containerd, runc and busybox-static (scripts/setup.sh does)")
+        for tool in ["/usr/bin/containerd", "/usr/bin/ctr", "/usr/sbin/runc", "/bin/busybox", "/usr/bin/ctr-remote", "/usr/bin/docker-registry"] where !FileManager.default.fileExists(atPath: tool) {
+            throw ContainerdTestError("\(tool) is missing: install containerd, runc, busybox-static, stargz-snapshotter and docker-registry (scripts/setup.sh does)")
         }
         try Self.run("/usr/bin/python3", [packageRoot + "/Tests/SnapshotterTests/Fixtures/make_busybox_image.py", imageArchive, "bbtest"])
         let config = """
@@ -62,6 +96,42 @@ private final class ContainerdEnvironment {
         return FileManager.default.isExecutableFile(atPath: beside) ? beside : packageRoot + "/.build/debug/estargz"
     }
 
+    private var registry: Process?
+
+    /// Debian's docker-registry on a free loopback port; returns the port.
+    func startRegistry() throws -> Int {
+        let port = Self.freePort()
+        let config = """
+            version: 0.1
+            log:
+              level: error
+              accesslog:
+                disabled: true
+            storage:
+              filesystem:
+                rootdirectory: \(directory)/registry
+            http:
+              addr: 127.0.0.1:\(port)
+            """
+        try config.write(toFile: directory + "/registry.yml", atomically: true, encoding: .utf8)
+        registry = try Self.start("/usr/bin/docker-registry", ["serve", directory + "/registry.yml"], log: directory + "/registry.log")
+        for _ in 0 ..< 100 {
+            if (try? Self.run("/usr/bin/python3", ["-c", "import socket; socket.create_connection(('127.0.0.1', \(port)), 1)"])) != nil { return port }
+            usleep(100_000)
+        }
+        throw ContainerdTestError("docker-registry did not start on port \(port)")
+    }
+
+    @discardableResult
+    func ctrRemote(_ arguments: [String]) throws -> String {
+        try Self.run("/usr/bin/ctr-remote", ["--address", directory + "/containerd.sock", "--namespace", "estargz-test"] + arguments)
+    }
+
+    static func freePort() -> Int {
+        let output = (try? run("/usr/bin/python3", ["-c", "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"])) ?? "5999"
+        return Int(output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 5999
+    }
+
     func startSnapshotter() throws {
         snapshotter = try Self.start(estargz, ["snapshotter", "--root", directory + "/snapshotter", "--address", directory + "/snapshotter.sock"],
                                      log: directory + "/snapshotter.log")
@@ -72,6 +142,7 @@ private final class ContainerdEnvironment {
         snapshotter?.terminate()
         snapshotter?.waitUntilExit()
         snapshotter = nil
+        unlink(directory + "/snapshotter.sock")  // so the next start is waited for, not a stale file
     }
 
     func startContainerd() throws {
@@ -89,6 +160,8 @@ private final class ContainerdEnvironment {
         containerd?.terminate()
         containerd?.waitUntilExit()
         try? stopSnapshotter()
+        registry?.terminate()
+        registry?.waitUntilExit()
         // Whatever containerd left mounted below our directory.
         if let mounts = try? String(contentsOfFile: "/proc/mounts", encoding: .utf8) {
             for line in mounts.split(separator: "\n").reversed() {
@@ -99,7 +172,7 @@ private final class ContainerdEnvironment {
         try? FileManager.default.removeItem(atPath: directory)
     }
 
-    private static func start(_ executable: String, _ arguments: [String], log: String) throws -> Process {
+    static func start(_ executable: String, _ arguments: [String], log: String) throws -> Process {
         FileManager.default.createFile(atPath: log, contents: nil)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
