@@ -92,7 +92,7 @@ var package = Package(
         ),
         .testTarget(
             name: "SnapshotterTests",
-            dependencies: ["Snapshotter"],
+            dependencies: ["Snapshotter", "EStargzCore"],
             exclude: ["Fixtures"]
         ),
         .testTarget(

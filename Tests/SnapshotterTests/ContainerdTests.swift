@@ -1,3 +1,4 @@
+import EStargzCore
 import Foundation
 import Testing
 
@@ -58,6 +59,49 @@ extension ContainerdTests {
         let again = try environment.ctr(["run", "--rm", "--snapshotter", "estargz", reference, "lazy2", "/bin/cat", "/etc/message"])
         #expect(again == "hello from the layer\n")
     }
+}
+
+extension ContainerdTests {
+    /// A flipped byte in one file's chunk, in the registry's copy of the layer: inside the container
+    /// that file fails with EIO, the others read fine.
+    @Test func corruptChunkIsAnIOErrorInsideTheContainer() throws {
+        let environment = try ContainerdEnvironment()
+        defer { environment.tearDown() }
+        let registry = try environment.startRegistry()
+        let layout = environment.directory + "/layout"
+        try FileManager.default.createDirectory(atPath: layout, withIntermediateDirectories: true)
+        try ContainerdEnvironment.run("/bin/tar", ["-xf", environment.imageArchive, "-C", layout])
+        let reference = "127.0.0.1:\(registry)/bbtest:corrupt"
+        try ContainerdEnvironment.run(environment.estargz, ["image", "convert", "oci:" + layout, reference])
+
+        // The registry's storage holds the layer blob as a plain file: find the biggest blob (the layer).
+        let blobs = environment.directory + "/registry/docker/registry/v2/blobs"
+        let files = FileManager.default.enumerator(atPath: blobs)!.compactMap { $0 as? String }.filter { $0.hasSuffix("/data") }
+        let layer = try #require(files.map { blobs + "/" + $0 }.max { fileSize($0) < fileSize($1) })
+        let reader = try LayerReader(source: try FileSource(path: layer))
+        let random = try #require(reader.entry(at: "etc/random"))
+        let chunk = try #require(reader.chunks(of: random).first)
+        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: layer))
+        try handle.seek(toOffset: UInt64(chunk.blobOffset + (chunk.blobEnd - chunk.blobOffset) / 2))
+        let original = try handle.read(upToCount: 1)
+        let byte = try #require(original?.first)
+        try handle.seek(toOffset: UInt64(chunk.blobOffset + (chunk.blobEnd - chunk.blobOffset) / 2))
+        try handle.write(contentsOf: [byte ^ 0x5a])
+        try handle.close()
+
+        try environment.startSnapshotter()
+        try environment.startContainerd()
+        try environment.ctrRemote(["image", "rpull", "--plain-http", "--snapshotter", "estargz", reference])
+        let output = try environment.ctr(["run", "--rm", "--snapshotter", "estargz", reference, "corrupt1", "/bin/sh", "-c",
+                                          "cat /etc/message; cat /etc/random > /dev/null 2>/tmp/err; echo status=$?; cat /tmp/err"])
+        #expect(output.hasPrefix("hello from the layer\n"), "other files still read: \(output)")
+        #expect(output.contains("status=1"), "reading the corrupt file must fail: \(output)")
+        #expect(output.lowercased().contains("input/output error"), "\(output)")
+    }
+}
+
+private func fileSize(_ path: String) -> Int64 {
+    ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int64) ?? 0
 }
 
 /// Temporary containerd + snapshotter, torn down whatever happens.

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes a one-layer OCI image archive (for `ctr images import`) holding the host's static
 busybox as /bin/busybox, named docker.io/library/NAME:latest.  Usage: make_busybox_image.py OUT.tar NAME"""
-import gzip, hashlib, io, json, sys, tarfile
+import gzip, hashlib, io, json, random, sys, tarfile
 
 out, name = sys.argv[1], sys.argv[2]
 
@@ -18,6 +18,8 @@ with tarfile.open(fileobj=layer_tar, mode="w", format=tarfile.PAX_FORMAT) as t:
         t.addfile(info)
     add_bytes(t, "bin/busybox", open("/bin/busybox", "rb").read(), 0o755)
     add_bytes(t, "etc/message", b"hello from the layer\n")
+    # Incompressible bytes, so a flipped byte in its chunk is easy to place (corruption tests).
+    add_bytes(t, "etc/random", random.Random(7).randbytes(256 * 1024))
     for applet in ("sh", "echo", "cat", "ls"):
         info = tarfile.TarInfo("bin/" + applet)
         info.type, info.linkname, info.mtime = tarfile.SYMTYPE, "busybox", 1_700_000_000
