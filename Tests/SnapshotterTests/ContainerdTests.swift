@@ -53,6 +53,13 @@ extension ContainerdTests {
         let output = try environment.ctr(["run", "--rm", "--snapshotter", "estargz", reference, "lazy1", "/bin/cat", "/etc/message"])
         #expect(output == "hello from the layer\n")
 
+        // A plain gzip image through the same path: not eStargz, so it is downloaded and unpacked.
+        let plain = "127.0.0.1:\(registry)/bbtest:gzip"
+        try ContainerdEnvironment.run("/usr/bin/skopeo", ["copy", "--dest-tls-verify=false", "oci:" + layout, "docker://" + plain])
+        try environment.ctrRemote(["image", "rpull", "--plain-http", "--snapshotter", "estargz", plain])
+        let fromGzip = try environment.ctr(["run", "--rm", "--snapshotter", "estargz", plain, "plain1", "/bin/cat", "/etc/message"])
+        #expect(fromGzip == "hello from the layer\n")
+
         // After a restart of the snapshotter the lazy layer is mounted again.
         try environment.stopSnapshotter()
         try environment.startSnapshotter()
@@ -117,7 +124,7 @@ private final class ContainerdEnvironment {
         directory = "/tmp/estargz-containerd-\(UUID().uuidString.prefix(8))"
         packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        for tool in ["/usr/bin/containerd", "/usr/bin/ctr", "/usr/sbin/runc", "/bin/busybox", "/usr/bin/ctr-remote", "/usr/bin/docker-registry"] where !FileManager.default.fileExists(atPath: tool) {
+        for tool in ["/usr/bin/containerd", "/usr/bin/ctr", "/usr/sbin/runc", "/bin/busybox", "/usr/bin/ctr-remote", "/usr/bin/docker-registry", "/usr/bin/skopeo"] where !FileManager.default.fileExists(atPath: tool) {
             throw ContainerdTestError("\(tool) is missing: install containerd, runc, busybox-static, stargz-snapshotter and docker-registry (scripts/setup.sh does)")
         }
         try Self.run("/usr/bin/python3", [packageRoot + "/Tests/SnapshotterTests/Fixtures/make_busybox_image.py", imageArchive, "bbtest"])
