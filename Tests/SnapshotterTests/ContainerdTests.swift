@@ -107,6 +107,33 @@ extension ContainerdTests {
     }
 }
 
+extension ContainerdTests {
+    /// `estargz image optimize`: the files the workload reads end up before the prefetch landmark.
+    @Test func optimizePrioritizesWhatTheWorkloadReads() throws {
+        let environment = try ContainerdEnvironment()
+        defer { environment.tearDown() }
+        let layout = environment.directory + "/layout"
+        try FileManager.default.createDirectory(atPath: layout, withIntermediateDirectories: true)
+        try ContainerdEnvironment.run("/bin/tar", ["-xf", environment.imageArchive, "-C", layout])
+        let output = environment.directory + "/optimized"
+        try ContainerdEnvironment.run(environment.estargz, ["image", "optimize", "oci:" + layout, "oci:" + output + ":opt",
+                                                            "--period", "20", "--", "/bin/cat", "/etc/message"])
+        let index = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: output + "/index.json"))) as? [String: Any]
+        let manifestDigest = try #require(((index?["manifests"] as? [[String: Any]])?.last?["digest"] as? String)?.dropFirst(7))
+        let manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: output + "/blobs/sha256/" + manifestDigest))) as? [String: Any]
+        let layerDigest = try #require(((manifest?["layers"] as? [[String: Any]])?.first?["digest"] as? String)?.dropFirst(7))
+        let layer = try LayerReader(source: try FileSource(path: output + "/blobs/sha256/" + layerDigest))
+        let end = try #require(layer.prefetchRegionEnd)
+        for path in ["etc/message", "bin/busybox"] {
+            let entry = try #require(layer.entry(at: path))
+            #expect(layer.chunks(of: entry).allSatisfy { $0.blobEnd <= end }, "\(path) should be prefetched")
+        }
+        let random = try #require(layer.entry(at: "etc/random"))
+        #expect(layer.chunks(of: random).allSatisfy { $0.blobOffset > end }, "etc/random was not read by the workload")
+        #expect(!(try String(contentsOfFile: "/proc/mounts", encoding: .utf8)).contains("estargz-optimize"))
+    }
+}
+
 private func fileSize(_ path: String) -> Int64 {
     ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int64) ?? 0
 }
