@@ -20,6 +20,8 @@ public final class RegistryClient: Sendable {
     public struct Options: Sendable {
         /// Use plain HTTP for every registry (loopback registries always use it, as containerd does).
         public var plainHTTP = false
+        /// Registries (`host[:port]`) reached over plain HTTP even when `plainHTTP` is off.
+        public var plainHTTPHosts: Set<String> = []
         /// Mirror hosts tried in order before the registry itself, for pulls only.
         public var mirrors: [String] = []
         /// Credentials by registry host; Docker's config.json is consulted too.
@@ -234,7 +236,7 @@ public final class RegistryClient: Sendable {
     func endpoint(for registry: String) -> String {
         let host = registry == "docker.io" ? "registry-1.docker.io" : registry
         let loopback = ImageReference(registry: registry, repository: "x").isLoopback
-        return (options.plainHTTP || loopback ? "http://" : "https://") + host
+        return (options.plainHTTP || loopback || options.plainHTTPHosts.contains(registry) ? "http://" : "https://") + host
     }
 
     func pullEndpoints(_ reference: ImageReference) -> [String] {

@@ -27,15 +27,19 @@ public final class RemoteLayers: Sendable {
     private let cache: (any ChunkCache)?
     private let mounts = Mutex<[String: LazyMount]>([:])
     private let prefetch: Bool
+    private let backgroundFetch: Bool
 
     /// - Parameters:
     ///   - registry: registry settings (mirrors, credentials, plain-HTTP); loopback is plain HTTP anyway.
     ///   - cacheDirectory: where verified chunks are kept across layers and restarts (nil: memory only).
+    ///   - prefetch: fetch each layer's prioritized region right after mounting it.
+    ///   - backgroundFetch: then fetch the rest of the layer in the background.
     public init(registry: RegistryClient.Options = RegistryClient.Options(), cacheDirectory: String? = nil,
-                cacheCapacity: Int64 = 1 << 30, prefetch: Bool = true) throws {
+                cacheCapacity: Int64 = 1 << 30, prefetch: Bool = true, backgroundFetch: Bool = false) throws {
         client = RegistryClient(options: registry)
         cache = try cacheDirectory.map { try DiskChunkCache(directory: $0, capacity: cacheCapacity) }
         self.prefetch = prefetch
+        self.backgroundFetch = backgroundFetch
     }
 
     /// Whether these labels describe a layer that can be mounted lazily.
@@ -59,6 +63,7 @@ public final class RemoteLayers: Sendable {
         let layer = try LayerReader(source: source, tocDigest: toc, cache: cache)
         var options = LazyFileSystem.Options()
         options.prefetch = prefetch
+        options.backgroundFetch = backgroundFetch
         let fileSystem = try LazyFileSystem(layers: [layer], mode: .overlayLayer, options: options)
         let mount = try fileSystem.mount(at: directory)
         mounts.withLock { $0[directory] = mount }

@@ -31,10 +31,21 @@ struct SnapshotterCommand: AsyncParsableCommand {
     @Option(help: "Directory of the verified-chunk cache shared by all layers (default: ROOT/cache).")
     var cacheDirectory: String?
 
+    @Option(help: "A TOML config file: [registry] mirrors / plain_http_hosts / credentials, [fetch], [cache].")
+    var config: String?
+
     func run() async throws {
-        var registry = RegistryClient.Options()
+        let settings: SnapshotterConfig
+        do { settings = try config.map(SnapshotterConfig.init(contentsOf:)) ?? SnapshotterConfig() } catch {
+            printError("\(error)")
+            throw ExitCode.failure
+        }
+        var registry = settings.registryOptions
         registry.plainHTTP = plainHTTP
-        let remote = lazy ? try RemoteLayers(registry: registry, cacheDirectory: cacheDirectory ?? root + "/cache") : nil
+        let remote = lazy ? try RemoteLayers(registry: registry,
+                                             cacheDirectory: cacheDirectory ?? settings.cacheDirectory ?? root + "/cache",
+                                             cacheCapacity: Int64(settings.cacheCapacityMiB) << 20,
+                                             prefetch: settings.prefetch, backgroundFetch: settings.backgroundFetch) : nil
         let root = self.root, address = self.address
         let task = Task { try await SnapshotterServer.serve(root: root, socketPath: address, remote: remote) }
         let signals = [SIGINT, SIGTERM].map { number -> DispatchSourceSignal in

@@ -122,3 +122,39 @@ private func temporaryRoot() -> String {
         }
     }
 }
+
+@Suite struct SnapshotterConfigTests {
+    @Test func readsEverySetting() throws {
+        let config = try SnapshotterConfig(parsing: """
+            # registry settings
+            [registry]
+            mirrors = ["mirror.internal:5000", "127.0.0.1:5001"]   # in order
+            plain_http_hosts = ["registry.lan:5000"]
+            [registry.credentials]
+            "registry.lan:5000" = "user:pa#ss:word"
+            [fetch]
+            prefetch = false
+            background = true
+            [cache]
+            directory = "/var/cache/x"
+            capacity_mib = 64
+            """)
+        #expect(config.mirrors == ["mirror.internal:5000", "127.0.0.1:5001"])
+        #expect(config.plainHTTPHosts == ["registry.lan:5000"])
+        #expect(config.credentials == ["registry.lan:5000": "user:pa#ss:word"])
+        #expect(!config.prefetch && config.backgroundFetch)
+        #expect(config.cacheDirectory == "/var/cache/x" && config.cacheCapacityMiB == 64)
+        let options = config.registryOptions
+        #expect(options.mirrors == config.mirrors && options.plainHTTPHosts == ["registry.lan:5000"])
+        #expect(options.credentials.credential(for: "registry.lan:5000")?.password == "pa#ss:word")
+    }
+
+    @Test func typosAreErrorsThatNameTheLine() {
+        for (text, line) in [("[registry]\nmirror = []", 2), ("[fetch]\nprefetch = \"yes\"", 2), ("[nope]", 1), ("x", 1)] {
+            #expect(throws: SnapshotterError.self) { try SnapshotterConfig(parsing: text) }
+            do { _ = try SnapshotterConfig(parsing: text) } catch {
+                #expect("\(error)".contains("line \(line)"), "\(error)")
+            }
+        }
+    }
+}

@@ -1,0 +1,127 @@
+import EStargzRemote
+import Foundation
+
+/// The snapshotter's configuration file, a small TOML document:
+///
+/// ```toml
+/// [registry]
+/// mirrors = ["mirror.internal:5000"]          # tried in order before the image's own registry
+/// plain_http_hosts = ["registry.lan:5000"]     # loopback registries are always plain HTTP
+/// [registry.credentials]
+/// "registry.lan:5000" = "user:password"       # ~/.docker/config.json is read too
+/// [fetch]
+/// prefetch = true                              # the prioritized region, right after mounting a layer
+/// background = false                           # then everything else, politely
+/// [cache]
+/// directory = "/var/lib/estargz-snapshotter/cache"
+/// capacity_mib = 1024
+/// ```
+///
+/// Only what is shown is understood (tables, string / integer / boolean values and arrays of
+/// strings); anything else is an error that names the line, so a typo never passes silently.
+public struct SnapshotterConfig: Sendable, Equatable {
+    public var mirrors: [String] = []
+    public var plainHTTPHosts: [String] = []
+    public var credentials: [String: String] = [:]
+    public var prefetch = true
+    public var backgroundFetch = false
+    public var cacheDirectory: String?
+    public var cacheCapacityMiB: Int = 1024
+
+    public init() {}
+
+    /// Reads and parses `path`.
+    public init(contentsOf path: String) throws {
+        let text: String
+        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+            throw SnapshotterError.invalidArgument("cannot read config \(path): \(error.localizedDescription)")
+        }
+        try self.init(parsing: text)
+    }
+
+    /// Parses the TOML text of a config file.
+    public init(parsing text: String) throws {
+        var table = ""
+        for (number, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = Self.stripComment(String(rawLine)).trimmingCharacters(in: .whitespaces)
+            guard !line.isEmpty else { continue }
+            func fail(_ why: String) -> SnapshotterError { .invalidArgument("config line \(number + 1): \(why)") }
+            if line.hasPrefix("[") {
+                guard line.hasSuffix("]"), !line.hasPrefix("[[") else { throw fail("bad table header \(line)") }
+                table = String(line.dropFirst().dropLast()).trimmingCharacters(in: .whitespaces)
+                guard ["registry", "registry.credentials", "fetch", "cache"].contains(table) else { throw fail("unknown table [\(table)]") }
+                continue
+            }
+            guard let equals = line.firstIndex(of: "=") else { throw fail("expected key = value") }
+            var key = line[..<equals].trimmingCharacters(in: .whitespaces)
+            if key.hasPrefix("\""), key.hasSuffix("\""), key.count >= 2 { key = String(key.dropFirst().dropLast()) }
+            let value = try Value(parsing: line[line.index(after: equals)...].trimmingCharacters(in: .whitespaces), fail: fail)
+            switch (table, key, value) {
+            case ("registry", "mirrors", .strings(let v)): mirrors = v
+            case ("registry", "plain_http_hosts", .strings(let v)): plainHTTPHosts = v
+            case ("registry.credentials", _, .string(let v)):
+                guard v.contains(":") else { throw fail("credentials are \"user:password\"") }
+                credentials[key] = v
+            case ("fetch", "prefetch", .bool(let v)): prefetch = v
+            case ("fetch", "background", .bool(let v)): backgroundFetch = v
+            case ("cache", "directory", .string(let v)): cacheDirectory = v
+            case ("cache", "capacity_mib", .integer(let v)) where v > 0: cacheCapacityMiB = v
+            default: throw fail("unknown or mistyped setting \(key) in [\(table)]")
+            }
+        }
+    }
+
+    /// Registry client settings from this config.
+    public var registryOptions: RegistryClient.Options {
+        var options = RegistryClient.Options()
+        options.mirrors = mirrors
+        options.plainHTTPHosts = Set(plainHTTPHosts)
+        var explicit: [String: RegistryCredential] = [:]
+        for (host, pair) in credentials {
+            let parts = pair.split(separator: ":", maxSplits: 1)
+            explicit[host] = RegistryCredential(username: String(parts[0]), password: parts.count > 1 ? String(parts[1]) : "")
+        }
+        options.credentials = CredentialStore(explicit: explicit)
+        return options
+    }
+
+    private enum Value {
+        case string(String), strings([String]), bool(Bool), integer(Int)
+
+        init(parsing text: String, fail: (String) -> SnapshotterError) throws {
+            if text == "true" { self = .bool(true); return }
+            if text == "false" { self = .bool(false); return }
+            if let number = Int(text) { self = .integer(number); return }
+            if let string = Self.quoted(text) { self = .string(string); return }
+            if text.hasPrefix("["), text.hasSuffix("]") {
+                let inner = text.dropFirst().dropLast().trimmingCharacters(in: .whitespaces)
+                var items: [String] = []
+                for item in inner.split(separator: ",") {
+                    let trimmed = item.trimmingCharacters(in: .whitespaces)
+                    if trimmed.isEmpty { continue }
+                    guard let string = Self.quoted(trimmed) else { throw fail("arrays hold quoted strings") }
+                    items.append(string)
+                }
+                self = .strings(items)
+                return
+            }
+            throw fail("cannot read value \(text)")
+        }
+
+        static func quoted(_ text: String) -> String? {
+            guard text.count >= 2, text.hasPrefix("\""), text.hasSuffix("\"") else { return nil }
+            let body = text.dropFirst().dropLast()
+            guard !body.contains("\"") else { return nil }
+            return String(body)
+        }
+    }
+
+    private static func stripComment(_ line: String) -> String {
+        var inString = false
+        for (index, character) in zip(line.indices, line) {
+            if character == "\"" { inString.toggle() }
+            if character == "#", !inString { return String(line[..<index]) }
+        }
+        return line
+    }
+}
