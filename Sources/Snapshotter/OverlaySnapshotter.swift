@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 
 /// A mount containerd performs to use a snapshot (mirrors `containerd.types.Mount`).
 public struct SnapshotMount: Sendable, Equatable {
@@ -14,6 +15,7 @@ public struct SnapshotMount: Sendable, Equatable {
 public actor OverlaySnapshotter {
     private var store: SnapshotStore
     private let remote: RemoteLayers?
+    private let logger = Logger(label: "estargz.snapshotter")
 
     /// Opens (or creates) the snapshotter's state under `root`. With `remote`, layers that
     /// containerd describes as eStargz are mounted lazily instead of being downloaded.
@@ -33,11 +35,14 @@ public actor OverlaySnapshotter {
             if store.record(target) != nil { throw SnapshotterError.alreadyExists(target) }
             do {
                 try prepareRemote(target: target, parent: parent, labels: labels, remote: remote)
+                logger.info("remote snapshot mounted lazily", metadata: ["target": "\(target)",
+                                                                         "layer": "\(labels[RemoteLabel.layerDigest] ?? "")"])
                 throw SnapshotterError.alreadyExists(target)
             } catch let error as SnapshotterError where error == .alreadyExists(target) {
                 throw error
             } catch {
-                FileHandle.standardError.write(Data("estargz snapshotter: remote snapshot \(target) failed, falling back to download: \(error)\n".utf8))
+                logger.warning("remote snapshot failed, falling back to download",
+                               metadata: ["target": "\(target)", "error": "\(error)"])
             }
         }
         return try create(key: key, parent: parent, labels: labels, kind: .active)

@@ -1,5 +1,6 @@
 import Foundation
 import GRPCCore
+import Logging
 import GRPCNIOTransportHTTP2Posix
 
 /// Serves a snapshotter to containerd as a proxy plugin:
@@ -17,7 +18,7 @@ public enum SnapshotterServer {
         let snapshotter = try OverlaySnapshotter(root: root, remote: remote)
         defer { unlink(socketPath) }
         for failure in await snapshotter.remountRemoteSnapshots() {
-            FileHandle.standardError.write(Data("estargz snapshotter: cannot remount \(failure)\n".utf8))
+            Logger(label: "estargz.snapshotter").error("cannot remount a remote snapshot", metadata: ["snapshot": "\(failure)"])
         }
         do {
             try await snapshotter.cleanup()
