@@ -99,7 +99,7 @@ var package = Package(
         ),
         .testTarget(
             name: "LazyFSTests",
-            dependencies: ["LazyFS", "EStargzCore"]
+            dependencies: ["LazyFS", "EStargzCore", "EStargzRemote"]
         ),
         .testTarget(
             name: "InteropTests",

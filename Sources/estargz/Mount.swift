@@ -1,6 +1,8 @@
 import ArgumentParser
 import Dispatch
 import EStargzCore
+import EStargzRemote
+import Foundation
 import LazyFS
 #if canImport(Glibc)
 import Glibc
@@ -10,25 +12,29 @@ struct Mount: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Mount eStargz layers through FUSE and read them lazily, verifying every chunk.",
         discussion: """
-            Every argument but the last is a layer (a local eStargz blob), lowest layer first as in an \
-            image manifest; the last is the mountpoint. Several layers are merged into one tree, \
+            Every argument but the last is a layer source, lowest first as in an image manifest; the \
+            last is the mountpoint. A SOURCE that is an existing local file is an eStargz blob; any other \
+            SOURCE is a registry reference: an image (all its layers, in order, each TOC verified against \
+            its containerd.io/snapshot/stargz/toc.digest annotation) or REPO@sha256:… of one layer blob, \
+            read lazily with HTTP range requests. Several layers are merged into one tree, \
             honouring .wh.NAME whiteouts and .wh..wh..opq opaque directories. With --overlay, exactly \
             one layer is mounted with overlayfs-style whiteouts (char 0/0 devices and \
             trusted.overlay.opaque=y), for stacking several mounts with the kernel's overlayfs.
 
             Runs in the foreground until SIGINT or SIGTERM, then unmounts. A stale mount left at the \
             mountpoint by a crashed run is detached first. Statistics are readable while mounted in \
-            MOUNTPOINT/.stargz-snapshotter/stats (a hidden directory: reachable by name, not listed).
+            MOUNTPOINT/.stargz-snapshotter/stats (a hidden directory: reachable by name, not listed); \
+            the --stats file adds the bytes and requests fetched from registries.
             """
     )
 
-    @Argument(help: ArgumentHelp("Layers (lowest first), then the mountpoint.", valueName: "SOURCE... MOUNTPOINT"))
+    @Argument(help: ArgumentHelp("Layers (lowest first: local blobs or registry references), then the mountpoint.", valueName: "SOURCE... MOUNTPOINT"))
     var arguments: [String]
 
     @Flag(help: "Mount one layer as an overlayfs lower directory instead of merging.")
     var overlay = false
 
-    @Flag(help: "Use plain HTTP for registry sources (registry references are not supported yet; local blobs ignore it).")
+    @Flag(help: "Use plain HTTP for registry sources (loopback registries always use it; local blobs ignore it).")
     var plainHTTP = false
 
     @Flag(inversion: .prefixedNo, help: "Fetch each layer's prioritized files into the cache right after mounting.")
@@ -60,14 +66,48 @@ struct Mount: ParsableCommand {
         options.accessLogPath = recordAccess
         options.chunkCacheCapacity = cacheSize << 20
         let mount: LazyMount
+        var remoteImages: [RemoteImage] = []
+        var clients: [RegistryClient] = []
+        // Registry clients are shut down after the unmount, whatever happens.
+        defer { for client in clients { try? client.syncShutdown() } }
         do {
-            let sources: [any RandomAccessSource] = try arguments.dropLast().map { try FileSource(path: $0) }
-            let fs = try LazyFileSystem(sources: sources, mode: overlay ? .overlayLayer : .merged, options: options)
+            // One chunk cache for every layer, local or remote.
+            let cache = LazyFS.MemoryChunkCache(capacity: options.chunkCacheCapacity)
+            var layers: [LayerReader] = []
+            for source in arguments.dropLast() {
+                if isLocalFile(source) {
+                    layers.append(try LayerReader(source: try FileSource(path: source), tocDigest: nil, cache: cache))
+                } else {
+                    // Opened on the main thread (runBlocking), never on an event loop. Later the FUSE
+                    // worker threads call RangeReader's blocking read; they are no event-loop or
+                    // cooperative-pool threads either.
+                    var registry = RegistryOptions()
+                    registry.plainHTTP = plainHTTP
+                    let client = registry.makeClient()
+                    clients.append(client)
+                    let image = try runReportingRemoteErrors {
+                        let reference = try ImageReference(parsing: source)
+                        return try runBlocking {
+                            try await RemoteImage.open(client: client, reference: reference, cache: cache)
+                        }
+                    }
+                    remoteImages.append(image)
+                    layers.append(contentsOf: image.layers.map(\.reader))
+                }
+            }
+            if overlay && layers.count != 1 {
+                printError("--overlay mounts exactly one layer; \(arguments[0]) has \(layers.count)")
+                throw ExitCode.failure
+            }
+            let fs = try LazyFileSystem(layers: layers, mode: overlay ? .overlayLayer : .merged, options: options)
             mount = try fs.mount(at: mountpoint)
         } catch let error as EStargzError {
             printError(error.description)
             throw ExitCode.failure
         } catch let error as LazyFSError {
+            printError(error.description)
+            throw ExitCode.failure
+        } catch let error as RegistryError {
             printError(error.description)
             throw ExitCode.failure
         }
@@ -92,8 +132,24 @@ struct Mount: ParsableCommand {
         if let stats {
             let fd = try createOutput(stats)
             defer { _ = closeFile(fd) }
-            let bytes = Array((mount.statistics.json + "\n").utf8)
+            let bytes = Array((Self.statisticsJSON(mount.statistics, remote: remoteImages) + "\n").utf8)
             _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
         }
+    }
+
+    /// The mount's statistics with, for registry sources, the bytes and requests fetched and the
+    /// layers' blob sizes added: `registryBytesFetched`, `registryRequests`, `registryBlobBytes`.
+    static func statisticsJSON(_ statistics: LazyFSStatistics, remote: [RemoteImage]) -> String {
+        var json = statistics.json
+        guard !remote.isEmpty, json.hasSuffix("}") else { return json }
+        var fetched: Int64 = 0, requests: Int64 = 0, blobBytes: Int64 = 0
+        for image in remote {
+            let s = image.statistics
+            fetched += s.bytesFetched
+            requests += s.requests
+            blobBytes += image.layers.reduce(Int64(0)) { $0 + $1.source.size }
+        }
+        json.removeLast()
+        return json + #","registryBytesFetched":\#(fetched),"registryRequests":\#(requests),"registryBlobBytes":\#(blobBytes)}"#
     }
 }
