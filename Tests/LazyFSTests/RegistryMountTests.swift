@@ -146,7 +146,7 @@ struct RegistryMountTests {
         defer { registry.stop() }
 
         // Lowest layer: one big incompressible file; above it the LayerStack layers (whiteouts, opaque dirs).
-        let noise = noiseBytes(8 << 20, seed: 42)
+        let noise = noiseBytes(16 << 20, seed: 42)
         var big = TarBuilder()
         try big.append(header("./", .directory, mode: 0o755))
         try big.append(header("big/", .directory, mode: 0o755))
@@ -163,7 +163,7 @@ struct RegistryMountTests {
         }
         try writeOCILayout(dir.file("oci"), tag: "v1", gzipLayers: gzips)
         let reference = "\(registry.host)/test/mount:v1"
-        #expect(shell("'\(estargzBinary)' image convert 'oci:\(dir.file("oci")):v1' '\(reference)' --plain-http >'\(dir.file("convert.log"))' 2>&1") == 0)
+        #expect(shell("'\(estargzBinary)' image convert 'oci:\(dir.file("oci")):v1' '\(reference)' --chunk-size 262144 --plain-http >'\(dir.file("convert.log"))' 2>&1") == 0)
 
         let mountpoint = dir.directory("mnt")
         let started = Date()
