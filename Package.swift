@@ -90,7 +90,8 @@ var package = Package(
             name: "EStargzRemoteTests",
             dependencies: [
                 "EStargzRemote", "EStargzCore",
-            ]
+            ],
+            exclude: ["Fixtures"]
         ),
         .testTarget(
             name: "SnapshotterTests",

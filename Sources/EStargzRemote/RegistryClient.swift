@@ -126,7 +126,11 @@ public final class RegistryClient: Sendable {
         var hasher = SHA256Hasher()
         var size: Int64 = 0
         let url = try await send(repository, endpoints: pullEndpoints(repository), method: .GET, path: "blobs/\(digest)", headers: [:],
-                                 body: nil, expect: [200]) { buffer in
+                                 body: nil, expect: [200], restartBody: {
+            hasher = SHA256Hasher()
+            size = 0
+            return (try? handle.truncate(atOffset: 0)) != nil
+        }) { buffer in
             buffer.withUnsafeReadableBytes { hasher.update($0) }
             try handle.write(contentsOf: Data(buffer.readableBytesView))
             size += Int64(buffer.readableBytes)
@@ -258,7 +262,7 @@ public final class RegistryClient: Sendable {
         var responseHeaders = HTTPHeaders()
         let url = try await send(reference, endpoints: endpoints, method: method, path: path, absolute: absolute, headers: headers,
                                  body: body, expect: expect, retry: retry, rangeRequest: rangeRequest,
-                                 onHead: { s, h in status = s; responseHeaders = h }) { buffer in
+                                 onHead: { s, h in status = s; responseHeaders = h }, restartBody: { collected = []; return true }) { buffer in
             guard collected.count + buffer.readableBytes <= max(limit, 0) else {
                 throw RegistryError.invalidResponse(url: path, reason: "response larger than \(limit) bytes")
             }
@@ -271,14 +275,14 @@ public final class RegistryClient: Sendable {
     @discardableResult
     func send(_ reference: ImageReference, endpoints: [String], method: HTTPMethod, path: String, absolute: String? = nil,
               headers: [String: String], body: [UInt8]?, expect: Set<Int>, retry: Bool = true, rangeRequest: Bool = false,
-              onHead: (Int, HTTPHeaders) -> Void = { _, _ in },
+              onHead: (Int, HTTPHeaders) -> Void = { _, _ in }, restartBody: () -> Bool = { false },
               onBody: (ByteBuffer) throws -> Void) async throws(RegistryError) -> String {
         var lastError = RegistryError.transport(url: path, reason: "no endpoint")
         for endpoint in endpoints {
             let url = absolute ?? "\(endpoint)/v2/\(reference.repository)/\(path)"
             do {
                 return try await attempt(reference, endpointURL: endpoint, url: url, method: method, headers: headers, body: body,
-                                         expect: expect, retry: retry, rangeRequest: rangeRequest, onHead: onHead, onBody: onBody)
+                                         expect: expect, retry: retry, rangeRequest: rangeRequest, onHead: onHead, restartBody: restartBody, onBody: onBody)
             } catch {
                 // Only pull falls through to the next mirror; auth and client errors of the last one are reported.
                 if case .cancelled = error { throw error }
@@ -290,7 +294,8 @@ public final class RegistryClient: Sendable {
 
     private func attempt(_ reference: ImageReference, endpointURL: String, url: String, method: HTTPMethod, headers: [String: String],
                          body: [UInt8]?, expect: Set<Int>, retry: Bool, rangeRequest: Bool,
-                         onHead: (Int, HTTPHeaders) -> Void, onBody: (ByteBuffer) throws -> Void) async throws(RegistryError) -> String {
+                         onHead: (Int, HTTPHeaders) -> Void, restartBody: () -> Bool,
+                         onBody: (ByteBuffer) throws -> Void) async throws(RegistryError) -> String {
         let authKey = "\(hostOf(endpointURL))/\(reference.repository)"
         var attempts = 0
         var challenged = false
@@ -353,6 +358,13 @@ public final class RegistryClient: Sendable {
                 throw error
             } catch {
                 if Task.isCancelled { throw .cancelled }
+                // A body cut short (connection closed before Content-Length bytes) is retried like a
+                // failed connection when the caller can discard what it has seen (`restartBody`).
+                if retry, attempts < options.maxRetries, restartBody() {
+                    attempts += 1
+                    try await backoff(attempts)
+                    continue
+                }
                 throw .transport(url: finalURL, reason: "body: \(error)")
             }
             return finalURL
