@@ -19,7 +19,7 @@ import Testing
         // The snapshotter keeps its state across a restart: the committed layer is reused.
         try environment.stopSnapshotter()
         try environment.startSnapshotter()
-        let second = try environment.ctr(["run", "--rm", "--snapshotter", "estargz", environment.image, "c2",
+        let second = try environment.ctrRetrying(["run", "--rm", "--snapshotter", "estargz", environment.image, "c2",
                                           "/bin/sh", "-c", "echo written > /tmp/x && cat /tmp/x /etc/message"])
         #expect(second == "written\nhello from the layer\n")
         let snapshots = try environment.ctr(["snapshots", "--snapshotter", "estargz", "ls"])
@@ -63,7 +63,7 @@ extension ContainerdTests {
         // After a restart of the snapshotter the lazy layer is mounted again.
         try environment.stopSnapshotter()
         try environment.startSnapshotter()
-        let again = try environment.ctr(["run", "--rm", "--snapshotter", "estargz", reference, "lazy2", "/bin/cat", "/etc/message"])
+        let again = try environment.ctrRetrying(["run", "--rm", "--snapshotter", "estargz", reference, "lazy2", "/bin/cat", "/etc/message"])
         #expect(again == "hello from the layer\n")
     }
 }
@@ -226,6 +226,18 @@ private final class ContainerdEnvironment {
     func startContainerd() throws {
         containerd = try Self.start("/usr/bin/containerd", ["--config", directory + "/config.toml"], log: directory + "/containerd.log")
         try Self.waitFor(directory + "/containerd.sock")
+    }
+
+    /// `ctr` again and again for up to 15 s: right after a snapshotter restart containerd's
+    /// connection to the plugin may still be in its reconnect backoff, as any client would see.
+    @discardableResult
+    func ctrRetrying(_ arguments: [String]) throws -> String {
+        let deadline = Date().addingTimeInterval(15)
+        while true {
+            do { return try ctr(arguments) } catch where Date() < deadline && "\(error)".contains("snapshotter.sock") {
+                usleep(500_000)
+            }
+        }
     }
 
     @discardableResult
