@@ -178,6 +178,19 @@ public final class RegistryClient: Sendable {
     /// Uploads a blob unless the repository has it: tries a cross-repository mount from
     /// `mountFrom` first, then a monolithic PUT (small blobs) or chunked PATCHes.
     public func pushBlob(_ repository: ImageReference, digest: String, bytes: [UInt8], mountFrom: String? = nil) async throws(RegistryError) {
+        try await upload(repository, digest: digest, size: Int64(bytes.count), mountFrom: mountFrom) { range in
+            Array(bytes[range])
+        }
+    }
+
+    /// Monolithic PUT for small blobs, chunked PATCHes of `uploadChunkSize` for large ones, each chunk
+    /// read only when it is sent.
+    private func upload(_ repository: ImageReference, digest: String, size: Int64, mountFrom: String?,
+                        read: (Range<Int>) throws -> [UInt8]) async throws(RegistryError) {
+        func piece(_ range: Range<Int>) throws(RegistryError) -> [UInt8] {
+            do { return try read(range) } catch { throw .local("reading blob \(digest): \(error)") }
+        }
+        let count = Int(size)
         if try await blobExists(repository, digest: digest) { return }
         let endpoint = endpoint(for: repository.registry)
         var query = ""
@@ -190,14 +203,14 @@ public final class RegistryClient: Sendable {
         guard var location = start.headers.first(name: "Location") else {
             throw .invalidResponse(url: start.url, reason: "upload has no Location")
         }
-        if bytes.count > options.uploadChunkSize {
+        if count > options.uploadChunkSize {
             var offset = 0
-            while offset < bytes.count {
-                let end = min(bytes.count, offset + options.uploadChunkSize)
+            while offset < count {
+                let end = min(count, offset + options.uploadChunkSize)
                 let patch = try await send(repository, endpoints: [endpoint], method: .PATCH, path: "", absolute: resolve(location, against: endpoint),
                                            headers: ["Content-Type": "application/octet-stream", "Content-Range": "\(offset)-\(end - 1)",
                                                      "Content-Length": "\(end - offset)"],
-                                           body: Array(bytes[offset ..< end]), expect: [202], limit: 1 << 16, retry: false)
+                                           body: try piece(offset ..< end), expect: [202], limit: 1 << 16, retry: false)
                 location = patch.headers.first(name: "Location") ?? location
                 offset = end
             }
@@ -207,15 +220,19 @@ public final class RegistryClient: Sendable {
         } else {
             _ = try await send(repository, endpoints: [endpoint], method: .PUT, path: "",
                                absolute: appendQuery(resolve(location, against: endpoint), "digest=\(digest)"),
-                               headers: ["Content-Type": "application/octet-stream", "Content-Length": "\(bytes.count)"],
-                               body: bytes, expect: [201], limit: 1 << 16, retry: false)
+                               headers: ["Content-Type": "application/octet-stream", "Content-Length": "\(count)"],
+                               body: try piece(0 ..< count), expect: [201], limit: 1 << 16, retry: false)
         }
     }
 
     /// Uploads the blob in the file at `path`. The file is read into memory whole (streaming uploads are not done yet).
     public func pushBlob(_ repository: ImageReference, digest: String, path: String, mountFrom: String? = nil) async throws(RegistryError) {
-        guard let data = FileManager.default.contents(atPath: path) else { throw .local("cannot read \(path)") }
-        try await pushBlob(repository, digest: digest, bytes: Array(data), mountFrom: mountFrom)
+        // Read piece by piece: a layer of any size is pushed holding at most one upload chunk.
+        let source: FileSource
+        do { source = try FileSource(path: path) } catch { throw .local("cannot read \(path): \(error)") }
+        try await upload(repository, digest: digest, size: source.size, mountFrom: mountFrom) { range in
+            try source.read(at: Int64(range.lowerBound), count: range.count)
+        }
     }
 
     /// Puts a manifest or index under `tagOrDigest` (the reference's tag by default); returns its digest.
