@@ -123,6 +123,18 @@ public final class RangeReader: RandomAccessSource {
         }
     }
 
+    /// Drops the cached blocks overlapping `range` (LayerReader calls this after a chunk failed
+    /// verification), so a retry fetches them again instead of re-serving damaged bytes.
+    public func invalidate(_ range: Range<Int64>) {
+        guard !range.isEmpty else { return }
+        let first = range.lowerBound / options.blockSize, last = (range.upperBound - 1) / options.blockSize
+        state.withLock { state in
+            for block in first ... last {
+                if let old = state.blocks.removeValue(forKey: block) { state.cachedBytes -= Int64(old.data.count) }
+            }
+        }
+    }
+
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws {
         guard offset >= 0, offset + Int64(buffer.count) <= size else {
             throw EStargzError.truncated(what: "blob \(digest)", offset: offset, needed: Int64(buffer.count))

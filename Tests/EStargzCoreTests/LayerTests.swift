@@ -402,3 +402,54 @@ private final class RecordingCache: ChunkCache, @unchecked Sendable {
         #expect(try LayerReader(source: MemorySource(try convert(tar, in: dir, name: "plain").blob)).prefetchRegionEnd == nil)
     }
 }
+
+/// A caching source that damages one byte until told to forget it (or forever).
+private final class DamagingSource: RandomAccessSource, @unchecked Sendable {
+    let bytes: [UInt8]
+    let damagedOffset: Int64
+    let forever: Bool
+    private let damaged = Mutex(true)
+    let invalidations = Atomic<Int>(0)
+    var size: Int64 { Int64(bytes.count) }
+
+    init(_ bytes: [UInt8], damagedOffset: Int64, forever: Bool) {
+        self.bytes = bytes
+        self.damagedOffset = damagedOffset
+        self.forever = forever
+    }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws {
+        try MemorySource(bytes).read(into: buffer, at: offset)
+        if damaged.withLock({ $0 }), (offset ..< offset + Int64(buffer.count)).contains(damagedOffset) {
+            buffer[Int(damagedOffset - offset)] ^= 0x20
+        }
+    }
+
+    func invalidate(_ range: Range<Int64>) {
+        invalidations.add(1, ordering: .relaxed)
+        if !forever, range.contains(damagedOffset) { damaged.withLock { $0 = false } }
+    }
+}
+
+@Suite struct DamagedSourceTests {
+    @Test func damagedBytesAreRefetchedOnceThenRefused() throws {
+        let dir = TemporaryDirectory()
+        let (tar, files) = try LayerRoundTripTests.sampleTar()
+        var options = LayerWriter.Options()
+        options.chunkSize = LayerRoundTripTests.chunkSize
+        let (blob, _, _) = try convert(tar, in: dir, options: options)
+        let chunk = try LayerReader(source: MemorySource(blob)).chunks(of: try #require(try LayerReader(source: MemorySource(blob)).entry(at: "etc/plusone")))[0]
+        let middle = chunk.blobOffset + (chunk.blobEnd - chunk.blobOffset) / 2
+
+        let transient = DamagingSource(blob, damagedOffset: middle, forever: false)
+        let healed = try LayerReader(source: transient)
+        #expect(try healed.read(path: "etc/plusone") == files["etc/plusone"])
+        #expect(transient.invalidations.load(ordering: .relaxed) == 1)
+
+        let persistent = DamagingSource(blob, damagedOffset: middle, forever: true)
+        let broken = try LayerReader(source: persistent)
+        #expect(throws: EStargzError.self) { try broken.read(path: "etc/plusone") }
+        #expect(persistent.invalidations.load(ordering: .relaxed) == 2)
+        #expect(broken.statistics.verificationFailures == 2)
+    }
+}

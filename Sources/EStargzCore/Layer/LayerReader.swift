@@ -315,7 +315,21 @@ public final class LayerReader: Sendable {
         defer { compressed.deallocate() }
         try source.read(into: compressed, at: chunk.blobOffset)
         counters.bytesRead.add(needed, ordering: .relaxed)
-        try decode(chunk, path: path, compressed: UnsafeRawBufferPointer(compressed), into: destination)
+        do {
+            try decode(chunk, path: path, compressed: UnsafeRawBufferPointer(compressed), into: destination)
+        } catch {
+            // One more try with freshly fetched bytes: a caching source may hold bytes damaged in
+            // transit. Bytes that fail twice are the error; nothing unverified is ever returned.
+            source.invalidate(chunk.blobOffset ..< chunk.blobOffset + needed)
+            try source.read(into: compressed, at: chunk.blobOffset)
+            counters.bytesRead.add(needed, ordering: .relaxed)
+            do {
+                try decode(chunk, path: path, compressed: UnsafeRawBufferPointer(compressed), into: destination)
+            } catch {
+                source.invalidate(chunk.blobOffset ..< chunk.blobOffset + needed)
+                throw error
+            }
+        }
     }
 
     /// Where fetching a chunk's bytes stops. A chunk's member runs to the next data entry's offset;

@@ -13,9 +13,15 @@ public protocol RandomAccessSource: Sendable {
     /// Fill `buffer` completely with the bytes at `offset ..< offset + buffer.count`.
     /// Throws ``EStargzError/truncated(what:offset:needed:)`` when the blob ends first.
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws
+    /// Forgets any cached copy of `range`, so the next read fetches it again. The reader calls
+    /// this when bytes failed verification: a source that caches (a registry blob) must not keep
+    /// serving bytes that were damaged on the way. Sources without a cache do nothing.
+    func invalidate(_ range: Range<Int64>)
 }
 
 extension RandomAccessSource {
+    public func invalidate(_ range: Range<Int64>) {}
+
     /// The `count` bytes at `offset`, as a new array.
     public func read(at offset: Int64, count: Int) throws -> [UInt8] {
         guard count > 0 else { return [] }
