@@ -35,9 +35,7 @@ extension ContainerdTests {
         defer { environment.tearDown() }
         let registry = try environment.startRegistry()
         // Our converter turns the gzip image into eStargz and pushes it.
-        let layout = environment.directory + "/layout"
-        try FileManager.default.createDirectory(atPath: layout, withIntermediateDirectories: true)
-        try ContainerdEnvironment.run("/bin/tar", ["-xf", environment.imageArchive, "-C", layout])
+        let layout = try environment.imageLayout()
         let reference = "127.0.0.1:\(registry)/bbtest:esgz"
         try ContainerdEnvironment.run(environment.estargz, ["image", "convert", "oci:" + layout, reference])
 
@@ -75,9 +73,7 @@ extension ContainerdTests {
         let environment = try ContainerdEnvironment()
         defer { environment.tearDown() }
         let registry = try environment.startRegistry()
-        let layout = environment.directory + "/layout"
-        try FileManager.default.createDirectory(atPath: layout, withIntermediateDirectories: true)
-        try ContainerdEnvironment.run("/bin/tar", ["-xf", environment.imageArchive, "-C", layout])
+        let layout = try environment.imageLayout()
         let reference = "127.0.0.1:\(registry)/bbtest:corrupt"
         try ContainerdEnvironment.run(environment.estargz, ["image", "convert", "oci:" + layout, reference])
 
@@ -112,9 +108,7 @@ extension ContainerdTests {
     @Test func optimizePrioritizesWhatTheWorkloadReads() throws {
         let environment = try ContainerdEnvironment()
         defer { environment.tearDown() }
-        let layout = environment.directory + "/layout"
-        try FileManager.default.createDirectory(atPath: layout, withIntermediateDirectories: true)
-        try ContainerdEnvironment.run("/bin/tar", ["-xf", environment.imageArchive, "-C", layout])
+        let layout = try environment.imageLayout()
         let output = environment.directory + "/optimized"
         try ContainerdEnvironment.run(environment.estargz, ["image", "optimize", "oci:" + layout, "oci:" + output + ":opt",
                                                             "--period", "20", "--", "/bin/cat", "/etc/message"])
@@ -198,6 +192,16 @@ private final class ContainerdEnvironment {
             usleep(100_000)
         }
         throw ContainerdTestError("docker-registry did not start on port \(port)")
+    }
+
+    /// The busybox image unpacked as an OCI layout (for `estargz image convert oci:…` and skopeo).
+    func imageLayout() throws -> String {
+        let layout = directory + "/layout"
+        if !FileManager.default.fileExists(atPath: layout + "/index.json") {
+            try FileManager.default.createDirectory(atPath: layout, withIntermediateDirectories: true)
+            try Self.run("/bin/tar", ["-xf", imageArchive, "-C", layout])
+        }
+        return layout
     }
 
     @discardableResult

@@ -313,21 +313,16 @@ public final class LayerReader: Sendable {
         let needed = fetchEnd(chunk) - chunk.blobOffset
         let compressed = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(needed), alignment: 16)
         defer { compressed.deallocate() }
-        try source.read(into: compressed, at: chunk.blobOffset)
-        counters.bytesRead.add(needed, ordering: .relaxed)
-        do {
-            try decode(chunk, path: path, compressed: UnsafeRawBufferPointer(compressed), into: destination)
-        } catch {
-            // One more try with freshly fetched bytes: a caching source may hold bytes damaged in
-            // transit. Bytes that fail twice are the error; nothing unverified is ever returned.
-            source.invalidate(chunk.blobOffset ..< chunk.blobOffset + needed)
+        // A second attempt with freshly fetched bytes: a caching source may hold bytes damaged in
+        // transit. Bytes that fail twice are the error; nothing unverified is ever returned.
+        for attempt in 1 ... 2 {
             try source.read(into: compressed, at: chunk.blobOffset)
             counters.bytesRead.add(needed, ordering: .relaxed)
             do {
-                try decode(chunk, path: path, compressed: UnsafeRawBufferPointer(compressed), into: destination)
+                return try decode(chunk, path: path, compressed: UnsafeRawBufferPointer(compressed), into: destination)
             } catch {
                 source.invalidate(chunk.blobOffset ..< chunk.blobOffset + needed)
-                throw error
+                if attempt == 2 { throw error }
             }
         }
     }
