@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""A TCP proxy that adds a fixed one-way delay in each direction.
+
+netem is not available on these machines, so the benchmarks add latency here:
+every piece of data read from one side is written to the other side DELAY
+milliseconds after it arrived, in order. Throughput is not limited (shape it
+with `tc qdisc ... tbf` on lo); only the time each byte takes to cross is.
+
+    delay_proxy.py LISTEN_PORT TARGET_HOST:TARGET_PORT [--delay-ms 10]
+
+Prints "listening PORT" on stdout once it accepts connections (port 0 picks
+a free one). Stops on SIGTERM or SIGINT.
+"""
+import argparse
+import asyncio
+import signal
+import sys
+
+
+async def pump(reader, writer, delay):
+    loop = asyncio.get_running_loop()
+    queue = asyncio.Queue()
+
+    async def read_side():
+        try:
+            while True:
+                data = await reader.read(256 * 1024)
+                await queue.put((loop.time() + delay, data))
+                if not data:
+                    return
+        except (ConnectionError, OSError):
+            await queue.put((loop.time() + delay, b""))
+
+    async def write_side():
+        try:
+            while True:
+                due, data = await queue.get()
+                wait = due - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if not data:
+                    if writer.can_write_eof():
+                        writer.write_eof()
+                    return
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            return
+
+    await asyncio.gather(read_side(), write_side())
+
+
+async def handle(client_reader, client_writer, host, port, delay):
+    try:
+        upstream_reader, upstream_writer = await asyncio.open_connection(host, port)
+    except OSError:
+        client_writer.close()
+        return
+    try:
+        await asyncio.gather(
+            pump(client_reader, upstream_writer, delay),
+            pump(upstream_reader, client_writer, delay),
+        )
+    except asyncio.CancelledError:
+        pass
+    finally:
+        for w in (client_writer, upstream_writer):
+            try:
+                w.close()
+            except Exception:
+                pass
+
+
+async def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("listen_port", type=int)
+    parser.add_argument("target")
+    parser.add_argument("--delay-ms", type=float, default=10.0)
+    parser.add_argument("--listen-host", default="127.0.0.1")
+    args = parser.parse_args()
+    host, _, port = args.target.rpartition(":")
+    delay = args.delay_ms / 1000.0
+
+    server = await asyncio.start_server(
+        lambda r, w: handle(r, w, host or "127.0.0.1", int(port), delay),
+        args.listen_host, args.listen_port)
+    print("listening", server.sockets[0].getsockname()[1], flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with server:
+        await stop.wait()
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        sys.exit(0)
