@@ -14,17 +14,6 @@ import Testing
         bytes.withUnsafeBytes { cache.store(SHA256Digest.of(bytes), $0) }
     }
 
-    @Test func memoryCacheEvictsLeastRecentlyUsed() {
-        let cache = MemoryChunkCache(capacity: 3000)
-        let a = [UInt8](repeating: 1, count: 1000), b = [UInt8](repeating: 2, count: 1000), c = [UInt8](repeating: 3, count: 1000)
-        store(cache, a); store(cache, b); store(cache, c)
-        #expect(lookup(cache, a) == a) // a is now the most recent
-        store(cache, [UInt8](repeating: 4, count: 1000))
-        #expect(lookup(cache, a) == a)
-        #expect(lookup(cache, b) == nil)
-        #expect(cache.bytesHeld <= 3000)
-    }
-
     @Test func diskCacheVerifiesAndEvicts() throws {
         let dir = TemporaryDirectory()
         defer { dir.remove() }
