@@ -78,7 +78,7 @@ public final class LazyFileSystem: Sendable {
     let statsInode: UInt64
 
     private let counters = Counters()
-    private let chunkLocks = (0 ..< 64).map { _ in ChunkLock() }
+    private let flights = ChunkFlights()
     private let failures = Mutex<Set<String>>([])
     private let accessLog: AccessLog?
     private let handles = Mutex<(next: UInt64, stats: [UInt64: [UInt8]])>((1, [:]))
@@ -154,9 +154,10 @@ public final class LazyFileSystem: Sendable {
 
     /// Fills `buffer` from the file at `offset`; returns the byte count, or an errno.
     ///
-    /// Chunk by chunk, each under a lock chosen by the chunk's digest: the kernel sends several
-    /// requests for one chunk at once (readahead, many readers), and this way one of them fetches
-    /// and inflates it while the others wait and then find it in the cache.
+    /// Chunk by chunk, one fetch per chunk digest at a time: the kernel sends several requests for
+    /// one chunk at once (readahead, many readers), and this way one of them fetches and inflates
+    /// it while the others wait and then find it in the cache. A read never waits for a fetch of
+    /// any other chunk (a prefetch in flight, another file's read).
     func read(_ number: UInt64, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) -> Result<Int, Errno> {
         guard let inode = inode(number), let entry = inode.entry else { return .failure(Errno(EISDIR)) }
         recordAccess(number)
@@ -184,10 +185,12 @@ public final class LazyFileSystem: Sendable {
                 counters.sliceHits.add(1, ordering: .relaxed)
                 return true
             }
-            let lock = chunkLocks[abs(chunk.digest.hashValue % chunkLocks.count)]
-            if !cachedSlice(), let error = lock.mutex.withLock({ _ in
-                cachedSlice() ? nil : readPiece(entry, of: inode, into: piece, at: position)
-            }) {
+            let failure = flights.once(chunk.digest, unless: cachedSlice) {
+                counters.foregroundFetches.add(1, ordering: .relaxed)
+                defer { counters.foregroundFetches.subtract(1, ordering: .relaxed) }
+                return readPiece(entry, of: inode, into: piece, at: position)
+            } ?? nil
+            if let error = failure {
                 counters.readErrors.add(1, ordering: .relaxed)
                 logOnce(error)
                 return .failure(Errno(EIO))
@@ -288,14 +291,21 @@ public final class LazyFileSystem: Sendable {
     }
 
     private func fetch(_ chunk: ChunkLocation, of file: LayerEntry, in layer: LayerReader) {
+        // Start nothing while a read is fetching a chunk it needs: the read keeps the link (and the
+        // source's request slots) to itself. A read never waits for a prefetch of another chunk.
+        while counters.foregroundFetches.load(ordering: .relaxed) > 0 && !counters.cancelled.load(ordering: .relaxed) {
+            usleep(500)
+        }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(max(1, chunk.size)), alignment: 16)
         defer { buffer.deallocate() }
         do {
-            // A whole-chunk read verifies the chunk and leaves it in the reader's cache; under the
-            // chunk's lock, so a read that needs it meanwhile waits for it instead of fetching it again.
-            let lock = chunkLocks[abs(chunk.digest.hashValue % chunkLocks.count)]
-            let count = try lock.mutex.withLock { _ in try layer.read(file, into: buffer, at: chunk.fileOffset) }
-            counters.prefetchedBytes.add(Int64(count), ordering: .relaxed)
+            // A whole-chunk read verifies the chunk and leaves it in the reader's cache; as the
+            // chunk's one fetch, so a read that needs it meanwhile waits for it instead of fetching it again.
+            let cache = layer.cache as? MemoryChunkCache
+            let fetched = try flights.once(chunk.digest, unless: { cache?.contains(chunk.digest) ?? false }) {
+                try layer.read(file, into: buffer, at: chunk.fileOffset)
+            }
+            counters.prefetchedBytes.add(Int64(fetched ?? 0), ordering: .relaxed)
         } catch {
             // Not an error of any read yet: the read that needs this chunk will fail and say why.
         }
@@ -352,9 +362,45 @@ struct Errno: Error {
     init(_ code: Int32) { self.code = code }
 }
 
-/// Mutex is not copyable, so it cannot live in an array by itself.
-private final class ChunkLock: Sendable {
-    let mutex = Mutex<Void>(())
+/// At most one fetch of each chunk at a time, keyed by the chunk's digest (not by a lock stripe,
+/// so no read ever queues behind a fetch of another chunk).
+private final class ChunkFlights: Sendable {
+    private final class Flight: Sendable {
+        let done = DispatchSemaphore(value: 0)
+        let waiters = Atomic<Int>(0)
+    }
+
+    private let inFlight = Mutex<[SHA256Digest: Flight]>([:])
+
+    /// Returns nil at once when `satisfied()` (the chunk is cached); otherwise runs `fetch` as
+    /// the chunk's one fetch, or waits for the fetch in flight and checks again (that fetch may
+    /// have failed, or the cache may have declined the chunk: then this caller fetches).
+    func once<T>(_ digest: SHA256Digest, unless satisfied: () -> Bool, _ fetch: () throws -> T) rethrows -> T? {
+        while true {
+            if satisfied() { return nil }
+            let (flight, leads) = inFlight.withLock { table -> (Flight, Bool) in
+                if let flight = table[digest] {
+                    flight.waiters.add(1, ordering: .relaxed)
+                    return (flight, false)
+                }
+                let flight = Flight()
+                table[digest] = flight
+                return (flight, true)
+            }
+            guard leads else {
+                flight.done.wait()
+                continue
+            }
+            defer {
+                // Removed first, so a woken waiter that finds nothing cached leads the next fetch.
+                inFlight.withLock { _ = $0.removeValue(forKey: digest) }
+                for _ in 0 ..< flight.waiters.load(ordering: .relaxed) { flight.done.signal() }
+            }
+            // The fetch that just finished may have brought the chunk after our check.
+            if satisfied() { return nil }
+            return try fetch()
+        }
+    }
 }
 
 private final class Counters: Sendable {
@@ -364,6 +410,8 @@ private final class Counters: Sendable {
     let reads = Atomic<Int64>(0)
     let bytesServed = Atomic<Int64>(0)
     let prefetchedBytes = Atomic<Int64>(0)
+    /// Reads fetching a chunk that was not cached (prefetch yields to them).
+    let foregroundFetches = Atomic<Int>(0)
     let cancelled = Atomic<Bool>(false)
 }
 

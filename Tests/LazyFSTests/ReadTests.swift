@@ -1,3 +1,4 @@
+import Dispatch
 import EStargzCore
 import LazyFS
 import Synchronization
@@ -183,6 +184,76 @@ enum ReadLayer {
         #expect(fetched < ReadLayer.files.reduce(0) { $0 + Int64($1.content.count) })
         usleep(100_000)
         #expect(fs.statistics.prefetchedBytes == fetched)  // nothing runs after unmount
+    }
+
+    /// A source whose reads of one byte range block until the gate opens (a fetch stuck on the network).
+    final class GatedSource: RandomAccessSource {
+        let base: FileSource
+        let gated: Range<Int64>
+        let gate = DispatchSemaphore(value: 0)
+        let blocked = Atomic<Int>(0)
+        let armed = Atomic<Bool>(false)
+        let opened = Atomic<Bool>(false)
+        init(_ base: FileSource, gated: Range<Int64>) { self.base = base; self.gated = gated }
+        var size: Int64 { base.size }
+        func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws {
+            if armed.load(ordering: .relaxed) && !opened.load(ordering: .relaxed) && gated.overlaps(offset ..< offset + Int64(buffer.count)) {
+                blocked.add(1, ordering: .relaxed)
+                gate.wait()
+                gate.signal()
+            }
+            try base.read(into: buffer, at: offset)
+        }
+        func open() {
+            opened.store(true, ordering: .relaxed)
+            gate.signal()
+        }
+    }
+
+    /// Issue 4: a read blocks only on the chunks it needs. The background fetch is stuck inside the
+    /// source on the layer's first chunk; meanwhile 200 small files, each its own chunk, all read
+    /// at once and correctly (a lock shared by chunks, as lock striping does, would hold some up).
+    @Test(.timeLimit(.minutes(1))) func aReadWaitsOnlyForTheChunksItNeeds() throws {
+        let dir = TemporaryDirectory()
+        let stuck = testBytes(60_000, seed: 77)
+        let small = (0 ..< 200).map { testBytes(1000 + $0, seed: UInt64(1000 + $0)) }
+        var tar = TarBuilder()
+        try tar.append(header("./", .directory, mode: 0o755))
+        try tar.append(header("stuck", .regular), content: stuck)
+        try tar.append(header("small/", .directory, mode: 0o755))
+        for (index, content) in small.enumerated() { try tar.append(header("small/\(index)", .regular), content: content) }
+        let blob = try convert(tar.finish(), in: dir, name: "layer")
+        let reader = try LayerReader(source: try FileSource(path: blob))
+        let chunk = reader.chunks(of: try #require(reader.entry(at: "stuck")))[0]
+        let source = GatedSource(try FileSource(path: blob), gated: chunk.blobOffset ..< chunk.blobEnd)
+        defer { source.open() }
+        var options = LazyFileSystem.Options()
+        options.backgroundFetch = true
+        let fs = try LazyFileSystem(sources: [source], options: options)  // reads the tail: footer and TOC
+        source.armed.store(true, ordering: .relaxed)
+        let mountpoint = dir.directory("mnt")
+        try withMount(fs, at: mountpoint) { _ in
+            defer { source.open() }  // before the unmount, which waits for the background fetch
+            #expect(eventually(5) { source.blocked.load(ordering: .relaxed) > 0 })
+            let done = DispatchSemaphore(value: 0)
+            let correct = Atomic<Int>(0)
+            DispatchQueue.global().async {
+                onThreads(8) { thread in
+                    for index in stride(from: thread, to: small.count, by: 8)
+                        where readRange(mountpoint + "/small/\(index)", offset: 0, count: 4096) == .success(small[index]) {
+                        correct.add(1, ordering: .relaxed)
+                    }
+                }
+                done.signal()
+            }
+            let finished = done.wait(timeout: .now() + 10) == .success
+            #expect(finished, "reads of other chunks waited for the stuck fetch")
+            #expect(source.blocked.load(ordering: .relaxed) >= 1 && !source.opened.load(ordering: .relaxed))
+            source.open()
+            if !finished { done.wait() }
+            #expect(correct.load(ordering: .relaxed) == small.count)
+            #expect(readRange(mountpoint + "/stuck", offset: 0, count: 70_000) == .success(stuck))
+        }
     }
 
     @Test func statsFileAccessLogAndHiddenControlDirectory() throws {
