@@ -25,6 +25,12 @@ struct Mount: ParsableCommand {
             mountpoint by a crashed run is detached first. Statistics are readable while mounted in \
             MOUNTPOINT/.stargz-snapshotter/stats (a hidden directory: reachable by name, not listed); \
             the --stats file adds the bytes and requests fetched from registries.
+
+            Verified chunks are kept in memory (--cache-size MiB). With --cache-dir they are also kept \
+            on disk, one file per chunk named by its SHA-256, so mounts of images that share chunks, \
+            and later mounts of the same image, read them from there instead of the registry; files \
+            are verified again on every hit, and the directory is kept under --cache-size MiB (a \
+            64 MiB memory cache sits in front of it).
             """
     )
 
@@ -49,13 +55,32 @@ struct Mount: ParsableCommand {
     @Option(help: ArgumentHelp("Write the mount's statistics as JSON to FILE when it unmounts.", valueName: "FILE"))
     var stats: String?
 
-    @Option(help: "In-memory chunk cache size in MiB.")
+    @Option(help: ArgumentHelp("The platform to choose from a multi-platform image (default: this machine's).", valueName: "os/arch[/variant]"))
+    var platform: String?
+
+    @Option(help: ArgumentHelp("Keep verified chunks in DIR too (content-addressed, shared by layers, mounts and runs; verified again on every hit).", valueName: "DIR"))
+    var cacheDir: String?
+
+    @Option(help: "Chunk cache bound in MiB: of the memory cache, or with --cache-dir of that directory.")
     var cacheSize = 256
+
+    /// The memory tier in front of a --cache-dir.
+    static let memoryInFrontOfDisk = 64 << 20
 
     func validate() throws {
         guard arguments.count >= 2 else { throw ValidationError("give at least one SOURCE and a MOUNTPOINT") }
         if overlay && arguments.count != 2 { throw ValidationError("--overlay mounts exactly one SOURCE") }
         guard cacheSize > 0 else { throw ValidationError("--cache-size must be positive") }
+        if let platform, (try? Platform(parsing: platform)) == nil {
+            throw ValidationError("--platform \(platform) is not os/arch[/variant]")
+        }
+    }
+
+    /// One chunk cache for every layer, local or remote: memory, in front of the disk with --cache-dir.
+    func makeCache() throws(RegistryError) -> MemoryChunkCache {
+        guard let cacheDir else { return MemoryChunkCache(capacity: cacheSize << 20) }
+        let disk = try DiskChunkCache(directory: cacheDir, capacity: Int64(cacheSize) << 20)
+        return MemoryChunkCache(capacity: min(cacheSize << 20, Self.memoryInFrontOfDisk), backing: disk)
     }
 
     func run() throws {
@@ -71,8 +96,11 @@ struct Mount: ParsableCommand {
         // Registry clients are shut down after the unmount, whatever happens.
         defer { for client in clients { try? client.syncShutdown() } }
         do {
-            // One chunk cache for every layer, local or remote.
-            let cache = LazyFS.MemoryChunkCache(capacity: options.chunkCacheCapacity)
+            let cache = try makeCache()
+            var registry = RegistryOptions()
+            registry.plainHTTP = plainHTTP
+            registry.platform = platform
+            let chosenPlatform = try registry.parsedPlatform()
             var layers: [LayerReader] = []
             for source in arguments.dropLast() {
                 if isLocalFile(source) {
@@ -81,14 +109,12 @@ struct Mount: ParsableCommand {
                     // Opened on the main thread (runBlocking), never on an event loop. Later the FUSE
                     // worker threads call RangeReader's blocking read; they are no event-loop or
                     // cooperative-pool threads either.
-                    var registry = RegistryOptions()
-                    registry.plainHTTP = plainHTTP
                     let client = registry.makeClient()
                     clients.append(client)
                     let image = try runReportingRemoteErrors {
                         let reference = try ImageReference(parsing: source)
                         return try runBlocking {
-                            try await RemoteImage.open(client: client, reference: reference, cache: cache)
+                            try await RemoteImage.open(client: client, reference: reference, platform: chosenPlatform, cache: cache)
                         }
                     }
                     remoteImages.append(image)

@@ -202,6 +202,116 @@ struct RegistryMountTests {
         #expect(Self.number("verificationFailures", in: stats) == 0)
     }
 
+    /// Pushes a one-layer eStargz image of `tar` (256 KiB chunks) as `reference`.
+    private func pushImage(_ tar: [UInt8], as reference: String, in dir: TemporaryDirectory, name: String) throws {
+        try writeFile(dir.file("\(name).tar"), tar)
+        #expect(shell("gzip -n -1 -c '\(dir.file("\(name).tar"))' > '\(dir.file("\(name).tar.gz"))'") == 0)
+        try writeOCILayout(dir.file("oci-\(name)"), tag: "v1", gzipLayers: [dir.file("\(name).tar.gz")])
+        #expect(shell("'\(estargzBinary)' image convert 'oci:\(dir.file("oci-\(name)")):v1' '\(reference)' --chunk-size 262144 --plain-http >'\(dir.file("convert-\(name).log"))' 2>&1") == 0)
+    }
+
+    /// Mounts `reference` with `options`, runs `body`, unmounts and returns the --stats JSON.
+    private func withCLIMount(_ reference: String, _ options: String, in dir: TemporaryDirectory,
+                              _ body: (String) throws -> Void) throws -> String {
+        let mountpoint = dir.directory("mnt")
+        let stats = dir.file("stats.json")
+        unlink(stats)
+        let mount = try CLIMount("'\(reference)' '\(mountpoint)' --plain-http --stats '\(stats)' \(options)",
+                                 mountpoint: mountpoint, log: dir.file("stderr"))
+        #expect(eventually(20) { mount.mounted })
+        try body(mountpoint)
+        #expect(mount.terminate())
+        #expect(eventually { !mount.mounted && access(stats, F_OK) == 0 })
+        return String(decoding: try readFile(stats), as: UTF8.self)
+    }
+
+    /// `--cache-dir`: verified chunks land on disk, content-addressed, so a second mount of the same
+    /// image reads them from there and fetches no chunk bytes (only the footer and TOC); a damaged
+    /// cache file is never served (that one chunk is fetched again); `--cache-size` bounds the directory.
+    @Test(.timeLimit(.minutes(2))) func warmDiskCacheServesASecondMount() throws {
+        let dir = TemporaryDirectory()
+        let registry = try MountTestRegistry()
+        defer { registry.stop() }
+        let noise = noiseBytes(4 << 20, seed: 7)
+        var tar = TarBuilder()
+        try tar.append(header("./", .directory, mode: 0o755))
+        try tar.append(header("noise", .regular), content: noise)
+        try tar.append(header("small.txt", .regular), content: Array("small\n".utf8))
+        let reference = "\(registry.host)/test/cached:v1"
+        try pushImage(tar.finish(), as: reference, in: dir, name: "cached")
+        let cache = dir.file("chunks")
+        func readEverything(_ mountpoint: String) {
+            #expect(readAll(mountpoint + "/noise") == noise)
+            #expect(readAll(mountpoint + "/small.txt") == Array("small\n".utf8))
+        }
+
+        let cold = try withCLIMount(reference, "--cache-dir '\(cache)'", in: dir, readEverything)
+        let files = ((try? FileManager.default.contentsOfDirectory(atPath: cache)) ?? []).filter { $0.count == 64 }
+        #expect(files.count == 17)  // 16 noise chunks and small.txt, named by their SHA-256
+        #expect(Self.number("bytesFetched", in: cold)! > 4 << 20)
+
+        let warm = try withCLIMount(reference, "--cache-dir '\(cache)'", in: dir, readEverything)
+        print("disk cache: cold mount \(cold); warm mount \(warm)")
+        #expect(Self.number("bytesFetched", in: warm) == 0)
+        #expect(Self.number("chunksVerified", in: warm) == 0)
+        #expect(Self.number("cacheHits", in: warm)! >= 17)
+        // What the registry still sends: the blob's tail (footer and TOC) when the layer opens, one
+        // 512 KiB read rounded out to the range reader's 64 KiB blocks.
+        #expect(Self.number("registryBytesFetched", in: warm)! <= (512 + 64) << 10)
+        #expect(Self.number("registryRequests", in: warm) == 1)
+
+        // One damaged file: its chunk is fetched and verified again, the bytes read are still right.
+        let victim = cache + "/" + files.sorted()[0]
+        var bytes = try readFile(victim)
+        bytes[bytes.count / 2] ^= 0x55
+        try writeFile(victim, bytes)
+        let repaired = try withCLIMount(reference, "--cache-dir '\(cache)'", in: dir, readEverything)
+        #expect(Self.number("chunksVerified", in: repaired) == 1)
+        #expect(Self.number("bytesFetched", in: repaired)! <= 300 << 10)
+        #expect(try readFile(victim) != bytes)  // replaced by the verified chunk
+
+        // --cache-size bounds the directory (MiB).
+        let small = dir.file("small-cache")
+        _ = try withCLIMount(reference, "--cache-dir '\(small)' --cache-size 1", in: dir, readEverything)
+        let held = try FileManager.default.contentsOfDirectory(atPath: small).reduce(0) { total, name in
+            total + ((try? FileManager.default.attributesOfItem(atPath: small + "/" + name)[.size] as? Int) ?? 0)
+        }
+        #expect(held > 0 && held <= 1 << 20)
+    }
+
+    /// `--platform` picks a manifest from an image index; without it, this machine's platform.
+    @Test(.timeLimit(.minutes(2))) func platformChoosesFromAnIndex() throws {
+        let dir = TemporaryDirectory()
+        let registry = try MountTestRegistry()
+        defer { registry.stop() }
+        let other = Platform.current.architecture == "arm64" ? "amd64" : "arm64"
+        var entries: [[String: Any]] = []
+        for architecture in [Platform.current.architecture, other] {
+            var tar = TarBuilder()
+            try tar.append(header("./", .directory, mode: 0o755))
+            try tar.append(header("arch", .regular), content: Array("\(architecture)\n".utf8))
+            try pushImage(tar.finish(), as: "\(registry.host)/test/multi:\(architecture)", in: dir, name: architecture)
+            let manifest = dir.file("manifest-\(architecture)")
+            #expect(shell("curl -sSf -H 'Accept: \(MediaType.ociManifest)' -o '\(manifest)' 'http://\(registry.host)/v2/test/multi/manifests/\(architecture)'") == 0)
+            let bytes = try readFile(manifest)
+            entries.append(["mediaType": MediaType.ociManifest, "digest": SHA256Digest.of(bytes).description, "size": bytes.count,
+                            "platform": ["os": "linux", "architecture": architecture]])
+        }
+        let index: [String: Any] = ["schemaVersion": 2, "mediaType": MediaType.ociIndex, "manifests": entries]
+        try writeFile(dir.file("index.json"), Array(try JSONSerialization.data(withJSONObject: index, options: [.sortedKeys])))
+        #expect(shell("curl -sSf -X PUT -H 'Content-Type: \(MediaType.ociIndex)' --data-binary @'\(dir.file("index.json"))' 'http://\(registry.host)/v2/test/multi/manifests/multi' >/dev/null") == 0)
+
+        let reference = "\(registry.host)/test/multi:multi"
+        _ = try withCLIMount(reference, "--platform linux/\(other)", in: dir) { mountpoint in
+            #expect(readAll(mountpoint + "/arch") == Array("\(other)\n".utf8))
+        }
+        _ = try withCLIMount(reference, "", in: dir) { mountpoint in
+            #expect(readAll(mountpoint + "/arch") == Array("\(Platform.current.architecture)\n".utf8))
+        }
+        #expect(shell("'\(estargzBinary)' mount '\(reference)' '\(dir.file("mnt"))' --platform linux 2>/dev/null") != 0)
+        #expect(shell("'\(estargzBinary)' mount '\(reference)' '\(dir.file("mnt"))' --platform linux/s390x 2>/dev/null") != 0)
+    }
+
     static func number(_ key: String, in json: String) -> Int64? {
         guard let range = json.range(of: "\"\(key)\":") else { return nil }
         return Int64(json[range.upperBound...].prefix { $0.isNumber })
