@@ -7,6 +7,8 @@ demo:
 
 test:
 	scripts/setup.sh
+	@# The Python rootfs for PythonRootfsMountTests, debootstrapped once and cached (the test fails without it).
+	scripts/python-rootfs.sh || echo "make test: no Python rootfs tar; PythonRootfsMountTests will fail and say why"
 	scripts/fuzz.sh 60
 	swift build --build-tests
 	swift test
