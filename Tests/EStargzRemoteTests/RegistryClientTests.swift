@@ -1,6 +1,7 @@
 import EStargzCore
 @testable import EStargzRemote
 import Foundation
+import TestSupport
 import Testing
 
 /// Against real `docker-registry` processes: plain, htpasswd basic auth, and token auth.
