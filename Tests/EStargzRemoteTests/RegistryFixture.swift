@@ -39,9 +39,27 @@ enum TestImages {
     /// Pseudo-random bytes that do not compress (so byte counts mean something).
     static func noise(_ count: Int, seed: UInt64) -> [UInt8] { noiseBytes(count, seed: seed) }
 
+    /// An OCI layout at `layout` whose `tag` is an OCI index of one image per platform (each with
+    /// the given tar.gz layers).
+    static func indexLayout(_ layout: String, tag: String, images: [(Platform, [String])]) throws {
+        let oci = try OCILayout(directory: layout, create: true)
+        var entries: [Descriptor] = []
+        for (platform, layers) in images {
+            let manifest = try image(oci, layers: layers, platform: platform)
+            entries.append(Descriptor(mediaType: MediaType.ociManifest, digest: try oci.writeBlob(manifest), size: Int64(manifest.count),
+                                      platform: platform))
+        }
+        try oci.addManifest(bytes: try CanonicalJSON.encode(ImageIndex(manifests: entries)), mediaType: MediaType.ociIndex, tag: tag)
+    }
+
     /// An OCI layout at `layout` holding one image (`tag`) with the given layer blobs (tar.gz files).
     static func layout(_ layout: String, tag: String, layers: [String]) throws {
         let oci = try OCILayout(directory: layout, create: true)
+        try oci.addManifest(bytes: try image(oci, layers: layers, platform: .current), mediaType: MediaType.ociManifest, tag: tag)
+    }
+
+    /// Writes the layers and a config for `platform` into `oci`; returns the manifest's bytes.
+    private static func image(_ oci: OCILayout, layers: [String], platform: Platform) throws -> [UInt8] {
         var descriptors: [Descriptor] = []
         var diffIDs: [String] = []
         for path in layers {
@@ -51,12 +69,13 @@ enum TestImages {
             let tar = try run("/bin/sh", ["-c", "gzip -dc '\(path)' | sha256sum | cut -d' ' -f1"]).trimmingCharacters(in: .whitespacesAndNewlines)
             diffIDs.append("sha256:" + tar)
         }
-        let config: [String: Any] = ["architecture": Platform.current.architecture, "os": "linux",
+        var config: [String: Any] = ["architecture": platform.architecture, "os": platform.os,
                                      "config": ["Env": ["PATH=/bin"]], "rootfs": ["type": "layers", "diff_ids": diffIDs]]
+        if let variant = platform.variant { config["variant"] = variant }
         let configBytes = Array(try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys]))
         let configDigest = try oci.writeBlob(configBytes)
         let manifest = ImageManifest(config: Descriptor(mediaType: MediaType.ociConfig, digest: configDigest, size: Int64(configBytes.count)),
                                      layers: descriptors)
-        try oci.addManifest(bytes: try CanonicalJSON.encode(manifest), mediaType: MediaType.ociManifest, tag: tag)
+        return try CanonicalJSON.encode(manifest)
     }
 }
