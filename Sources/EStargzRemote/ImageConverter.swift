@@ -32,9 +32,13 @@ public enum ImageConverter {
     public struct ImageResult: Sendable {
         /// The platform the source index gave it (nil for a source that was a single manifest).
         public var platform: Platform?
+        /// The new manifest (OCI), its layers annotated.
         public var manifest: ImageManifest
+        /// The digest of the new manifest's bytes.
         public var manifestDigest: String
+        /// The digest of the new config (the source's with the new diffIDs).
         public var configDigest: String
+        /// Each layer, in manifest order.
         public var layers: [LayerResult]
     }
 
