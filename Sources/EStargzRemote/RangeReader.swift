@@ -14,7 +14,8 @@ import Synchronization
 /// - Background fetches (``fetch(_:priority:)`` with `.background`, as ``Prefetch/background(layer:reader:stepSize:bytesPerSecond:)``
 ///   makes) yield to foreground reads: a background request is not sent while a foreground
 ///   request is in flight, and a foreground read that needs blocks a deferred background
-///   request holds sends that request at once.
+///   request holds sends that request at once. Cancelling a background ``fetch(_:priority:)``
+///   drops its requests not yet sent.
 ///
 /// `read(into:at:)` blocks its thread until the bytes arrive. Call it from ordinary threads
 /// (the CLI's main thread, FUSE workers, `DispatchQueue`s), never from a SwiftNIO event loop.
@@ -89,6 +90,10 @@ public final class RangeReader: RandomAccessSource {
         var foregroundInFlight = 0
         /// Background fetches waiting for the foreground to drain, by fetch.
         var deferred: [ObjectIdentifier: CheckedContinuation<Void, Never>] = [:]
+        /// Background fetches not yet sent, which a cancellation may still drop.
+        var unsent: Set<ObjectIdentifier> = []
+        /// Background fetches dropped before being sent.
+        var dropped: Set<ObjectIdentifier> = []
     }
 
     /// A request for the contiguous blocks `first ..< end`; readers wait on `done`.
@@ -140,15 +145,43 @@ public final class RangeReader: RandomAccessSource {
     public var statistics: Statistics { state.withLock { $0.statistics } }
 
     /// Makes sure `range` is in the block cache (fetching what is missing in one request per run);
-    /// used for prefetch. `.background` fetches wait while foreground requests are in flight.
+    /// used for prefetch. `.background` fetches wait while foreground requests are in flight;
+    /// cancelled, they drop what is not sent yet and throw ``RegistryError/cancelled`` once the
+    /// requests already sent have finished (their bytes are cached).
     public func fetch(_ range: Range<Int64>, priority: Priority = .foreground) async throws(RegistryError) {
         let range = range.clamped(to: 0 ..< size)
         guard !range.isEmpty else { return }
         let (_, fetches) = acquire(range, priority: priority)
+        if priority == .background {
+            await withTaskCancellationHandler {
+                for fetch in fetches { await fetch.waitAsync() }
+            } onCancel: {
+                self.drop(fetches)
+            }
+        }
         for fetch in fetches {
             await fetch.waitAsync()
             if case let .failure(error) = fetch.outcome.withLock({ $0 }) { throw error }
         }
+    }
+
+    /// Drops the background fetches among `fetches` not sent yet: their blocks are no longer
+    /// in flight and they finish with ``RegistryError/cancelled`` without a request.
+    private func drop(_ fetches: [Fetch]) {
+        let released: [CheckedContinuation<Void, Never>] = state.withLock { state in
+            var released: [CheckedContinuation<Void, Never>] = []
+            for fetch in fetches {
+                let id = ObjectIdentifier(fetch)
+                guard state.unsent.remove(id) != nil else { continue }
+                for block in fetch.first ..< fetch.end where state.inFlight[block] === fetch {
+                    state.inFlight[block] = nil
+                }
+                state.dropped.insert(id)
+                if let waiting = state.deferred.removeValue(forKey: id) { released.append(waiting) }
+            }
+            return released
+        }
+        for waiting in released { waiting.resume() }
     }
 
     /// Drops the cached blocks overlapping `range` (LayerReader calls this after a chunk failed
@@ -224,7 +257,7 @@ public final class RangeReader: RandomAccessSource {
                 while s < end {
                     let e = min(end, s + blocksPerRequest)
                     let fetch = Fetch(first: s, end: e, priority: priority)
-                    if priority == .foreground { state.foregroundInFlight += 1 }
+                    if priority == .foreground { state.foregroundInFlight += 1 } else { state.unsent.insert(ObjectIdentifier(fetch)) }
                     for b in s ..< e { state.inFlight[b] = fetch }
                     started.append(fetch)
                     waits.append(fetch)
@@ -242,8 +275,10 @@ public final class RangeReader: RandomAccessSource {
                 } else if let fetch = state.inFlight[block] {
                     closeRun(at: block)
                     if !waits.contains(where: { $0 === fetch }) { waits.append(fetch) }
-                    if priority == .foreground, let waiting = state.deferred.removeValue(forKey: ObjectIdentifier(fetch)) {
-                        released.append(waiting)
+                    if priority == .foreground {
+                        // Someone waits for it now: send it, and no cancellation may drop it any more.
+                        state.unsent.remove(ObjectIdentifier(fetch))
+                        if let waiting = state.deferred.removeValue(forKey: ObjectIdentifier(fetch)) { released.append(waiting) }
                     }
                     state.statistics.sharedWaits += 1
                 } else {
@@ -264,7 +299,7 @@ public final class RangeReader: RandomAccessSource {
     private func yieldToForeground(_ fetch: Fetch) async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let wait = state.withLock { state in
-                guard state.foregroundInFlight > 0 else { return false }
+                guard state.foregroundInFlight > 0, state.unsent.contains(ObjectIdentifier(fetch)) else { return false }
                 state.deferred[ObjectIdentifier(fetch)] = continuation
                 state.statistics.backgroundDeferrals += 1
                 return true
@@ -277,7 +312,17 @@ public final class RangeReader: RandomAccessSource {
         let lower = fetch.first * options.blockSize
         let upper = min(size, fetch.end * options.blockSize)
         Task(executorPreference: BlockingBridge.shared) {
-            if fetch.priority == .background { await self.yieldToForeground(fetch) }
+            if fetch.priority == .background {
+                await self.yieldToForeground(fetch)
+                let dropped = self.state.withLock { state in
+                    state.unsent.remove(ObjectIdentifier(fetch))
+                    return state.dropped.remove(ObjectIdentifier(fetch)) != nil
+                }
+                if dropped {
+                    fetch.finish(.failure(.cancelled))
+                    return
+                }
+            }
             // Bounded parallelism: the bridge's threads may block here, the cooperative pool never does.
             self.limiter.wait()
             defer { self.limiter.signal() }

@@ -217,6 +217,46 @@ extension RangeReaderTests {
         }
     }
 
+    /// A background fetch waiting for a slow foreground read is cancelled: it ends at once and
+    /// its request is never sent.
+    @Test func cancelledBackgroundFetchDropsWhatIsNotSent() async throws {
+        let far = noiseBytes(512 << 10, seed: 35)
+        let proxy = try await FaultProxy(files: ["a/big": noiseBytes(1 << 20, seed: 34), "m/far": far,
+                                                 "z/pad": noiseBytes(1 << 20, seed: 36)], chunkSize: 256 << 10)
+        defer { proxy.stop() }
+        try await RegistryClientTests.withClient { client in
+            let reader = try await RangeReader.open(client: client, repository: proxy.reference, digest: proxy.layerDigest,
+                                                    size: Int64(proxy.image.layer.count))
+            let layer = try await offPool { try LayerReader(source: reader, tocDigest: proxy.image.result.tocDigest) }
+            try proxy.set("slow")  // the 512 KiB file takes over 3 s
+            proxy.clearLog()
+            let foreground = Task { try await offPool { try layer.read(path: "m/far") } }
+            var waited = 0
+            while Self.rangeStarts(proxy).isEmpty, waited < 200 {
+                try await Task.sleep(for: .milliseconds(10))
+                waited += 1
+            }
+            let background = Prefetch.background(layer: layer, reader: reader, stepSize: 64 << 10, bytesPerSecond: 1 << 30)
+            waited = 0
+            while reader.statistics.backgroundDeferrals == 0, waited < 200 {
+                try await Task.sleep(for: .milliseconds(10))
+                waited += 1
+            }
+            #expect(reader.statistics.backgroundDeferrals == 1)
+            let cancelled = ContinuousClock.now
+            background.cancel()
+            let outcome = await background.result
+            #expect(ContinuousClock.now - cancelled < .milliseconds(500))
+            if case .success = outcome { Issue.record("the cancelled background fetch completed") }
+            #expect(try await foreground.value == far)
+            try await Task.sleep(for: .milliseconds(300))
+            // Every request the registry saw was the foreground read's (m/far's chunks, above the background's territory).
+            let farStart = layer.chunks(of: try #require(layer.entry(at: "m/far"))).first!.blobOffset / (64 << 10) * (64 << 10)
+            #expect(Self.rangeStarts(proxy).allSatisfy { $0 >= farStart }, "\(proxy.log)")
+            #expect(reader.statistics.backgroundRequests == 0)
+        }
+    }
+
     /// Start offsets of the Range requests the proxy saw, in arrival order.
     static func rangeStarts(_ proxy: FaultProxy) -> [Int64] {
         proxy.log.compactMap { entry in
