@@ -206,7 +206,9 @@ extension RangeReaderTests {
 
             // Requests in arrival order: background ones (below m/far) and the foreground one.
             let foreground = try #require(afterForeground.firstIndex { $0 >= farStart / (64 << 10) * (64 << 10) })
-            #expect(foreground <= 1, "the foreground read waited for background requests: \(afterForeground)")
+            // Sent right away: after the one or two background steps (0.4 s each) begun before it
+            // (a few more on a loaded machine), not after the background's 32.
+            #expect(foreground <= 4, "the foreground read waited for background requests: \(afterForeground)")
             #expect(afterForeground.count == foreground + 1 || afterForeground.count == foreground + 2,
                     "background requests started while the foreground one was in flight: \(afterForeground)")
             #expect(reader.statistics.backgroundDeferrals >= 1)
@@ -246,7 +248,7 @@ extension RangeReaderTests {
             let cancelled = ContinuousClock.now
             background.cancel()
             let outcome = await background.result
-            #expect(ContinuousClock.now - cancelled < .milliseconds(500))
+            #expect(ContinuousClock.now - cancelled < .seconds(1))  // the foreground read has over 2 s to go
             if case .success = outcome { Issue.record("the cancelled background fetch completed") }
             #expect(try await foreground.value == far)
             try await Task.sleep(for: .milliseconds(300))
