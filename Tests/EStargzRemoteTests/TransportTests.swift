@@ -280,17 +280,22 @@ extension RangeReaderTests {
         try await RegistryClientTests.withClient { client in
             try await client.pushBlob(reference, digest: digestString(image.layer), bytes: image.layer)
             var counts: [String: RangeReader.Statistics] = [:]
+            var motd: [String: RangeReader.Statistics] = [:]
             for (label, limit) in [("tail", Int64(0)), ("whole", RangeReader.Options().wholeBlobLimit)] {
                 var options = RangeReader.Options()
                 options.wholeBlobLimit = limit
                 let reader = try await RangeReader.open(client: client, repository: reference, digest: digestString(image.layer),
                                                         size: Int64(image.layer.count), options: options)
                 let layer = try await offPool { try LayerReader(source: reader, tocDigest: image.result.tocDigest) }
+                #expect(try await offPool { try layer.read(path: "etc/motd") } == files["etc/motd"])
+                motd[label] = reader.statistics
                 #expect(try await offPool { try layer.read(path: "usr/lib/a.bin") } == files["usr/lib/a.bin"])
                 counts[label] = reader.statistics
             }
             let tail = try #require(counts["tail"]), whole = try #require(counts["whole"])
-            print("small layer of \(image.layer.count) B, open + read usr/lib/a.bin: 512 KiB tail \(tail.bytesFetched) B in \(tail.requests) requests; whole blob \(whole.bytesFetched) B in \(whole.requests) request")
+            for (what, stats) in [("etc/motd", motd), ("etc/motd + usr/lib/a.bin", counts)] {
+                print("small layer of \(image.layer.count) B, open + read \(what): 512 KiB tail \(stats["tail"]!.bytesFetched) B in \(stats["tail"]!.requests) requests; whole blob \(stats["whole"]!.bytesFetched) B in \(stats["whole"]!.requests) request")
+            }
             #expect(image.layer.count > 512 << 10 && image.layer.count <= 1 << 20)
             #expect(whole.requests == 1)
             #expect(whole.bytesFetched == Int64(image.layer.count))
