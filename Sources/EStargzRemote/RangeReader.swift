@@ -129,16 +129,51 @@ public final class RangeReader: RandomAccessSource {
         self.limiter = DispatchSemaphore(value: max(1, options.maximumParallelRequests))
     }
 
-    /// Opens the blob `digest` in `repository`: learns its size (HEAD, unless given) and reads its
-    /// tail in one request — or the whole blob, when it is no larger than ``Options/wholeBlobLimit``.
+    /// Opens the blob `digest` in `repository` and reads its tail in one request — or the whole
+    /// blob, when it is no larger than ``Options/wholeBlobLimit``. Without `size` (a blob known by
+    /// digest only) the tail is a suffix Range request, whose `Content-Range` gives the size in
+    /// the same round trip (a small blob may then need a second request for the rest).
     public static func open(client: RegistryClient, repository: ImageReference, digest: String, size: Int64? = nil,
                             options: Options = Options()) async throws(RegistryError) -> RangeReader {
-        let blobSize: Int64
-        if let size { blobSize = size } else { blobSize = try await client.blobSize(repository, digest: digest) }
+        var known = size
+        if known == nil {
+            do throws(RegistryError) {
+                // One block more than the tail, so the tail's blocks are whole however the blob's size falls.
+                let (bytes, blobSize) = try await client.fetchSuffix(repository, digest: digest, length: options.tailSize + options.blockSize)
+                let reader = RangeReader(client: client, repository: repository, digest: digest, size: blobSize, options: options)
+                reader.storeTail(bytes)
+                if blobSize <= options.wholeBlobLimit { try await reader.fetch(0 ..< blobSize) }
+                return reader
+            } catch {
+                // A server ignoring Range: the size from HEAD, then the whole-download fallback below.
+                guard case .rangeNotSupported = error, options.fallBackToFullDownload else { throw error }
+                known = try await client.blobSize(repository, digest: digest)
+            }
+        }
+        let blobSize = known!
         let reader = RangeReader(client: client, repository: repository, digest: digest, size: blobSize, options: options)
         let tail = blobSize <= options.wholeBlobLimit ? blobSize : min(blobSize, options.tailSize)
         try await reader.fetch(blobSize - tail ..< blobSize)
         return reader
+    }
+
+    /// Caches the whole blocks of `bytes`, the blob's last `bytes.count` bytes (one request).
+    private func storeTail(_ bytes: [UInt8]) {
+        let start = size - Int64(bytes.count)
+        let firstBlock = (start + options.blockSize - 1) / options.blockSize
+        state.withLock { state in
+            state.statistics.requests += 1
+            state.statistics.bytesFetched += Int64(bytes.count)
+            var block = firstBlock
+            while block * options.blockSize < size {
+                let from = Int(block * options.blockSize - start)
+                let data = Array(bytes[from ..< min(bytes.count, from + Int(options.blockSize))])
+                state.tick += 1
+                state.blocks[block] = (data, state.tick)
+                state.cachedBytes += Int64(data.count)
+                block += 1
+            }
+        }
     }
 
     /// Counters so far.

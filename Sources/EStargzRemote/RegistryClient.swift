@@ -179,6 +179,22 @@ public final class RegistryClient: Sendable {
         return response.body
     }
 
+    /// Fetches the last `length` bytes of a blob (a suffix Range request) and learns the blob's
+    /// size from `Content-Range` in the same round trip; a blob shorter than `length` comes whole.
+    public func fetchSuffix(_ repository: ImageReference, digest: String, length: Int64) async throws(RegistryError)
+        -> (bytes: [UInt8], blobSize: Int64) {
+        let response = try await send(repository, endpoints: pullEndpoints(repository), method: .GET, path: "blobs/\(digest)",
+                                      headers: ["Range": "bytes=-\(max(1, length))"], body: nil,
+                                      expect: [206], limit: Int(max(1, length)), rangeRequest: true)
+        // Content-Range: bytes FIRST-LAST/TOTAL
+        let header = response.headers.first(name: "Content-Range") ?? ""
+        guard let slash = header.lastIndex(of: "/"), let total = Int64(header[header.index(after: slash)...]),
+              total >= Int64(response.body.count), response.body.count == Int(min(total, max(1, length))) else {
+            throw .invalidResponse(url: response.url, reason: "suffix range answered with Content-Range \"\(header)\" and \(response.body.count) bytes")
+        }
+        return (response.body, total)
+    }
+
     // MARK: Push
 
     /// Uploads a blob unless the repository has it: tries a cross-repository mount from

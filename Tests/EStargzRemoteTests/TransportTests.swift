@@ -259,6 +259,25 @@ extension RangeReaderTests {
         }
     }
 
+    /// A blob known by digest only opens with one suffix Range request (no HEAD): its size comes
+    /// from Content-Range, the tail's blocks are cached whole, and reads then work as usual.
+    @Test func openWithoutSizeIsOneSuffixRequest() async throws {
+        let proxy = try await FaultProxy(files: ["big": noiseBytes(1_500_000, seed: 37), "etc/hello.txt": Array("hello\n".utf8)])
+        defer { proxy.stop() }
+        proxy.clearLog()
+        try await RegistryClientTests.withClient { client in
+            let reader = try await RangeReader.open(client: client, repository: proxy.reference, digest: proxy.layerDigest)
+            #expect(reader.size == Int64(proxy.image.layer.count))
+            let requests = proxy.log
+            #expect(requests.count == 1 && requests.first?.method == "GET" && requests.first?.range == "bytes=-\((512 + 64) << 10)",
+                    "\(requests)")
+            #expect(reader.statistics.requests == 1)
+            let layer = try await offPool { try LayerReader(source: reader, tocDigest: proxy.image.result.tocDigest) }
+            #expect(proxy.log.count == 1)  // footer and TOC were in the suffix
+            #expect(try await offPool { try layer.read(path: "big") } == noiseBytes(1_500_000, seed: 37))
+        }
+    }
+
     /// Start offsets of the Range requests the proxy saw, in arrival order.
     static func rangeStarts(_ proxy: FaultProxy) -> [Int64] {
         proxy.log.compactMap { entry in
