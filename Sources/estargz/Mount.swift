@@ -97,9 +97,8 @@ struct Mount: ParsableCommand {
         defer { for client in clients { try? client.syncShutdown() } }
         do {
             let cache = try makeCache()
-            var registry = RegistryOptions()
-            registry.plainHTTP = plainHTTP
-            registry.platform = platform
+            // Parsed, not `RegistryOptions()`: options never parsed cannot be read.
+            let registry = try RegistryOptions.parse((plainHTTP ? ["--plain-http"] : []) + (platform.map { ["--platform", $0] } ?? []))
             let chosenPlatform = try registry.parsedPlatform()
             var layers: [LayerReader] = []
             for source in arguments.dropLast() {

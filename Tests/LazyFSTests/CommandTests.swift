@@ -1,4 +1,5 @@
 import EStargzCore
+import TestSupport
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -32,7 +33,7 @@ struct CommandTests {
         #expect(readRange(mountpoint + "/a/f1", offset: 0, count: 100) == .success(Array("one, version two".utf8)))
         #expect(access(mountpoint + "/b/gone", F_OK) != 0)
         #expect(shell("kill -TERM \(pid)") == 0)
-        #expect(eventually { !mounted() && access(dir.file("stats.json"), F_OK) == 0 })
+        #expect(eventually { !mounted() && RegistryMountTests.statsWritten(dir.file("stats.json")) })
         // The process exited (gone, or a zombie waiting for whoever adopted it to reap it).
         #expect(eventually { shell("test ! -e /proc/\(pid) || grep -q ') Z' /proc/\(pid)/stat") == 0 })
         let stats = String(decoding: try readFile(dir.file("stats.json")), as: UTF8.self)

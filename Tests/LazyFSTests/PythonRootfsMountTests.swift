@@ -1,5 +1,6 @@
 import EStargzCore
 import Foundation
+import TestSupport
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -33,7 +34,7 @@ struct PythonRootfsUnavailable: Error, CustomStringConvertible {
     let description: String
 }
 
-@Suite(.serialized, .enabled(if: canMount && access(estargzBinary, X_OK) == 0 && MountTestRegistry.available,
+@Suite(.serialized, .enabled(if: canMount && access(estargzBinary, X_OK) == 0 && TestRegistry.available,
                              "needs root, /dev/fuse, the built CLI and docker-registry"))
 struct PythonRootfsMountTests {
     /// Issue 4: a Python rootfs pushed as a one-layer eStargz image and mounted from the registry;
@@ -43,7 +44,7 @@ struct PythonRootfsMountTests {
     func pythonRunsFromRegistryMount() throws {
         let tar = try pythonRootfsTar()
         let dir = TemporaryDirectory()
-        let registry = try MountTestRegistry()
+        let registry = try TestRegistry()
         defer { registry.stop() }
 
         // The prepared OCI layout of the same tar when it is there, else one made here.
@@ -66,7 +67,7 @@ struct PythonRootfsMountTests {
         #expect(String(decoding: try readFile(dir.file("out")), as: UTF8.self) == "hi\n")
 
         #expect(mount.terminate())
-        #expect(eventually(20) { !mount.mounted && access(dir.file("stats.json"), F_OK) == 0 })
+        #expect(eventually(20) { !mount.mounted && RegistryMountTests.statsWritten(dir.file("stats.json")) })
         let stats = String(decoding: try readFile(dir.file("stats.json")), as: UTF8.self)
         let fetched = try #require(RegistryMountTests.number("registryBytesFetched", in: stats))
         let blobBytes = try #require(RegistryMountTests.number("registryBlobBytes", in: stats))

@@ -2,6 +2,7 @@ import Dispatch
 import EStargzCore
 import LazyFS
 import Synchronization
+import TestSupport
 import Testing
 #if canImport(Glibc)
 import Glibc

@@ -1,5 +1,6 @@
 import EStargzCore
 import Foundation
+import TestSupport
 import Testing
 
 /// containerd (started as a plain process, as the snapshotter's users run it) using our snapshotter
@@ -168,30 +169,13 @@ private final class ContainerdEnvironment {
         return FileManager.default.isExecutableFile(atPath: beside) ? beside : packageRoot + "/.build/debug/estargz"
     }
 
-    private var registry: Process?
+    private var registry: TestRegistry?
 
-    /// Debian's docker-registry on a free loopback port; returns the port.
+    /// Debian's docker-registry on a free loopback port, storing under DIR/registry; returns the port.
     func startRegistry() throws -> Int {
-        let port = Self.freePort()
-        let config = """
-            version: 0.1
-            log:
-              level: error
-              accesslog:
-                disabled: true
-            storage:
-              filesystem:
-                rootdirectory: \(directory)/registry
-            http:
-              addr: 127.0.0.1:\(port)
-            """
-        try config.write(toFile: directory + "/registry.yml", atomically: true, encoding: .utf8)
-        registry = try Self.start("/usr/bin/docker-registry", ["serve", directory + "/registry.yml"], log: directory + "/registry.log")
-        for _ in 0 ..< 100 {
-            if (try? Self.run("/usr/bin/python3", ["-c", "import socket; socket.create_connection(('127.0.0.1', \(port)), 1)"])) != nil { return port }
-            usleep(100_000)
-        }
-        throw ContainerdTestError("docker-registry did not start on port \(port)")
+        let started = try TestRegistry(storage: directory + "/registry")
+        registry = started
+        return started.port
     }
 
     /// The busybox image unpacked as an OCI layout (for `estargz image convert oci:…` and skopeo).
@@ -207,11 +191,6 @@ private final class ContainerdEnvironment {
     @discardableResult
     func ctrRemote(_ arguments: [String]) throws -> String {
         try Self.run("/usr/bin/ctr-remote", ["--address", directory + "/containerd.sock", "--namespace", "estargz-test"] + arguments)
-    }
-
-    static func freePort() -> Int {
-        let output = (try? run("/usr/bin/python3", ["-c", "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"])) ?? "5999"
-        return Int(output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 5999
     }
 
     func startSnapshotter() throws {
@@ -254,8 +233,7 @@ private final class ContainerdEnvironment {
         containerd?.terminate()
         containerd?.waitUntilExit()
         try? stopSnapshotter()
-        registry?.terminate()
-        registry?.waitUntilExit()
+        registry?.stop()
         // Whatever containerd left mounted below our directory.
         if let mounts = try? String(contentsOfFile: "/proc/mounts", encoding: .utf8) {
             for line in mounts.split(separator: "\n").reversed() {
