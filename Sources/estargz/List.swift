@@ -34,10 +34,18 @@ struct List: ParsableCommand {
         var out = StandardOutput()
         if isLocalFile(blob) {
             let layer = try openLayer(blob, tocDigest: tocDigest)
-            layer.walk { path, entry in
-                guard !path.isEmpty else { return true }
-                print(path, entry, to: &out)
-                return true
+            if json || long {
+                layer.walk { path, entry in
+                    guard !path.isEmpty else { return true }
+                    print(path, entry, to: &out)
+                    return true
+                }
+            } else {
+                // Paths straight from the reader's table into the output buffer.
+                layer.walkPaths { path, _ in
+                    if !path.isEmpty { out.write(line: path) }
+                    return true
+                }
             }
         } else {
             let (image, client) = try openRemoteImage(blob, registry: registry)

@@ -85,6 +85,12 @@ struct StandardOutput {
         if buffer.count > 1 << 16 { flush() }
     }
 
+    mutating func write(line bytes: UnsafeBufferPointer<UInt8>) {
+        buffer.append(contentsOf: bytes)
+        buffer.append(10)
+        if buffer.count > 1 << 16 { flush() }
+    }
+
     mutating func flush() {
         try? writeToStandardOutput(buffer)
         buffer.removeAll(keepingCapacity: true)

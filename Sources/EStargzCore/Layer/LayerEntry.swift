@@ -1,27 +1,63 @@
-/// A file, directory or other node of a layer as a reader sees it: the TOC
-/// entry with its cleaned path, its stable number and its link count.
+/// A file, directory or other node of a layer as a reader sees it: a view of one node of
+/// the reader's table, with its cleaned path, its stable number and its link count.
+/// Creating one costs nothing; fields are read from the table when asked for.
 ///
 /// A hardlink name resolves to the entry it links to (same `id`, shared `linkCount`),
 /// as in the reference reader.
 public struct LayerEntry: Sendable {
     /// Stable number of the node within its layer (0 is the root); usable as an inode basis.
     public let id: Int
-    /// Cleaned path relative to the layer root ("" is the root).
-    public let path: String
-    /// The TOC entry (for hardlinks, the entry linked to). Its `name` is as stored in the TOC.
-    public let tocEntry: TOCEntry
-    /// Number of names referring to this node (directories: 2 + subdirectories).
-    public let linkCount: Int
+    let table: NodeTable
 
-    public var kind: TOCEntry.Kind { tocEntry.type }
-    public var size: Int64 { tocEntry.type == .regular ? tocEntry.size : 0 }
-    public var mode: Int64 { tocEntry.mode }
-    public var uid: Int { tocEntry.uid }
-    public var gid: Int { tocEntry.gid }
-    public var linkName: String { tocEntry.linkName }
-    public var xattrs: [String: [UInt8]] { tocEntry.xattrs }
+    init(id: Int, table: NodeTable) {
+        self.id = id
+        self.table = table
+    }
+
+    @inline(__always)
+    private var record: NodeRecord { table.records[id] }
+
+    /// Cleaned path relative to the layer root ("" is the root).
+    public var path: String { table.path(id) }
+    /// The TOC entry (for hardlinks, the entry linked to), rebuilt from the table on each call.
+    /// Its `name` is as stored in the TOC; implicit directories get mode 0755.
+    public var tocEntry: TOCEntry { table.tocEntry(id) }
+    /// Number of names referring to this node (directories: 2 + subdirectories).
+    public var linkCount: Int { Int(record.linkCount) }
+
+    public var kind: TOCEntry.Kind { record.kind }
+    public var size: Int64 { record.kind == .regular ? record.size : 0 }
+    public var mode: Int64 {
+        let r = record
+        return r.flags & NodeRecord.hasExtras != 0 ? (table.extras[UInt32(id)]?.mode ?? Int64(r.mode)) : Int64(r.mode)
+    }
+    public var uid: Int {
+        let r = record
+        return r.flags & NodeRecord.hasExtras != 0 ? (table.extras[UInt32(id)]?.uid ?? Int(r.uid)) : Int(r.uid)
+    }
+    public var gid: Int {
+        let r = record
+        return r.flags & NodeRecord.hasExtras != 0 ? (table.extras[UInt32(id)]?.gid ?? Int(r.gid)) : Int(r.gid)
+    }
+    public var linkName: String { table.string(record.link) }
+    public var xattrs: [String: [UInt8]] { extras?.xattrs ?? [:] }
+    /// Device numbers of a character or block device (0 otherwise).
+    public var deviceMajor: Int { extras?.devMajor ?? 0 }
+    public var deviceMinor: Int { extras?.devMinor ?? 0 }
     /// Modification time in seconds since the epoch (0 when the TOC has none or it is unparsable).
-    public var modificationTime: Int64 { RFC3339.seconds(tocEntry.modTime) ?? 0 }
+    public var modificationTime: Int64 { table.modificationTime(id) }
+    /// The modification time as the TOC wrote it (RFC 3339), or "".
+    public var modificationTimeText: String { table.string(record.modTime) }
+    /// `sha256:…` of a regular file's whole content as the TOC wrote it, or "".
+    public var digest: String {
+        let r = record
+        if r.digest != 0 { return table.digests[Int(r.digest - 1)].description }
+        return extras?.rawDigest ?? ""
+    }
+
+    private var extras: NodeExtras? {
+        record.flags & NodeRecord.hasExtras != 0 ? table.extras[UInt32(id)] : nil
+    }
 }
 
 /// The reference's landmark files: they mark the end of the prioritized region and are
@@ -54,7 +90,11 @@ enum RFC3339 {
     }
 
     static func seconds(_ text: String) -> Int64? {
-        let b = Array(text.utf8)
+        var text = text
+        return text.withUTF8 { seconds($0) }
+    }
+
+    static func seconds(_ b: UnsafeBufferPointer<UInt8>) -> Int64? {
         guard b.count >= 20 else { return nil }
         func num(_ r: Range<Int>) -> Int64? {
             var v: Int64 = 0

@@ -20,9 +20,9 @@ extension LayerReader {
         guard root >= 0 else { throw EStargzError.io(operation: "open", path: directory, errno: errno) }
         defer { close(root) }
         var extractor = Extractor(root: root, rootPath: directory, reader: self, progress: progress)
-        try forEachNodeInTOCOrder { node, id in
-            guard !node.superseded, !node.implicit, !(Landmark.isLandmark(node.path)) else { return }
-            try extractor.extract(node, id: id)
+        try forEachNodeInTOCOrder { record, id in
+            guard !record.isSuperseded, !record.isImplicit, !(Landmark.isLandmark(table.path(id))) else { return }
+            try extractor.extract(table.tocEntry(id), id: id)
         }
         try extractor.finishDirectories()
     }
@@ -46,8 +46,7 @@ struct Extractor {
         self.progress = progress
     }
 
-    mutating func extract(_ node: Node, id: Int) throws {
-        let entry = node.entry
+    mutating func extract(_ entry: TOCEntry, id: Int) throws {
         let components = try TarPath.safeComponents(entry.name)
         if components.isEmpty {  // the root directory itself
             if entry.type == .directory { directories.append(([], entry)) }

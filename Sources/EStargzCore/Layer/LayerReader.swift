@@ -39,9 +39,9 @@ public final class LayerReader: Sendable {
     /// Where verified chunks are looked up first and stored after verification.
     public let cache: (any ChunkCache)?
 
-    private let nodes: [Node]
-    private let paths: [String: Int32]
-    private let chunks: [Chunk]
+    /// The TOC as a compact node table (see ``NodeTable``).
+    let table: NodeTable
+    private var chunks: [ChunkRecord] { table.chunks }
     private let counters = Counters()
 
     /// Opens a layer: reads the footer and the TOC (one read when the TOC is small),
@@ -66,79 +66,76 @@ public final class LayerReader: Sendable {
         guard compressedTOCSize <= limits.maximumCompressedTOCSize else {
             throw EStargzError.limitExceeded("compressed TOC of \(compressedTOCSize) bytes")
         }
-        // In a closure so that the compressed TOC and the JSON are freed before the index is built.
-        let (toc, digest) = try { () throws -> (TOC, SHA256Digest) in
-            let compressedTOC: [UInt8]
-            if tocOffset >= blobSize - tailSize {
-                let start = Int(tocOffset - (blobSize - tailSize))
-                compressedTOC = Array(tail[start ..< start + Int(compressedTOCSize)])
-            } else {
-                compressedTOC = try source.read(at: tocOffset, count: Int(compressedTOCSize))
-            }
-            let json = try TOCMember.decompressJSON(compressedTOC, limit: limits.maximumTOCSize)
-            let digest = SHA256Digest.of(json)
-            if let expected, expected != digest {
-                throw EStargzError.tocDigestMismatch(expected: expected.description, actual: digest.description)
-            }
-            return (try TOCJSON.decode(json), digest)
-        }()
+        // Streamed: inflated, hashed and parsed into the node table piece by piece.
+        let (table, digest) = try TOCMember.loadTable(source: source, tocOffset: tocOffset, compressedSize: compressedTOCSize,
+                                                      tail: tail, tailStart: blobSize - tailSize, expected: expected,
+                                                      limits: limits)
         self.tocDigest = digest
         self.tocOffset = tocOffset
         self.footerFormat = format
-        self.tocEntryCount = toc.entries.count
-        (nodes, paths, chunks) = try Index.build(toc, tocOffset: tocOffset, limits: limits)
+        self.tocEntryCount = table.entryCount
+        self.table = table
     }
 
     // MARK: Looking things up
 
     /// The root directory.
-    public var root: LayerEntry { entry(nodes[0], id: 0) }
+    public var root: LayerEntry { entry(0) }
 
     /// The entry at `path` (relative to the layer root; a leading "/" and "./" are fine),
     /// or nil. Hardlink names resolve to the entry they link to.
     public func entry(at path: String) -> LayerEntry? {
-        guard let id = paths[TarPath.clean(path)] else { return nil }
-        return entry(nodes[Int(id)], id: id)
+        guard let id = table.lookup(TarPath.clean(path)) else { return nil }
+        return entry(id)
     }
 
     /// The entry with this ``LayerEntry/id``.
     public func entry(id: Int) -> LayerEntry? {
-        guard id >= 0, id < nodes.count else { return nil }
-        return entry(nodes[id], id: Int32(id))
+        guard id >= 0, id < table.count else { return nil }
+        return entry(id)
     }
 
-    /// The names in directory `directory` and their entries, sorted by name.
+    /// The names in directory `directory` and their entries, sorted by name (bytewise UTF-8).
     public func children(of directory: LayerEntry) -> [(name: String, entry: LayerEntry)] {
-        nodes[directory.id].children.map { ($0.name, entry(nodes[Int($0.id)], id: $0.id)) }
+        table.children(directory.id).map { (table.name(of: $0), entry(Int($0.id))) }
     }
 
     /// Looks up one name in a directory.
     public func child(named name: String, of directory: LayerEntry) -> LayerEntry? {
-        let children = nodes[directory.id].children
-        var low = 0, high = children.count
-        while low < high {
-            let mid = (low + high) / 2
-            if children[mid].name < name { low = mid + 1 } else { high = mid }
-        }
-        guard low < children.count, children[low].name == name else { return nil }
-        return entry(nodes[Int(children[low].id)], id: children[low].id)
+        var name = name
+        return name.withUTF8 { table.child(directory.id, named: $0) }.map { entry($0) }
     }
 
     /// Every entry depth-first in name order, the root first; a hardlinked node is
     /// visited once per name. `body` returns false to skip a directory's contents.
     public func walk(_ body: (_ path: String, _ entry: LayerEntry) throws -> Bool) rethrows {
-        func visit(_ id: Int32, _ path: String) throws {
-            let node = nodes[Int(id)]
-            guard try body(path, entry(node, id: id)), node.entry.type == .directory else { return }
-            for child in node.children {
-                try visit(child.id, path.isEmpty ? child.name : path + "/" + child.name)
-            }
-        }
-        try visit(0, "")
+        try walkPaths { path, entry in try body(String(decoding: path, as: UTF8.self), entry) }
     }
 
-    private func entry(_ node: Node, id: Int32) -> LayerEntry {
-        LayerEntry(id: Int(id), path: node.path, tocEntry: node.entry, linkCount: Int(node.linkCount))
+    /// ``walk(_:)`` without building a `String` per entry: `path` is the entry's path as UTF-8
+    /// bytes, valid only during the call. For listings of very large layers.
+    public func walkPaths(_ body: (_ path: UnsafeBufferPointer<UInt8>, _ entry: LayerEntry) throws -> Bool) rethrows {
+        var path: [UInt8] = []
+        path.reserveCapacity(4096)
+        func visit(_ id: Int) throws {
+            let keepGoing = try path.withUnsafeBufferPointer { try body($0, entry(id)) }
+            guard keepGoing, table.records[id].kind == .directory else { return }
+            let length = path.count
+            for link in table.children(id) {
+                table.withBytes(table.records[Int(link.name)].path) { full in
+                    if length > 0 { path.append(UInt8(ascii: "/")) }
+                    path.append(contentsOf: NodeTable.baseName(full))
+                }
+                try visit(Int(link.id))
+                path.removeSubrange(length...)
+            }
+        }
+        try visit(0)
+    }
+
+    @inline(__always)
+    private func entry(_ id: Int) -> LayerEntry {
+        LayerEntry(id: id, table: table)
     }
 
     // MARK: Reading
@@ -147,15 +144,15 @@ public final class LayerReader: Sendable {
     /// `buffer`; returns how many (fewer only at the end of the file). Only the chunks the range
     /// overlaps are fetched, and each is verified before any of its bytes are copied.
     public func read(_ file: LayerEntry, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws -> Int {
-        let node = nodes[file.id]
-        guard node.entry.type == .regular else {
-            throw EStargzError.wrongType(entry: node.path, expected: "reg", actual: node.entry.type.rawValue)
+        let node = table.records[file.id]
+        guard node.kind == .regular else {
+            throw EStargzError.wrongType(entry: table.path(file.id), expected: "reg", actual: node.kind.rawValue)
         }
         guard offset >= 0 else { throw EStargzError.invalidArgument("negative offset \(offset)") }
-        let size = node.entry.size
+        let size = node.size
         guard offset < size, buffer.count > 0 else { return 0 }
         let end = min(size, offset + Int64(buffer.count))
-        var index = firstChunk(of: node, containing: offset)
+        var index = firstChunk(of: file.id, containing: offset)
         var position = offset
         while position < end {
             let chunk = chunks[index]
@@ -163,11 +160,11 @@ public final class LayerReader: Sendable {
             let count = Int(min(chunk.size - Int64(start), end - position))
             let destination = UnsafeMutableRawBufferPointer(rebasing: buffer[Int(position - offset) ..< Int(position - offset) + count])
             if start == 0 && Int64(count) == chunk.size {
-                try decode(chunk, path: node.path, into: destination)
+                try decode(chunk, into: destination)
             } else {
                 let whole = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(chunk.size), alignment: 16)
                 defer { whole.deallocate() }
-                try decode(chunk, path: node.path, into: whole)
+                try decode(chunk, into: whole)
                 destination.copyMemory(from: UnsafeRawBufferPointer(rebasing: whole[start ..< start + count]))
             }
             position += Int64(count)
@@ -193,9 +190,8 @@ public final class LayerReader: Sendable {
 
     /// Where a file's chunks are, for callers that fetch or cache by chunk.
     public func chunks(of file: LayerEntry) -> [ChunkLocation] {
-        let node = nodes[file.id]
-        return chunks[Int(node.chunkStart) ..< Int(node.chunkStart + node.chunkCount)].map {
-            ChunkLocation(fileOffset: $0.fileOffset, size: $0.size, blobOffset: $0.blobOffset, blobEnd: $0.blobEnd, digest: $0.digest)
+        return chunks[table.chunkRange(file.id)].map {
+            location($0)
         }
     }
 
@@ -209,7 +205,6 @@ public final class LayerReader: Sendable {
                                 progress: (@Sendable (Int64) -> Void)? = nil) throws {
         let verified = Atomic<Int64>(0)
         let failure = Mutex<(index: Int, error: any Error)?>(nil)
-        let owners = chunkOwners()
         let maximum = chunks.reduce(Int64(0)) { max($0, $1.size) }
         // Chunk indices in blob order, cut into runs that one read covers.
         let order = chunks.indices.sorted { chunks[$0].blobOffset < chunks[$1].blobOffset }
@@ -251,11 +246,10 @@ public final class LayerReader: Sendable {
                         do {
                             if cache == nil {
                                 let from = Int(chunk.blobOffset - start)
-                                try decode(chunk, path: nodes[Int(owners[index])].path,
-                                           compressed: UnsafeRawBufferPointer(rebasing: span[from ..< from + Int(fetchEnd(chunk) - chunk.blobOffset)]),
+                                try decode(chunk, compressed: UnsafeRawBufferPointer(rebasing: span[from ..< from + Int(fetchEnd(chunk) - chunk.blobOffset)]),
                                            into: destination)
                             } else {
-                                try decode(chunk, path: nodes[Int(owners[index])].path, into: destination)
+                                try decode(chunk, into: destination)
                             }
                             bytes += chunk.size
                         } catch {
@@ -286,16 +280,9 @@ public final class LayerReader: Sendable {
     /// Total uncompressed bytes held in chunks (the sum of all regular file sizes).
     public var totalChunkBytes: Int64 { chunks.reduce(0) { $0 + $1.size } }
 
-    private func chunkOwners() -> [Int32] {
-        var owners = [Int32](repeating: 0, count: chunks.count)
-        for (id, node) in nodes.enumerated() where node.chunkCount > 0 {
-            for i in Int(node.chunkStart) ..< Int(node.chunkStart + node.chunkCount) { owners[i] = Int32(id) }
-        }
-        return owners
-    }
-
-    private func firstChunk(of node: Node, containing offset: Int64) -> Int {
-        var low = Int(node.chunkStart), high = Int(node.chunkStart + node.chunkCount) - 1
+    private func firstChunk(of id: Int, containing offset: Int64) -> Int {
+        let range = table.chunkRange(id)
+        var low = range.lowerBound, high = range.upperBound - 1
         while low < high {
             let mid = (low + high + 1) / 2
             if chunks[mid].fileOffset <= offset { low = mid } else { high = mid - 1 }
@@ -305,8 +292,8 @@ public final class LayerReader: Sendable {
 
     /// Fetches one chunk's compressed bytes and inflates them into `destination`
     /// (exactly `chunk.size` bytes), checking the SHA-256 in the same call.
-    private func decode(_ chunk: Chunk, path: String, into destination: UnsafeMutableRawBufferPointer) throws {
-        if let cache, cache.lookup(chunk.digest, into: destination) {
+    private func decode(_ chunk: ChunkRecord, into destination: UnsafeMutableRawBufferPointer) throws {
+        if let cache, cache.lookup(table.digests[Int(chunk.digest - 1)], into: destination) {
             counters.cacheHits.add(1, ordering: .relaxed)
             return
         }
@@ -319,7 +306,7 @@ public final class LayerReader: Sendable {
             try source.read(into: compressed, at: chunk.blobOffset)
             counters.bytesRead.add(needed, ordering: .relaxed)
             do {
-                return try decode(chunk, path: path, compressed: UnsafeRawBufferPointer(compressed), into: destination)
+                return try decode(chunk, compressed: UnsafeRawBufferPointer(compressed), into: destination)
             } catch {
                 source.invalidate(chunk.blobOffset ..< chunk.blobOffset + needed)
                 if attempt == 2 { throw error }
@@ -330,13 +317,15 @@ public final class LayerReader: Sendable {
     /// Where fetching a chunk's bytes stops. A chunk's member runs to the next data entry's offset;
     /// but only a bounded prefix of it can be needed to produce `size` bytes (deflate expands
     /// incompressible data by a few bytes per 64 KiB), so a lying TOC cannot make us fetch or hold more.
-    private func fetchEnd(_ chunk: Chunk) -> Int64 {
+    private func fetchEnd(_ chunk: ChunkRecord) -> Int64 {
         chunk.blobOffset + min(chunk.blobEnd - chunk.blobOffset, chunk.size + chunk.size / 256 + 64 << 10)
     }
 
     /// Inflates and verifies one chunk whose compressed bytes are `compressed` (from its member's start).
-    private func decode(_ chunk: Chunk, path: String, compressed: UnsafeRawBufferPointer,
+    private func decode(_ chunk: ChunkRecord, compressed: UnsafeRawBufferPointer,
                         into destination: UnsafeMutableRawBufferPointer) throws {
+        var path: String { table.path(Int(chunk.owner)) }  // for messages only
+        let expected = table.digests[Int(chunk.digest - 1)]
         let actual: SHA256Digest
         do {
             actual = try Kernel.inflateChunk(compressed, into: destination, expecting: nil)
@@ -344,14 +333,14 @@ public final class LayerReader: Sendable {
             counters.verificationFailures.add(1, ordering: .relaxed)
             throw EStargzError.corruptChunk(entry: path, offset: chunk.blobOffset, reason: error.description)
         }
-        guard actual == chunk.digest else {
+        guard actual == expected else {
             counters.verificationFailures.add(1, ordering: .relaxed)
             throw EStargzError.chunkDigestMismatch(entry: path, chunkOffset: chunk.fileOffset,
-                                                   expected: chunk.digest.description, actual: actual.description)
+                                                   expected: expected.description, actual: actual.description)
         }
         counters.chunksVerified.add(1, ordering: .relaxed)
         counters.bytesVerified.add(chunk.size, ordering: .relaxed)
-        cache?.store(chunk.digest, UnsafeRawBufferPointer(destination))
+        cache?.store(expected, UnsafeRawBufferPointer(destination))
     }
 
     /// What this reader has done so far.
@@ -366,14 +355,14 @@ public final class LayerReader: Sendable {
     /// Every chunk of the layer in blob order, with the entry it belongs to; for prefetch
     /// and background fetch.
     public func allChunks() -> [(file: LayerEntry, chunk: ChunkLocation)] {
-        let owners = chunkOwners()
-        var result = chunks.indices.map { index -> (file: LayerEntry, chunk: ChunkLocation) in
-            let c = chunks[index]
-            return (entry(nodes[Int(owners[index])], id: owners[index]),
-                    ChunkLocation(fileOffset: c.fileOffset, size: c.size, blobOffset: c.blobOffset, blobEnd: c.blobEnd, digest: c.digest))
-        }
+        var result = chunks.map { c -> (file: LayerEntry, chunk: ChunkLocation) in (entry(Int(c.owner)), location(c)) }
         result.sort { $0.chunk.blobOffset < $1.chunk.blobOffset }
         return result
+    }
+
+    private func location(_ c: ChunkRecord) -> ChunkLocation {
+        ChunkLocation(fileOffset: c.fileOffset, size: c.size, blobOffset: c.blobOffset, blobEnd: c.blobEnd,
+                      digest: table.digests[Int(c.digest - 1)])
     }
 
     /// End of the prioritized region: the blob offset of the `.prefetch.landmark` file's chunk,
@@ -421,7 +410,7 @@ import Glibc
 
 extension LayerReader {
     /// Nodes in TOC order (implicit directories last), for whole-layer walks such as extraction.
-    func forEachNodeInTOCOrder(_ body: (_ node: Node, _ id: Int) throws -> Void) rethrows {
-        for (id, node) in nodes.enumerated() { try body(node, id) }
+    func forEachNodeInTOCOrder(_ body: (_ record: NodeRecord, _ id: Int) throws -> Void) rethrows {
+        for id in 0 ..< table.count { try body(table.records[id], id) }
     }
 }

@@ -67,3 +67,119 @@ enum TOCMember {
         return json
     }
 }
+
+extension TOCMember {
+    /// Reads the TOC member at `tocOffset` (`compressedSize` bytes) piece by piece: inflates it,
+    /// hashes the JSON and parses it straight into the reader's node table, so neither the
+    /// compressed member nor the JSON is ever held whole. Bytes already fetched (`tail`, which
+    /// starts at blob offset `tailStart`) are not read again.
+    ///
+    /// When `expected` is given and the JSON does not hash to it, that is the error, even if the
+    /// JSON is also malformed (the rest of it is still hashed to tell).
+    static func loadTable(source: any RandomAccessSource, tocOffset: Int64, compressedSize: Int64,
+                          tail: [UInt8], tailStart: Int64, expected: SHA256Digest?,
+                          limits: LayerReader.Limits) throws -> (NodeTable, SHA256Digest) {
+        let decoder: GzipStreamDecoder
+        do { decoder = try GzipStreamDecoder() } catch { throw EStargzError.compression(error.description) }
+        // Compressed bytes: the tail's copy when it holds the member, else 1 MiB reads.
+        let pieceSize = 1 << 20
+        var piece = [UInt8]()
+        var pieceStart: Int64 = tocOffset  // blob offset of piece[0]
+        var used = 0
+        var finished = false
+        let memberEnd = tocOffset + compressedSize
+        let inTail = tocOffset >= tailStart
+        func nextPiece() throws {
+            let from = pieceStart + Int64(piece.count)
+            guard from < memberEnd else { piece = []; used = 0; return }
+            if inTail {
+                piece = Array(tail[Int(from - tailStart) ..< Int(memberEnd - tailStart)])
+            } else {
+                piece = try source.read(at: from, count: Int(min(Int64(pieceSize), memberEnd - from)))
+            }
+            pieceStart = from
+            used = 0
+        }
+        let input = ClosureTarInput { output in
+            guard !finished else { return 0 }
+            while true {
+                if used == piece.count {
+                    try nextPiece()
+                    if piece.isEmpty { throw EStargzError.invalidTOC("TOC member is truncated") }
+                }
+                let step: (consumed: Int, produced: Int, memberEnded: Bool)
+                do {
+                    step = try piece.withUnsafeBytes { all in
+                        try decoder.decode(UnsafeRawBufferPointer(rebasing: all[used...]), into: output)
+                    }
+                } catch {
+                    throw EStargzError.invalidTOC("TOC member does not decompress: \(error)")
+                }
+                used += step.consumed
+                if step.memberEnded { finished = true }
+                if step.produced > 0 || finished { return step.produced }
+                if step.consumed == 0 && used < piece.count {
+                    throw EStargzError.invalidTOC("TOC member is truncated")
+                }
+            }
+        }
+        let reader = TarReader(input)
+        guard let first = try reader.next() else {
+            throw EStargzError.invalidTOC("TOC member holds no tar entry")
+        }
+        guard TarPath.clean(first.header.name) == fileName, first.header.kind == .regular else {
+            throw EStargzError.invalidTOC("TOC tar entry is \(String(reflecting: first.header.name)), expected \(fileName)")
+        }
+        let size = first.header.size
+        guard size <= limits.maximumTOCSize else {
+            throw EStargzError.limitExceeded("TOC JSON of \(size) bytes (limit \(limits.maximumTOCSize))")
+        }
+        // Deflate expands at most 1032:1: a small member cannot honestly claim a huge TOC.
+        guard size <= compressedSize * 1032 + 4096 else {
+            throw EStargzError.invalidTOC("TOC JSON of \(size) bytes cannot come from a \(compressedSize)-byte member")
+        }
+        var hasher = SHA256Hasher()
+        var delivered: Int64 = 0
+        let fill: TOCStreamParser.Fill = { (buffer: UnsafeMutableRawBufferPointer) throws(EStargzError) -> Int in
+            let wanted = Int(min(Int64(buffer.count), size - delivered))
+            guard wanted > 0 else { return 0 }
+            let n: Int
+            do {
+                n = try reader.readContent(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0 ..< wanted]))
+            } catch let error as EStargzError {
+                throw error
+            } catch {
+                throw .invalidTOC("TOC member: \(error)")
+            }
+            guard n > 0 else { throw .invalidTOC("TOC JSON ends after \(delivered) of \(size) bytes") }
+            hasher.update(UnsafeRawBufferPointer(rebasing: buffer[0 ..< n]))
+            delivered += Int64(n)
+            return n
+        }
+        var parser = TOCStreamParser(totalSize: Int(size), builder: NodeTableBuilder(tocOffset: tocOffset, limits: limits),
+                                     fill: fill)
+        func digestOfAll() throws -> SHA256Digest {
+            // Hash whatever the parser did not read (after an error).
+            var scratch = [UInt8](repeating: 0, count: 64 << 10)
+            while try scratch.withUnsafeMutableBytes({ try fill($0) }) > 0 {}
+            return hasher.finalize()
+        }
+        do {
+            try parser.parse()
+        } catch {
+            parser.release()
+            if let expected, let actual = try? digestOfAll(), actual != expected {
+                throw EStargzError.tocDigestMismatch(expected: expected.description, actual: actual.description)
+            }
+            throw error
+        }
+        let digest = hasher.finalize()
+        if let expected, expected != digest {
+            throw EStargzError.tocDigestMismatch(expected: expected.description, actual: digest.description)
+        }
+        var builder = parser.takeBuilder()
+        parser.release()
+        let table = try builder.finish()
+        return (table, digest)
+    }
+}

@@ -29,7 +29,7 @@ struct JSONScanner {
     let p: UnsafePointer<UInt8>
     let count: Int
     private(set) var pos = 0
-    private var depth = 0
+    private(set) var depth = 0
     /// Reused buffer for strings that contain escapes (the rare path).
     private var scratch: [UInt8] = []
 
@@ -41,6 +41,13 @@ struct JSONScanner {
             p = Self.emptyInput
             count = 0
         }
+    }
+
+    /// A scanner over one window of a longer document, already `depth` levels deep
+    /// (the streaming TOC parser resumes with it after each refill).
+    init(_ input: UnsafeRawBufferPointer, depth: Int) {
+        self.init(input)
+        self.depth = depth
     }
 
     /// Stands in for the missing base address of an empty buffer; never read, since `count` is 0.
@@ -289,6 +296,43 @@ struct JSONScanner {
         return cache.string(for: UnsafeBufferPointer(start: p + start, count: end - start), isASCII: isASCII)
     }
 
+    /// Where a string value's bytes are, as Go decodes them: a range of the input when they
+    /// can be used as they are (no escapes, valid UTF-8), or the scanner's scratch buffer
+    /// (valid until the next string) after unescaping and replacing invalid bytes with U+FFFD.
+    enum StringSpan {
+        case input(start: Int, end: Int)
+        case scratch
+    }
+
+    /// Reads a string, or `nil` for `null`, without allocating; see ``StringSpan``.
+    @inline(__always)
+    mutating func readStringSpan() throws(JSONSyntaxError) -> StringSpan? {
+        if try consumeNull() { return nil }
+        guard p[pos] == UInt8(ascii: "\"") else {
+            throw failure("expected string, found \(foundDescription())")
+        }
+        let (start, end, hasEscapes, isASCII) = try scanString()
+        if !hasEscapes {
+            if isASCII || Self.validUTF8Prefix(UnsafeBufferPointer(start: p + start, count: end - start), from: 0) == end - start {
+                return .input(start: start, end: end)
+            }
+            scratch.removeAll(keepingCapacity: true)
+            scratch.append(contentsOf: UnsafeBufferPointer(start: p + start, count: end - start))
+        } else {
+            unescape(start, end)
+        }
+        let valid = scratch.withUnsafeBufferPointer { Self.validUTF8Prefix($0, from: 0) == $0.count }
+        if !valid {
+            scratch = scratch.withUnsafeBufferPointer { Array(Self.makeString($0).utf8) }
+        }
+        return .scratch
+    }
+
+    /// Calls `body` with the scratch buffer (the last string read as ``StringSpan/scratch``).
+    func withScratch<R>(_ body: (UnsafeBufferPointer<UInt8>) throws -> R) rethrows -> R {
+        try scratch.withUnsafeBufferPointer(body)
+    }
+
     /// Whether `string`'s UTF-8 is exactly `bytes`.
     @inline(__always)
     static func equals(_ string: String, _ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
@@ -469,7 +513,7 @@ struct JSONScanner {
     }
 
     /// The end of the longest run of well-formed UTF-8 starting at `from`.
-    private static func validUTF8Prefix(_ b: UnsafeBufferPointer<UInt8>, from: Int) -> Int {
+    static func validUTF8Prefix(_ b: UnsafeBufferPointer<UInt8>, from: Int) -> Int {
         var i = from
         let n = b.count
         @inline(__always) func cont(_ k: Int) -> Bool { k < n && b[k] & 0xC0 == 0x80 }
