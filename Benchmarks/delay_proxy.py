@@ -10,22 +10,25 @@ with `tc qdisc ... tbf` on lo); only the time each byte takes to cross is.
 
 Prints "listening PORT" on stdout once it accepts connections (port 0 picks
 a free one). Stops on SIGTERM or SIGINT. On SIGUSR1 (and at exit) it prints
-"bytes down=N up=M connections=C": the bytes relayed from the target to the
-clients (what the registry served), from the clients to the target, and the
-connections accepted so far — counters since start, never reset, so a caller
-takes differences.
+"bytes down=N up=M connections=C requests=R": the bytes relayed from the
+target to the clients (what the registry served), from the clients to the
+target, the connections accepted and the HTTP/1.x requests seen (request lines
+counted in the client's bytes) so far — counters since start, never reset, so a
+caller takes differences.
 """
 import argparse
 import asyncio
+import re
 import signal
 import sys
 
 
-COUNTS = {"down": 0, "up": 0, "connections": 0}
+COUNTS = {"down": 0, "up": 0, "connections": 0, "requests": 0}
+REQUEST_LINE = re.compile(rb"^(GET|HEAD|POST|PUT|PATCH|DELETE) [^ \r\n]+ HTTP/1\.[01]\r$", re.M)
 
 
 def report():
-    print("bytes down={down} up={up} connections={connections}".format(**COUNTS), flush=True)
+    print("bytes down={down} up={up} connections={connections} requests={requests}".format(**COUNTS), flush=True)
 
 
 async def pump(reader, writer, delay, direction):
@@ -37,6 +40,8 @@ async def pump(reader, writer, delay, direction):
             while True:
                 data = await reader.read(256 * 1024)
                 COUNTS[direction] += len(data)
+                if direction == "up":
+                    COUNTS["requests"] += len(REQUEST_LINE.findall(data))
                 await queue.put((loop.time() + delay, data))
                 if not data:
                     return

@@ -38,8 +38,9 @@ REPO = "py"
 WORKLOADS = {
     "hi": "print(\"hi\")",
     # A dozen-plus stdlib modules that python3-minimal has (no json/asyncio/decimal/sqlite3 there).
-    "heavy": ("import argparse, configparser, csv, datetime, email.parser, hashlib, inspect, logging, "
-              "pathlib, pickle, random, socket, ssl, subprocess, tempfile, typing, zipfile; print(\"hi\")"),
+    "heavy": ("import argparse, calendar, configparser, csv, datetime, email.parser, hashlib, inspect, ipaddress, "
+              "logging, pathlib, pickle, platform, random, socket, ssl, subprocess, tempfile, typing, urllib.parse; "
+              "print(\"hi\")"),
 }
 
 
@@ -283,7 +284,7 @@ http:
                 lines = [line for line in f if line.startswith("bytes ")]
             if len(lines) > before:
                 fields = dict(kv.split("=") for kv in lines[-1].split()[1:])
-                return int(fields["down"]), int(fields["connections"])
+                return int(fields["down"]), int(fields["requests"])
             time.sleep(0.01)
         raise RuntimeError("delay proxy did not report")
 
@@ -321,8 +322,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     def start(self):
         c = self.env.cleanup
         if self.snapshotter == "estargz":
+            config = ["--config", self.env.args.ours_config] if self.env.args.ours_config else []
             self.procs.append(c.start([self.env.ours, "snapshotter", "--root", self.dir + "/snapshotter",
-                                       "--address", self.dir + "/snapshotter.sock"], self.dir + "/snapshotter.log"))
+                                       "--address", self.dir + "/snapshotter.sock"] + config, self.dir + "/snapshotter.log"))
         elif self.snapshotter == "stargz":
             self.procs.append(c.start([self.env.ref, "--root", self.dir + "/snapshotter",
                                        "--address", self.dir + "/snapshotter.sock"], self.dir + "/snapshotter.log"))
@@ -354,25 +356,40 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
 # ----------------------------------------------------------------------------- images
 
-def make_images(env, layout, workloads):
-    """Pushes the legacy image and the four eStargz variants (per workload for the optimized ones)."""
-    sh(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "oci:" + layout + ":latest", "docker://" + env.direct("gzip")])
-    sh([env.ours, "image", "convert", "oci:" + layout + ":latest", env.direct("ours-esgz")])
+def make_images(env, layout, workloads, storage, reuse):
+    """Pushes the legacy image and the four eStargz variants (per workload for the optimized ones).
+    With `reuse`, tags already in the registry's storage are kept."""
+    def wanted(tag):
+        present = os.path.exists(os.path.join(storage, "docker/registry/v2/repositories", REPO, "_manifests/tags", tag))
+        if present and reuse:
+            log(f"reusing {REPO}:{tag}")
+        return not (present and reuse)
+
+    if wanted("gzip"):
+        sh(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "oci:" + layout + ":latest", "docker://" + env.direct("gzip")])
+    if wanted("ours-esgz"):
+        sh([env.ours, "image", "convert", "oci:" + layout + ":latest", env.direct("ours-esgz")])
     for w in workloads:
-        sh([env.ours, "image", "optimize", "oci:" + layout + ":latest", env.direct("ours-opt-" + w), "--period", "60", "--",
-            "/usr/bin/python3", "-c", WORKLOADS[w]])
+        if wanted("ours-opt-" + w):
+            sh([env.ours, "image", "optimize", "oci:" + layout + ":latest", env.direct("ours-opt-" + w), "--period", "60", "--",
+                "/usr/bin/python3", "-c", WORKLOADS[w]])
+    ctr_remote_tags = [t for t in ["ctrr-esgz"] + ["ctrr-opt-" + w for w in workloads] if wanted(t)]
+    if not ctr_remote_tags:
+        return
     # ctr-remote works on containerd's content store.
     prep = Containerd(env, "prep")
     prep.start()
     try:
         prep.ctr(["images", "pull", "--plain-http", env.direct("gzip")])
-        prep.ctr(["image", "convert", "--estargz", "--oci", env.direct("gzip"), env.direct("ctrr-esgz")], tool="ctr-remote")
-        prep.ctr(["images", "push", "--plain-http", env.direct("ctrr-esgz")])
+        if "ctrr-esgz" in ctr_remote_tags:
+            prep.ctr(["image", "convert", "--estargz", "--oci", env.direct("gzip"), env.direct("ctrr-esgz")], tool="ctr-remote")
+            prep.ctr(["images", "push", "--plain-http", env.direct("ctrr-esgz")])
         for w in workloads:
-            prep.ctr(["image", "optimize", "--oci", "--period", "60", "--args",
-                      json.dumps(["/usr/bin/python3", "-c", WORKLOADS[w]]), env.direct("gzip"), env.direct("ctrr-opt-" + w)],
-                     tool="ctr-remote")
-            prep.ctr(["images", "push", "--plain-http", env.direct("ctrr-opt-" + w)])
+            if "ctrr-opt-" + w in ctr_remote_tags:
+                prep.ctr(["image", "optimize", "--oci", "--period", "60", "--args",
+                          json.dumps(["/usr/bin/python3", "-c", WORKLOADS[w]]), env.direct("gzip"), env.direct("ctrr-opt-" + w)],
+                         tool="ctr-remote")
+                prep.ctr(["images", "push", "--plain-http", env.direct("ctrr-opt-" + w)])
     finally:
         prep.stop()
 
@@ -392,7 +409,7 @@ def cold_start(env, snapshotter, tag, workload, n):
         drop_caches()
         cd.start()
         ref = env.proxied(tag)
-        b0, c0 = env.proxy_bytes()
+        b0, q0 = env.proxy_bytes()
         t0 = time.monotonic()
         if snapshotter == "overlayfs":
             cd.ctr(["images", "pull", "--plain-http", ref])
@@ -403,11 +420,11 @@ def cold_start(env, snapshotter, tag, workload, n):
         args = ["run", "--rm"] + ([] if snapshotter == "overlayfs" else ["--snapshotter", snapshotter])
         output = cd.ctr(args + [ref, f"c{n}", "/usr/bin/python3", "-c", WORKLOADS[workload]], capture=True)
         t2 = time.monotonic()
-        b2, c2 = env.proxy_bytes()
+        b2, q2 = env.proxy_bytes()
         if output.strip() != "hi":
             raise RuntimeError(f"unexpected output {output!r}")
         return {"pull": t1 - t0, "run": t2 - t1, "total": t2 - t0, "pull_bytes": b1 - b0, "bytes": b2 - b0,
-                "connections": c2 - c0}
+                "requests": q2 - q0}
     finally:
         cd.stop()
 
@@ -437,8 +454,8 @@ def fmt_b(x):
 
 
 def table(results, workloads):
-    lines = ["| workload | snapshotter, image | pull | create+run | total | fetched | vs reference, same image |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| workload | snapshotter, image | pull | create+run | total | fetched | requests | ours / reference, same image |",
+             "|---|---|---|---|---|---|---|---|"]
     for w in workloads:
         med = {}
         for label, _, _ in CONFIGS:
@@ -455,10 +472,10 @@ def table(results, workloads):
                 if other:
                     versus = f"**{m['total'] / other['total']:.2f}x** time, {m['bytes'] / max(other['bytes'], 1):.2f}x bytes"
             lines.append(f"| {w} | {label} | {fmt_s(m['pull'])} | {fmt_s(m['run'])} | {fmt_s(m['total'])} | "
-                         f"{fmt_b(m['bytes'])} | {versus} |")
+                         f"{fmt_b(m['bytes'])} | {m['requests']:.0f} | {versus} |")
         own_ref, own_ours = med.get("reference, ctr-remote optimized"), med.get("ours, our optimized")
         if own_ref and own_ours:
-            lines.append(f"| {w} | ours+our optimized vs reference+ctr-remote optimized | | | | | "
+            lines.append(f"| {w} | **each side's own optimized image** (ours+ours / reference+ctr-remote) | | | | | | "
                          f"**{own_ours['total'] / own_ref['total']:.2f}x** time, "
                          f"{own_ours['bytes'] / max(own_ref['bytes'], 1):.2f}x bytes |")
     return "\n".join(lines)
@@ -477,8 +494,9 @@ def main():
     ap.add_argument("--image-layout", help="OCI layout of the gzip python image")
     ap.add_argument("--estargz", help="use this estargz binary instead of building the release one")
     ap.add_argument("--reuse-images", action="store_true",
-                    help="reuse the registry storage of the last run (Benchmarks/work/hello/registry) if complete")
+                    help="keep the images already in the last run's registry storage (Benchmarks/work/hello/registry)")
     ap.add_argument("--tmp", default="/tmp")
+    ap.add_argument("--ours-config", help="a config file for `estargz snapshotter --config` (default: none, the defaults)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("hellobench needs root (containerd, FUSE, tc, drop_caches)")
@@ -499,15 +517,11 @@ def main():
         layout = gzip_layout(args)
         env = Env(args, cleanup, ours, ref)
         storage = os.path.join(WORK, "registry")
-        marker = os.path.join(storage, "complete-" + "-".join(workloads))
-        if not (args.reuse_images and os.path.exists(marker)):
+        if not args.reuse_images:
             shutil.rmtree(storage, ignore_errors=True)
-            os.makedirs(storage)
-            env.start_registry(storage)
-            make_images(env, layout, workloads)
-            open(marker, "w").close()
-        else:
-            env.start_registry(storage)
+        os.makedirs(storage, exist_ok=True)
+        env.start_registry(storage)
+        make_images(env, layout, workloads, storage, args.reuse_images)
         load0 = os.getloadavg()[0]
         started = datetime.datetime.now(datetime.timezone.utc)
         if not args.no_tc:
@@ -521,7 +535,7 @@ def main():
                     n += 1
                     r = cold_start(env, snap, tag.format(w=w), w, n)
                     log(f"rep {rep + 1} {w:5} {label:38} pull {r['pull']:6.2f} s  run {r['run']:6.2f} s  "
-                        f"total {r['total']:6.2f} s  {r['bytes']:>11,} B ({r['connections']} conn)")
+                        f"total {r['total']:6.2f} s  {r['bytes']:>11,} B in {r['requests']} requests")
                     results.setdefault(f"{w}/{label}", []).append(r)
         cleanup.tc_off()
         load1 = os.getloadavg()[0]
