@@ -288,6 +288,10 @@ http:
             time.sleep(0.01)
         raise RuntimeError("delay proxy did not report")
 
+    def ours_tag(self, tag):
+        """Our images' tags name their chunk size when it is not the converter's default (4 MiB)."""
+        return tag if self.args.ours_chunk_kib == 4096 else f"{tag}-{self.args.ours_chunk_kib}k"
+
     def direct(self, tag):
         return f"127.0.0.1:{self.registry_port}/{REPO}:{tag}"
 
@@ -351,6 +355,13 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         for p in reversed(self.procs):
             self.env.cleanup.stop(p)
         self.env.cleanup.unmount_below(self.dir)
+        if self.env.args.keep_logs:
+            logs = os.path.join(WORK, "logs", os.path.basename(self.dir))
+            shutil.rmtree(logs, ignore_errors=True)
+            os.makedirs(logs)
+            for name in ("containerd.log", "snapshotter.log"):
+                if os.path.exists(os.path.join(self.dir, name)):
+                    shutil.copy(os.path.join(self.dir, name), logs)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -367,12 +378,13 @@ def make_images(env, layout, workloads, storage, reuse):
 
     if wanted("gzip"):
         sh(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "oci:" + layout + ":latest", "docker://" + env.direct("gzip")])
-    if wanted("ours-esgz"):
-        sh([env.ours, "image", "convert", "oci:" + layout + ":latest", env.direct("ours-esgz")])
+    chunk = ["--chunk-size", str(env.args.ours_chunk_kib << 10)]
+    if wanted(env.ours_tag("ours-esgz")):
+        sh([env.ours, "image", "convert", "oci:" + layout + ":latest", env.direct(env.ours_tag("ours-esgz"))] + chunk)
     for w in workloads:
-        if wanted("ours-opt-" + w):
-            sh([env.ours, "image", "optimize", "oci:" + layout + ":latest", env.direct("ours-opt-" + w), "--period", "60", "--",
-                "/usr/bin/python3", "-c", WORKLOADS[w]])
+        if wanted(env.ours_tag("ours-opt-" + w)):
+            sh([env.ours, "image", "optimize", "oci:" + layout + ":latest", env.direct(env.ours_tag("ours-opt-" + w)),
+                "--period", "60"] + chunk + ["--", "/usr/bin/python3", "-c", WORKLOADS[w]])
     ctr_remote_tags = [t for t in ["ctrr-esgz"] + ["ctrr-opt-" + w for w in workloads] if wanted(t)]
     if not ctr_remote_tags:
         return
@@ -486,7 +498,7 @@ def main():
     ap.add_argument("--reps", type=int, default=3, help="repetitions of every configuration (alternating)")
     ap.add_argument("--quick", action="store_true", help="one repetition")
     ap.add_argument("--workloads", default="hi,heavy")
-    ap.add_argument("--only", help="comma-separated substrings: run only configurations whose label matches")
+    ap.add_argument("--only", help="'|'-separated substrings: run only configurations whose label contains one")
     ap.add_argument("--delay-ms", type=float, default=10.0)
     ap.add_argument("--rate", default="100mbit")
     ap.add_argument("--no-tc", action="store_true", help="do not shape lo (for debugging the harness)")
@@ -496,6 +508,9 @@ def main():
     ap.add_argument("--reuse-images", action="store_true",
                     help="keep the images already in the last run's registry storage (Benchmarks/work/hello/registry)")
     ap.add_argument("--tmp", default="/tmp")
+    ap.add_argument("--ours-chunk-kib", type=int, default=4096,
+                    help="chunk size of our converted and optimized images (KiB; default 4096, the converter's default)")
+    ap.add_argument("--keep-logs", action="store_true", help="copy each run's daemon logs to Benchmarks/work/hello/logs/")
     ap.add_argument("--ours-config", help="a config file for `estargz snapshotter --config` (default: none, the defaults)")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -526,14 +541,15 @@ def main():
         started = datetime.datetime.now(datetime.timezone.utc)
         if not args.no_tc:
             cleanup.tc_on(args.rate)
-        configs = [c for c in CONFIGS if not args.only or any(s in c[0] for s in args.only.split(","))]
+        configs = [c for c in CONFIGS if not args.only or any(s and s in c[0] for s in args.only.split("|"))]
         n = 0
         for rep in range(reps):
             for w in workloads:
                 order = configs if rep % 2 == 0 else list(reversed(configs))
                 for label, snap, tag in order:
                     n += 1
-                    r = cold_start(env, snap, tag.format(w=w), w, n)
+                    tag = tag.format(w=w)
+                    r = cold_start(env, snap, env.ours_tag(tag) if tag.startswith("ours-") else tag, w, n)
                     log(f"rep {rep + 1} {w:5} {label:38} pull {r['pull']:6.2f} s  run {r['run']:6.2f} s  "
                         f"total {r['total']:6.2f} s  {r['bytes']:>11,} B in {r['requests']} requests")
                     results.setdefault(f"{w}/{label}", []).append(r)

@@ -12,7 +12,7 @@ import Foundation
 /// [fetch]
 /// prefetch = true                              # the prioritized region, right after mounting a layer
 /// background = false                           # then everything else, politely
-/// block_kib = 64                               # registry read granularity (each miss fetches whole blocks)
+/// block_kib = 32                               # registry read granularity (each miss fetches whole blocks)
 /// [cache]
 /// directory = "/var/lib/estargz-snapshotter/cache"
 /// capacity_mib = 1024
@@ -27,7 +27,7 @@ public struct SnapshotterConfig: Sendable, Equatable {
     public var prefetch = true
     public var backgroundFetch = false
     /// Granularity of registry range reads and of the in-memory block cache, in KiB.
-    public var fetchBlockKiB = 64
+    public var fetchBlockKiB = 32
     public var cacheDirectory: String?
     public var cacheCapacityMiB: Int = 1024
 

@@ -144,7 +144,7 @@ private func temporaryRoot() -> String {
         #expect(config.plainHTTPHosts == ["registry.lan:5000"])
         #expect(config.credentials == ["registry.lan:5000": "user:pa#ss:word"])
         #expect(!config.prefetch && config.backgroundFetch && config.fetchBlockKiB == 256)
-        #expect(try SnapshotterConfig(parsing: "").fetchBlockKiB == 64)
+        #expect(try SnapshotterConfig(parsing: "").fetchBlockKiB == 32)
         #expect(throws: SnapshotterError.self) { try SnapshotterConfig(parsing: "[fetch]\nblock_kib = 1") }
         #expect(config.cacheDirectory == "/var/cache/x" && config.cacheCapacityMiB == 64)
         let options = config.registryOptions
