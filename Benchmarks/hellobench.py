@@ -130,11 +130,17 @@ class Cleanup:
         if "tbf" in shown or "netem" in shown:
             raise RuntimeError(f"lo already has a shaping qdisc (someone else benchmarking?): {shown.strip()}")
         sh(["tc", "qdisc", "add", "dev", "lo", "root", "tbf", "rate", rate, "burst", "256kb", "latency", "100ms"])
-        self.tc = True
+        self.tc = out(["tc", "qdisc", "show", "dev", "lo"]).split()[2]  # the handle, e.g. "8005:"
+
+    def tc_intact(self):
+        """Whether our qdisc is still the one on lo (another user of the machine may replace it)."""
+        shown = out(["tc", "qdisc", "show", "dev", "lo"]).split()
+        return len(shown) > 2 and shown[1] == "tbf" and shown[2] == self.tc
 
     def tc_off(self):
         if self.tc:
-            subprocess.run(["tc", "qdisc", "del", "dev", "lo", "root"])
+            if self.tc_intact():  # never remove a qdisc someone else put there meanwhile
+                subprocess.run(["tc", "qdisc", "del", "dev", "lo", "root"])
             self.tc = False
 
     def all(self):
@@ -549,7 +555,16 @@ def main():
                 for label, snap, tag in order:
                     n += 1
                     tag = tag.format(w=w)
-                    r = cold_start(env, snap, env.ours_tag(tag) if tag.startswith("ours-") else tag, w, n)
+                    for attempt in range(3):
+                        r = cold_start(env, snap, env.ours_tag(tag) if tag.startswith("ours-") else tag, w, n)
+                        if args.no_tc or cleanup.tc_intact():
+                            break
+                        log("the tc qdisc on lo changed during this run (someone else?): measuring it again")
+                        cleanup.tc = False
+                        time.sleep(5)
+                        cleanup.tc_on(args.rate)
+                    else:
+                        raise RuntimeError("lo's qdisc keeps changing under us")
                     log(f"rep {rep + 1} {w:5} {label:38} pull {r['pull']:6.2f} s  run {r['run']:6.2f} s  "
                         f"total {r['total']:6.2f} s  {r['bytes']:>11,} B in {r['requests']} requests")
                     results.setdefault(f"{w}/{label}", []).append(r)
