@@ -95,7 +95,7 @@ var package = Package(
         ),
         .testTarget(
             name: "SnapshotterTests",
-            dependencies: ["Snapshotter", "EStargzCore"],
+            dependencies: ["Snapshotter", "EStargzCore", "EStargzRemote"],
             exclude: ["Fixtures"]
         ),
         .testTarget(

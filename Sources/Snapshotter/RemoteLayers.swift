@@ -91,10 +91,11 @@ public final class RemoteLayers: Sendable {
     /// per request with two requests in flight, so LazyFS's chunk-by-chunk prefetch (and any read
     /// of those files) finds its bytes arriving instead of paying a round trip per 64 KiB block.
     /// At most half the block cache's budget, so nothing is evicted before it is used.
-    static func fetchAhead(_ source: RangeReader, upTo end: Int64) {
+    @discardableResult
+    static func fetchAhead(_ source: RangeReader, upTo end: Int64) -> Task<Void, Never> {
         let limit = min(end, source.options.memoryLimit / 2)
         let piece: Int64 = 1 << 20
-        Task.detached {
+        return Task.detached {
             var pending: Task<Void, any Error>?
             var offset: Int64 = 0
             while offset < limit {

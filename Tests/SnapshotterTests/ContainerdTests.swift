@@ -1,5 +1,7 @@
 import EStargzCore
+import EStargzRemote
 import Foundation
+@testable import Snapshotter
 import Testing
 
 /// containerd (started as a plain process, as the snapshotter's users run it) using our snapshotter
@@ -160,6 +162,49 @@ extension ContainerdTests {
         let random = try #require(layer.entry(at: "etc/random"))
         #expect(layer.chunks(of: random).allSatisfy { $0.blobOffset > end }, "etc/random was not read by the workload")
         #expect(!(try String(contentsOfFile: "/proc/mounts", encoding: .utf8)).contains("estargz-optimize"))
+    }
+}
+
+extension ContainerdTests {
+    /// A lazy layer's prioritized region is streamed ahead, at most 1 MiB per request and nothing
+    /// beyond it; the prioritized files then read without another request.
+    @Test func prioritizedRegionIsFetchedAheadInMebibytePieces() async throws {
+        let environment = try ContainerdEnvironment()
+        defer { environment.tearDown() }
+        let registry = try environment.startRegistry()
+        let layout = try environment.imageLayout()
+        let list = environment.directory + "/prioritized"
+        try "bin/busybox\netc/message\n".write(toFile: list, atomically: true, encoding: .utf8)
+        let reference = "127.0.0.1:\(registry)/bbtest:prioritized"
+        try ContainerdEnvironment.run(environment.estargz, ["image", "convert", "oci:" + layout, reference, "--prioritized-files", list])
+        let blobs = environment.directory + "/registry/docker/registry/v2/blobs"
+        let files = FileManager.default.enumerator(atPath: blobs)!.compactMap { $0 as? String }.filter { $0.hasSuffix("/data") }
+        let layerPath = try #require(files.max { fileSize(blobs + "/" + $0) < fileSize(blobs + "/" + $1) })
+        let digest = "sha256:" + String(try #require(layerPath.split(separator: "/").dropLast().last))
+
+        let client = RegistryClient()
+        var options = RangeReader.Options()
+        options.blockSize = 32 << 10
+        options.tailSize = 64 << 10
+        let reader = try await RangeReader.open(client: client, repository: try ImageReference(parsing: reference), digest: digest,
+                                                options: options)
+        let layer = try LayerReader(source: reader)
+        let end = try #require(layer.prefetchRegionEnd)
+        let random = try #require(layer.entry(at: "etc/random"))
+        #expect(layer.chunks(of: random).allSatisfy { $0.blobOffset >= end }, "etc/random is not prioritized")
+        let before = reader.statistics
+        await RemoteLayers.fetchAhead(reader, upTo: end).value
+        let after = reader.statistics
+        let requests = after.requests - before.requests
+        #expect(requests >= 1)
+        #expect(after.bytesFetched - before.bytesFetched <= requests * ((1 << 20) + (32 << 10)), "pieces of at most 1 MiB: \(before) → \(after)")
+
+        #expect(try layer.read(path: "bin/busybox") == Array(try Data(contentsOf: URL(fileURLWithPath: "/bin/busybox"))))
+        #expect(try layer.read(path: "etc/message") == Array("hello from the layer\n".utf8))
+        #expect(reader.statistics.requests == after.requests, "prioritized files read from what was fetched ahead")
+        #expect(after.bytesFetched - before.bytesFetched <= end + (32 << 10), "nothing beyond the region")
+        #expect(try layer.read(path: "etc/random").count == 256 * 1024)
+        try await client.shutdown()
     }
 }
 
