@@ -82,25 +82,31 @@ var package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // Test-only helpers shared by the test targets: temporary directories, files, processes,
+        // free ports and a real `docker-registry` (plain, basic or token auth). Foundation only.
+        .target(
+            name: "TestSupport",
+            path: "Tests/TestSupport"
+        ),
         .testTarget(
             name: "EStargzCoreTests",
-            dependencies: ["EStargzCore", "CStargzKernel", "CStargzSystem"]
+            dependencies: ["EStargzCore", "CStargzKernel", "CStargzSystem", "TestSupport"]
         ),
         .testTarget(
             name: "EStargzRemoteTests",
             dependencies: [
-                "EStargzRemote", "EStargzCore",
+                "EStargzRemote", "EStargzCore", "TestSupport",
             ],
             exclude: ["Fixtures"]
         ),
         .testTarget(
             name: "SnapshotterTests",
-            dependencies: ["Snapshotter", "EStargzCore", "EStargzRemote"],
+            dependencies: ["Snapshotter", "EStargzCore", "EStargzRemote", "TestSupport"],
             exclude: ["Fixtures"]
         ),
         .testTarget(
             name: "LazyFSTests",
-            dependencies: ["LazyFS", "EStargzCore", "EStargzRemote"]
+            dependencies: ["LazyFS", "EStargzCore", "EStargzRemote", "TestSupport"]
         ),
         .testTarget(
             name: "InteropTests",

@@ -2,14 +2,17 @@ import EStargzCore
 import Foundation
 
 /// Converts every layer of an image to eStargz and writes the new image: OCI manifest with the
-/// stargz annotations on each layer, the new diffIDs in the config.
+/// stargz annotations on each layer, the new diffIDs in the config. A multi-platform index is
+/// converted for every platform (or only the one asked for) and written as an OCI index.
 public enum ImageConverter {
     /// How to convert.
     public struct Options: Sendable {
         /// Options of each layer's conversion (level, chunk size, prioritized files).
         public var layer = LayerWriter.Options()
-        /// The platform to pick from an index.
-        public var platform = Platform.current
+        /// The one platform to convert from an index (written as a single manifest). Nil converts
+        /// every platform of an index and writes a new index referencing them; a source that is a
+        /// single manifest is converted either way.
+        public var platform: Platform?
         /// Where downloaded and converted layers are kept while converting.
         public var temporaryDirectory = ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
         public init() {}
@@ -25,88 +28,217 @@ public enum ImageConverter {
         public var conversion: LayerWriter.Result
     }
 
-    /// The converted image.
-    public struct Result: Sendable {
+    /// One converted image manifest.
+    public struct ImageResult: Sendable {
+        /// The platform the source index gave it (nil for a source that was a single manifest).
+        public var platform: Platform?
+        /// The new manifest (OCI), its layers annotated.
         public var manifest: ImageManifest
+        /// The digest of the new manifest's bytes.
         public var manifestDigest: String
+        /// The digest of the new config (the source's with the new diffIDs).
         public var configDigest: String
+        /// Each layer, in manifest order.
         public var layers: [LayerResult]
+    }
+
+    /// What was written.
+    public struct Result: Sendable {
+        /// The digest of what the destination's tag now names: the manifest, or the index.
+        public var digest: String
+        /// The converted images in the source's order (one unless a whole index was converted).
+        public var images: [ImageResult]
+        /// The new index, when the source was an index converted for every platform.
+        public var index: ImageIndex?
+    }
+
+    /// One source image: its manifest and config, and the index entry it came from.
+    private struct SourceImage {
+        var entry: Descriptor?
+        var manifest: ImageManifest
+        var config: [UInt8]
     }
 
     /// Converts `source` into `destination`. `progress` hears one line per step.
     public static func convert(source: ImageLocation, destination: ImageLocation, client: RegistryClient,
                                options: Options = Options(), progress: @Sendable (String) -> Void = { _ in }) async throws -> Result {
-        // 1. The source image.
-        let manifest: ImageManifest
-        let configBytes: [UInt8]
-        switch source {
-        case let .registry(reference):
-            let image = try await client.resolveImage(reference, platform: options.platform)
-            (manifest, configBytes) = (image.manifest, image.configBytes)
-        case let .layout(directory, tag):
-            let layout = try OCILayout(directory: directory)
-            let resolved = try layout.resolve(tag: tag, platform: options.platform)
-            (manifest, configBytes) = (resolved.manifest, try layout.readBlob(resolved.manifest.config.digest))
-        }
+        // 1. The source image(s).
+        let (images, sourceIndex) = try await sourceImages(source, client: client, options: options, progress: progress)
         let work = options.temporaryDirectory + "/estargz-convert-\(getpid())-\(UInt32.random(in: 0 ... .max))"
         try? FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: work) }
 
-        // 2. Each layer: fetch, convert, hash.
-        var results: [LayerResult] = []
-        for (index, layer) in manifest.layers.enumerated() {
-            let label = "layer \(index + 1)/\(manifest.layers.count) \(layer.digest.prefix(19))"
-            let input: String
-            switch source {
-            case let .registry(reference):
-                input = "\(work)/in-\(index)"
-                progress("\(label): downloading \(layer.size) bytes")
-                try await client.downloadBlob(reference, digest: layer.digest, to: input)
-            case let .layout(directory, _):
-                input = OCILayout(unchecked: directory).blobPath(layer.digest)
+        // 2. Each image's layers (a layer shared by platforms is converted once), config and manifest.
+        var converted: [String: (result: LayerResult, path: String)] = [:]
+        var order: [String] = []  // source layer digests, in conversion order
+        var results: [ImageResult] = []
+        var manifests: [[UInt8]] = []
+        for image in images {
+            let prefix = sourceIndex == nil ? "" : "\(image.entry?.platform?.description ?? "?"): "
+            var layers: [LayerResult] = []
+            for (index, layer) in image.manifest.layers.enumerated() {
+                let label = "\(prefix)layer \(index + 1)/\(image.manifest.layers.count) \(layer.digest.prefix(19))"
+                if let done = converted[layer.digest] {
+                    progress("\(label): converted already")
+                    layers.append(done.result)
+                    continue
+                }
+                let output = "\(work)/out-\(converted.count)"
+                let result = try await convertLayer(layer, from: source, to: output, work: work, client: client, options: options,
+                                                    label: label, progress: progress)
+                converted[layer.digest] = (result, output)
+                order.append(layer.digest)
+                layers.append(result)
             }
-            progress("\(label): converting")
-            let output = "\(work)/out-\(index)"
-            let layerOptions = options.layer
-            let conversion = try await Task(executorPreference: BlockingBridge.shared) {
-                try LayerWriter.convert(inputPath: input, outputPath: output, options: layerOptions)
-            }.value
-            if case .registry = source { unlink(input) }
-            let (digest, size) = try fileDigest(output)
-            let descriptor = Descriptor(mediaType: MediaType.ociLayerGzip, digest: digest, size: size, annotations: [
-                StargzAnnotation.tocDigest: conversion.tocDigest.description,
-                StargzAnnotation.uncompressedSize: String(conversion.uncompressedSize),
-            ])
-            progress("\(label): \(layer.size) → \(size) bytes, toc \(conversion.tocDigest)")
-            results.append(LayerResult(source: layer, descriptor: descriptor, conversion: conversion))
+            // The config with the new diffIDs (the uncompressed tars changed: eStargz adds TOC and landmarks).
+            let newConfig = try rewriteConfig(image.config, diffIDs: layers.map { $0.conversion.diffID.description })
+            let configDescriptor = Descriptor(mediaType: MediaType.ociConfig, digest: digestString(newConfig), size: Int64(newConfig.count))
+            let newManifest = ImageManifest(config: configDescriptor, layers: layers.map(\.descriptor), annotations: image.manifest.annotations)
+            let manifestBytes = try CanonicalJSON.encode(newManifest)
+            try await writeBlob(newConfig, to: destination, client: client)
+            results.append(ImageResult(platform: image.entry?.platform, manifest: newManifest, manifestDigest: digestString(manifestBytes),
+                                       configDigest: configDescriptor.digest, layers: layers))
+            manifests.append(manifestBytes)
         }
 
-        // 3. Config with the new diffIDs (the uncompressed tars changed: eStargz adds TOC and landmarks).
-        let newConfig = try rewriteConfig(configBytes, diffIDs: results.map { $0.conversion.diffID.description })
-        let configDescriptor = Descriptor(mediaType: MediaType.ociConfig, digest: digestString(newConfig), size: Int64(newConfig.count))
-        let newManifest = ImageManifest(config: configDescriptor, layers: results.map(\.descriptor), annotations: manifest.annotations)
-        let manifestBytes = try CanonicalJSON.encode(newManifest)
+        // 3. Layers, then manifests, then (for a whole index) the index: nothing refers to a blob not yet there.
+        let mountFrom: String? = if case let .registry(src) = source, case let .registry(dst) = destination, src.registry == dst.registry {
+            src.repository
+        } else { nil }
+        for (number, digest) in order.enumerated() {
+            let entry = converted[digest]!
+            switch destination {
+            case let .registry(reference):
+                progress("layer \(number + 1)/\(converted.count): pushing \(entry.result.descriptor.size) bytes")
+                try await client.pushBlob(reference, digest: entry.result.descriptor.digest, path: entry.path, mountFrom: mountFrom)
+            case let .layout(directory, _):
+                try OCILayout(directory: directory, create: true).adoptBlob(path: entry.path, digest: entry.result.descriptor.digest)
+            }
+        }
+        guard let sourceIndex else {
+            try await writeManifest(manifests[0], mediaType: MediaType.ociManifest, to: destination, tagged: true, client: client)
+            progress("manifest \(results[0].manifestDigest)")
+            return Result(digest: results[0].manifestDigest, images: results, index: nil)
+        }
+        var entries: [Descriptor] = []
+        for (image, bytes) in zip(images, manifests) {
+            try await writeManifest(bytes, mediaType: MediaType.ociManifest, to: destination, tagged: false, client: client)
+            entries.append(Descriptor(mediaType: MediaType.ociManifest, digest: digestString(bytes), size: Int64(bytes.count),
+                                      annotations: image.entry?.annotations, platform: image.entry?.platform))
+        }
+        let index = ImageIndex(mediaType: MediaType.ociIndex, manifests: entries, annotations: sourceIndex.annotations)
+        let indexBytes = try CanonicalJSON.encode(index)
+        try await writeManifest(indexBytes, mediaType: MediaType.ociIndex, to: destination, tagged: true, client: client)
+        progress("index \(digestString(indexBytes)) of \(entries.count) manifests")
+        return Result(digest: digestString(indexBytes), images: results, index: index)
+    }
 
-        // 4. Write or push.
+    /// The manifests to convert: the one for `options.platform`, or every image of an index
+    /// (skipping entries for no platform, such as build attestations, whose layers are no tars).
+    private static func sourceImages(_ source: ImageLocation, client: RegistryClient, options: Options,
+                                     progress: @Sendable (String) -> Void) async throws -> ([SourceImage], ImageIndex?) {
+        switch source {
+        case let .registry(reference):
+            if let platform = options.platform {
+                let image = try await client.resolveImage(reference, platform: platform)
+                return ([SourceImage(entry: nil, manifest: image.manifest, config: image.configBytes)], nil)
+            }
+            let (bytes, type, _) = try await client.fetchManifest(reference)
+            guard MediaType.isIndex(type) else {
+                let manifest = try CanonicalJSON.decode(ImageManifest.self, from: bytes, what: reference.description)
+                return ([SourceImage(entry: nil, manifest: manifest, config: try await client.fetchBlob(reference, digest: manifest.config.digest))], nil)
+            }
+            let index = try CanonicalJSON.decode(ImageIndex.self, from: bytes, what: reference.description)
+            var images: [SourceImage] = []
+            for entry in try platformEntries(of: index, what: reference.description, progress: progress) {
+                let manifestBytes = try await client.fetchManifest(reference, reference: entry.digest).bytes
+                let manifest = try CanonicalJSON.decode(ImageManifest.self, from: manifestBytes, what: entry.digest)
+                images.append(SourceImage(entry: entry, manifest: manifest, config: try await client.fetchBlob(reference, digest: manifest.config.digest)))
+            }
+            return (images, index)
+        case let .layout(directory, tag):
+            let layout = try OCILayout(directory: directory)
+            if let platform = options.platform {
+                let resolved = try layout.resolve(tag: tag, platform: platform)
+                return ([SourceImage(entry: nil, manifest: resolved.manifest, config: try layout.readBlob(resolved.manifest.config.digest))], nil)
+            }
+            let top = try layout.descriptor(tag: tag)
+            let bytes = try layout.readBlob(top.digest)
+            guard MediaType.isIndex(top.mediaType) || CanonicalJSON.mediaType(of: bytes).map(MediaType.isIndex) == true else {
+                let manifest = try CanonicalJSON.decode(ImageManifest.self, from: bytes, what: top.digest)
+                return ([SourceImage(entry: nil, manifest: manifest, config: try layout.readBlob(manifest.config.digest))], nil)
+            }
+            let index = try CanonicalJSON.decode(ImageIndex.self, from: bytes, what: top.digest)
+            let images = try platformEntries(of: index, what: top.digest, progress: progress).map { entry in
+                let manifest = try CanonicalJSON.decode(ImageManifest.self, from: try layout.readBlob(entry.digest), what: entry.digest)
+                return SourceImage(entry: entry, manifest: manifest, config: try layout.readBlob(manifest.config.digest))
+            }
+            return (images, index)
+        }
+    }
+
+    /// An index's image manifests that name a real platform.
+    private static func platformEntries(of index: ImageIndex, what: String, progress: @Sendable (String) -> Void) throws(RegistryError) -> [Descriptor] {
+        var entries: [Descriptor] = []
+        for entry in index.manifests {
+            if MediaType.isIndex(entry.mediaType) || entry.platform == nil || entry.platform?.os == "unknown" {
+                progress("skipping \(entry.digest.prefix(19)) (\(entry.platform?.description ?? "no platform")): not an image for a platform")
+                continue
+            }
+            entries.append(entry)
+        }
+        guard !entries.isEmpty else { throw .invalidResponse(url: what, reason: "the index lists no image for any platform") }
+        return entries
+    }
+
+    /// Fetches (registry) or finds (layout) one layer and converts it into `output`.
+    private static func convertLayer(_ layer: Descriptor, from source: ImageLocation, to output: String, work: String, client: RegistryClient,
+                                     options: Options, label: String, progress: @Sendable (String) -> Void) async throws -> LayerResult {
+        let input: String
+        switch source {
+        case let .registry(reference):
+            input = "\(work)/in"
+            progress("\(label): downloading \(layer.size) bytes")
+            try await client.downloadBlob(reference, digest: layer.digest, to: input)
+        case let .layout(directory, _):
+            input = OCILayout(unchecked: directory).blobPath(layer.digest)
+        }
+        progress("\(label): converting")
+        let layerOptions = options.layer
+        let conversion = try await Task(executorPreference: BlockingBridge.shared) {
+            try LayerWriter.convert(inputPath: input, outputPath: output, options: layerOptions)
+        }.value
+        if case .registry = source { unlink(input) }
+        let (digest, size) = try fileDigest(output)
+        let descriptor = Descriptor(mediaType: MediaType.ociLayerGzip, digest: digest, size: size, annotations: [
+            StargzAnnotation.tocDigest: conversion.tocDigest.description,
+            StargzAnnotation.uncompressedSize: String(conversion.uncompressedSize),
+        ])
+        progress("\(label): \(layer.size) → \(size) bytes, toc \(conversion.tocDigest)")
+        return LayerResult(source: layer, descriptor: descriptor, conversion: conversion)
+    }
+
+    private static func writeBlob(_ bytes: [UInt8], to destination: ImageLocation, client: RegistryClient) async throws {
+        switch destination {
+        case let .registry(reference): try await client.pushBlob(reference, digest: digestString(bytes), bytes: bytes)
+        case let .layout(directory, _): try OCILayout(directory: directory, create: true).writeBlob(bytes)
+        }
+    }
+
+    /// Puts a manifest or index under the destination's tag (`tagged`), or by digest only.
+    private static func writeManifest(_ bytes: [UInt8], mediaType: String, to destination: ImageLocation, tagged: Bool,
+                                      client: RegistryClient) async throws {
         switch destination {
         case let .registry(reference):
-            let mountFrom: String? = if case let .registry(src) = source, src.registry == reference.registry { src.repository } else { nil }
-            for (index, layer) in results.enumerated() {
-                progress("layer \(index + 1)/\(results.count): pushing \(layer.descriptor.size) bytes")
-                try await client.pushBlob(reference, digest: layer.descriptor.digest, path: "\(work)/out-\(index)", mountFrom: mountFrom)
-            }
-            try await client.pushBlob(reference, digest: configDescriptor.digest, bytes: newConfig)
-            try await client.pushManifest(reference, bytes: manifestBytes, mediaType: MediaType.ociManifest)
+            try await client.pushManifest(reference, bytes: bytes, mediaType: mediaType, tagOrDigest: tagged ? nil : digestString(bytes))
         case let .layout(directory, tag):
             let layout = try OCILayout(directory: directory, create: true)
-            for (index, layer) in results.enumerated() {
-                try layout.adoptBlob(path: "\(work)/out-\(index)", digest: layer.descriptor.digest)
+            if tagged {
+                try layout.addManifest(bytes: bytes, mediaType: mediaType, tag: tag ?? "latest")
+            } else {
+                try layout.writeBlob(bytes)
             }
-            try layout.writeBlob(newConfig)
-            try layout.addManifest(bytes: manifestBytes, mediaType: MediaType.ociManifest, tag: tag ?? "latest")
         }
-        progress("manifest \(digestString(manifestBytes))")
-        return Result(manifest: newManifest, manifestDigest: digestString(manifestBytes), configDigest: configDescriptor.digest, layers: results)
     }
 
     /// Replaces `rootfs.diff_ids`, keeping every other field of the config as it was.

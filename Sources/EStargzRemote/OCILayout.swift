@@ -97,6 +97,16 @@ public struct OCILayout: Sendable {
         return try CanonicalJSON.decode(ImageIndex.self, from: Array(data), what: directory + "/index.json")
     }
 
+    /// The index.json entry tagged `tag` (or the only entry when nil): a manifest or an index.
+    public func descriptor(tag: String?) throws(RegistryError) -> Descriptor {
+        let candidates = try index().manifests.filter { tag == nil || $0.annotations?["org.opencontainers.image.ref.name"] == tag }
+        guard candidates.count == 1 else {
+            throw .local(candidates.isEmpty ? "no image \(tag ?? "(untagged)") in \(directory)"
+                                            : "\(candidates.count) images tagged \(tag ?? "(untagged)") in \(directory)")
+        }
+        return candidates[0]
+    }
+
     /// Resolves `tag` (or the only manifest when nil) to an image manifest, choosing `platform` in nested indexes.
     public func resolve(tag: String?, platform: Platform = .current) throws(RegistryError) -> (manifest: ImageManifest, bytes: [UInt8], digest: String) {
         let index = try index()

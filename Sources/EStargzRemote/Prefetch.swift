@@ -16,7 +16,8 @@ public enum Prefetch {
     }
 
     /// Fetches the rest of the layer in the background, `stepSize` bytes per request and at
-    /// most `bytesPerSecond` (so foreground reads keep the bandwidth they need).
+    /// most `bytesPerSecond`, each request waiting while foreground reads are in flight
+    /// (``RangeReader/Priority/background``), so foreground reads keep the bandwidth they need.
     /// Cancel the returned task to stop it.
     public static func background(layer: LayerReader, reader: RangeReader, stepSize: Int64 = 4 << 20,
                                   bytesPerSecond: Int64 = 32 << 20) -> Task<Void, any Error> {
@@ -28,7 +29,7 @@ public enum Prefetch {
                 try Task.checkCancellation()
                 let started = clock.now
                 let step = min(stepSize, end - offset)
-                try await reader.fetch(offset ..< offset + step)
+                try await reader.fetch(offset ..< offset + step, priority: .background)
                 if layer.cache != nil {
                     let range = offset ..< offset + step
                     try await warm(layer: layer, chunks: layer.allChunks().filter { range.contains($0.chunk.blobOffset) && $0.chunk.blobEnd <= range.upperBound })

@@ -11,6 +11,12 @@ import Synchronization
 ///   independent requests run in parallel (bounded), and a block already being fetched for
 ///   another reader is waited for, not fetched twice.
 ///
+/// - Background fetches (``fetch(_:priority:)`` with `.background`, as ``Prefetch/background(layer:reader:stepSize:bytesPerSecond:)``
+///   makes) yield to foreground reads: a background request is not sent while a foreground
+///   request is in flight, and a foreground read that needs blocks a deferred background
+///   request holds sends that request at once. Cancelling a background ``fetch(_:priority:)``
+///   drops its requests not yet sent.
+///
 /// `read(into:at:)` blocks its thread until the bytes arrive. Call it from ordinary threads
 /// (the CLI's main thread, FUSE workers, `DispatchQueue`s), never from a SwiftNIO event loop.
 public final class RangeReader: RandomAccessSource {
@@ -24,8 +30,13 @@ public final class RangeReader: RandomAccessSource {
         public var maximumParallelRequests = 4
         /// Memory the block cache may hold (bytes).
         public var memoryLimit: Int64 = 64 << 20
-        /// How much of the blob's end to read when opening (footer and TOC).
+        /// How much of the blob's end to read when opening (footer and TOC); the same as
+        /// ``EStargzCore/LayerReader`` reads first, so opening a layer costs one request.
         public var tailSize: Int64 = 512 << 10
+        /// Blobs up to this size are read whole when opened: one request instead of the tail
+        /// and then one per file read. At 1 MiB the extra bytes cost less than a round trip or
+        /// two on a typical link (100 Mbit/s, 50 ms); 0 turns it off.
+        public var wholeBlobLimit: Int64 = 1 << 20
         /// When the server ignores Range requests, download the whole blob once instead of failing.
         public var fallBackToFullDownload = false
         public init() {}
@@ -43,6 +54,18 @@ public final class RangeReader: RandomAccessSource {
         public var cacheMisses: Int64 = 0
         /// Blocks a reader waited for because another reader was already fetching them.
         public var sharedWaits: Int64 = 0
+        /// Requests made for background fetches (counted in `requests` too).
+        public var backgroundRequests: Int64 = 0
+        /// Times a background request waited because foreground requests were in flight.
+        public var backgroundDeferrals: Int64 = 0
+    }
+
+    /// Whether a fetch is for a reader waiting now, or may wait for foreground reads.
+    public enum Priority: Sendable {
+        /// Someone is waiting for these bytes: sent at once.
+        case foreground
+        /// Fetching ahead: sent only while no foreground request is in flight.
+        case background
     }
 
     public let client: RegistryClient
@@ -63,17 +86,27 @@ public final class RangeReader: RandomAccessSource {
         var inFlight: [Int64: Fetch] = [:]
         var whole: [UInt8]?
         var statistics = Statistics()
+        /// Foreground fetches started and not yet finished.
+        var foregroundInFlight = 0
+        /// Background fetches waiting for the foreground to drain, by fetch.
+        var deferred: [ObjectIdentifier: CheckedContinuation<Void, Never>] = [:]
+        /// Background fetches not yet sent, which a cancellation may still drop.
+        var unsent: Set<ObjectIdentifier> = []
+        /// Background fetches dropped before being sent.
+        var dropped: Set<ObjectIdentifier> = []
     }
 
     /// A request for the contiguous blocks `first ..< end`; readers wait on `done`.
     private final class Fetch: Sendable {
         let first: Int64
         let end: Int64
+        let priority: Priority
         let done = DispatchGroup()
         let outcome = Mutex<Result<[UInt8], RegistryError>?>(nil)
-        init(first: Int64, end: Int64) {
+        init(first: Int64, end: Int64, priority: Priority) {
             self.first = first
             self.end = end
+            self.priority = priority
             done.enter()
         }
         func finish(_ result: Result<[UInt8], RegistryError>) {
@@ -96,31 +129,94 @@ public final class RangeReader: RandomAccessSource {
         self.limiter = DispatchSemaphore(value: max(1, options.maximumParallelRequests))
     }
 
-    /// Opens the blob `digest` in `repository`: learns its size (HEAD, unless given) and reads its
-    /// tail in one request.
+    /// Opens the blob `digest` in `repository` and reads its tail in one request — or the whole
+    /// blob, when it is no larger than ``Options/wholeBlobLimit``. Without `size` (a blob known by
+    /// digest only) the tail is a suffix Range request, whose `Content-Range` gives the size in
+    /// the same round trip (a small blob may then need a second request for the rest).
     public static func open(client: RegistryClient, repository: ImageReference, digest: String, size: Int64? = nil,
                             options: Options = Options()) async throws(RegistryError) -> RangeReader {
-        let blobSize: Int64
-        if let size { blobSize = size } else { blobSize = try await client.blobSize(repository, digest: digest) }
+        var known = size
+        if known == nil {
+            do throws(RegistryError) {
+                // One block more than the tail, so the tail's blocks are whole however the blob's size falls.
+                let (bytes, blobSize) = try await client.fetchSuffix(repository, digest: digest, length: options.tailSize + options.blockSize)
+                let reader = RangeReader(client: client, repository: repository, digest: digest, size: blobSize, options: options)
+                reader.storeTail(bytes)
+                if blobSize <= options.wholeBlobLimit { try await reader.fetch(0 ..< blobSize) }
+                return reader
+            } catch {
+                // A server ignoring Range: the size from HEAD, then the whole-download fallback below.
+                guard case .rangeNotSupported = error, options.fallBackToFullDownload else { throw error }
+                known = try await client.blobSize(repository, digest: digest)
+            }
+        }
+        let blobSize = known!
         let reader = RangeReader(client: client, repository: repository, digest: digest, size: blobSize, options: options)
-        let tail = min(blobSize, options.tailSize)
+        let tail = blobSize <= options.wholeBlobLimit ? blobSize : min(blobSize, options.tailSize)
         try await reader.fetch(blobSize - tail ..< blobSize)
         return reader
+    }
+
+    /// Caches the whole blocks of `bytes`, the blob's last `bytes.count` bytes (one request).
+    private func storeTail(_ bytes: [UInt8]) {
+        let start = size - Int64(bytes.count)
+        let firstBlock = (start + options.blockSize - 1) / options.blockSize
+        state.withLock { state in
+            state.statistics.requests += 1
+            state.statistics.bytesFetched += Int64(bytes.count)
+            var block = firstBlock
+            while block * options.blockSize < size {
+                let from = Int(block * options.blockSize - start)
+                let data = Array(bytes[from ..< min(bytes.count, from + Int(options.blockSize))])
+                state.tick += 1
+                state.blocks[block] = (data, state.tick)
+                state.cachedBytes += Int64(data.count)
+                block += 1
+            }
+        }
     }
 
     /// Counters so far.
     public var statistics: Statistics { state.withLock { $0.statistics } }
 
     /// Makes sure `range` is in the block cache (fetching what is missing in one request per run);
-    /// used for prefetch.
-    public func fetch(_ range: Range<Int64>) async throws(RegistryError) {
+    /// used for prefetch. `.background` fetches wait while foreground requests are in flight;
+    /// cancelled, they drop what is not sent yet and throw ``RegistryError/cancelled`` once the
+    /// requests already sent have finished (their bytes are cached).
+    public func fetch(_ range: Range<Int64>, priority: Priority = .foreground) async throws(RegistryError) {
         let range = range.clamped(to: 0 ..< size)
         guard !range.isEmpty else { return }
-        let (_, fetches) = acquire(range)
+        let (_, fetches) = acquire(range, priority: priority)
+        if priority == .background {
+            await withTaskCancellationHandler {
+                for fetch in fetches { await fetch.waitAsync() }
+            } onCancel: {
+                self.drop(fetches)
+            }
+        }
         for fetch in fetches {
             await fetch.waitAsync()
             if case let .failure(error) = fetch.outcome.withLock({ $0 }) { throw error }
         }
+    }
+
+    /// Drops the background fetches among `fetches` not sent yet: their blocks are no longer
+    /// in flight and they finish with ``RegistryError/cancelled`` without a request.
+    private func drop(_ fetches: [Fetch]) {
+        let released: [CheckedContinuation<Void, Never>] = state.withLock { state in
+            var released: [CheckedContinuation<Void, Never>] = []
+            for fetch in fetches {
+                let id = ObjectIdentifier(fetch)
+                guard state.unsent.remove(id) != nil else { continue }
+                for block in fetch.first ..< fetch.end where state.inFlight[block] === fetch {
+                    state.inFlight[block] = nil
+                }
+                state.dropped.insert(id)
+                if let waiting = state.deferred.removeValue(forKey: id) { released.append(waiting) }
+            }
+            return released
+        }
+        for waiting in released { waiting.resume() }
     }
 
     /// Drops the cached blocks overlapping `range` (LayerReader calls this after a chunk failed
@@ -177,12 +273,14 @@ public final class RangeReader: RandomAccessSource {
     }
 
     /// Under the lock: takes what is cached, joins fetches in flight, and starts new fetches
-    /// for the missing runs (coalesced, split at the request size limit).
-    private func acquire(_ range: Range<Int64>) -> (have: [Int64: [UInt8]], fetches: [Fetch]) {
+    /// for the missing runs (coalesced, split at the request size limit). A foreground reader
+    /// joining a deferred background fetch releases it.
+    private func acquire(_ range: Range<Int64>, priority: Priority = .foreground) -> (have: [Int64: [UInt8]], fetches: [Fetch]) {
         let firstBlock = range.lowerBound / options.blockSize
         let lastBlock = (range.upperBound - 1) / options.blockSize
         let blocksPerRequest = max(1, options.maximumRequestSize / options.blockSize)
         var started: [Fetch] = []
+        var released: [CheckedContinuation<Void, Never>] = []
         let result: ([Int64: [UInt8]], [Fetch]) = state.withLock { state in
             if state.whole != nil { return ([:], []) }
             var have: [Int64: [UInt8]] = [:]
@@ -193,7 +291,8 @@ public final class RangeReader: RandomAccessSource {
                 var s = start
                 while s < end {
                     let e = min(end, s + blocksPerRequest)
-                    let fetch = Fetch(first: s, end: e)
+                    let fetch = Fetch(first: s, end: e, priority: priority)
+                    if priority == .foreground { state.foregroundInFlight += 1 } else { state.unsent.insert(ObjectIdentifier(fetch)) }
                     for b in s ..< e { state.inFlight[b] = fetch }
                     started.append(fetch)
                     waits.append(fetch)
@@ -211,6 +310,11 @@ public final class RangeReader: RandomAccessSource {
                 } else if let fetch = state.inFlight[block] {
                     closeRun(at: block)
                     if !waits.contains(where: { $0 === fetch }) { waits.append(fetch) }
+                    if priority == .foreground {
+                        // Someone waits for it now: send it, and no cancellation may drop it any more.
+                        state.unsent.remove(ObjectIdentifier(fetch))
+                        if let waiting = state.deferred.removeValue(forKey: ObjectIdentifier(fetch)) { released.append(waiting) }
+                    }
                     state.statistics.sharedWaits += 1
                 } else {
                     if runStart == nil { runStart = block }
@@ -220,14 +324,40 @@ public final class RangeReader: RandomAccessSource {
             closeRun(at: lastBlock + 1)
             return (have, waits)
         }
+        for waiting in released { waiting.resume() }
         for fetch in started { start(fetch) }
         return result
+    }
+
+    /// For a background fetch: returns once no foreground request is in flight (or a foreground
+    /// reader needs this fetch's blocks).
+    private func yieldToForeground(_ fetch: Fetch) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let wait = state.withLock { state in
+                guard state.foregroundInFlight > 0, state.unsent.contains(ObjectIdentifier(fetch)) else { return false }
+                state.deferred[ObjectIdentifier(fetch)] = continuation
+                state.statistics.backgroundDeferrals += 1
+                return true
+            }
+            if !wait { continuation.resume() }
+        }
     }
 
     private func start(_ fetch: Fetch) {
         let lower = fetch.first * options.blockSize
         let upper = min(size, fetch.end * options.blockSize)
         Task(executorPreference: BlockingBridge.shared) {
+            if fetch.priority == .background {
+                await self.yieldToForeground(fetch)
+                let dropped = self.state.withLock { state in
+                    state.unsent.remove(ObjectIdentifier(fetch))
+                    return state.dropped.remove(ObjectIdentifier(fetch)) != nil
+                }
+                if dropped {
+                    fetch.finish(.failure(.cancelled))
+                    return
+                }
+            }
             // Bounded parallelism: the bridge's threads may block here, the cooperative pool never does.
             self.limiter.wait()
             defer { self.limiter.signal() }
@@ -266,12 +396,21 @@ public final class RangeReader: RandomAccessSource {
     /// Moves a finished fetch's blocks from the in-flight table into the cache, evicting
     /// least recently used blocks beyond the memory limit.
     private func store(_ fetch: Fetch, _ bytes: [UInt8]?) {
-        state.withLock { state in
+        let released: [CheckedContinuation<Void, Never>] = state.withLock { state in
             for block in fetch.first ..< fetch.end where state.inFlight[block] === fetch {
                 state.inFlight[block] = nil
             }
-            guard let bytes else { return }
+            var released: [CheckedContinuation<Void, Never>] = []
+            if fetch.priority == .foreground {
+                state.foregroundInFlight -= 1
+                if state.foregroundInFlight == 0 {
+                    released = Array(state.deferred.values)
+                    state.deferred = [:]
+                }
+            }
+            guard let bytes else { return released }
             state.statistics.requests += 1
+            if fetch.priority == .background { state.statistics.backgroundRequests += 1 }
             state.statistics.bytesFetched += Int64(bytes.count)
             for block in fetch.first ..< fetch.end {
                 let data = slice(bytes, block: block, first: fetch.first)
@@ -288,6 +427,8 @@ public final class RangeReader: RandomAccessSource {
                     state.cachedBytes -= Int64(entry.data.count)
                 }
             }
+            return released
         }
+        for waiting in released { waiting.resume() }
     }
 }

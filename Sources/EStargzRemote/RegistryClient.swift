@@ -26,14 +26,20 @@ public final class RegistryClient: Sendable {
         public var mirrors: [String] = []
         /// Credentials by registry host; Docker's config.json is consulted too.
         public var credentials = CredentialStore()
-        /// Connect timeout.
+        /// Longest wait for a TCP connection to open.
         public var connectTimeout: TimeAmount = .seconds(10)
+        /// Longest silence while waiting for the response's head or the next bytes of its body:
+        /// a stalled server fails (and is retried) after this, however large the body.
+        public var readTimeout: TimeAmount = .seconds(120)
         /// Timeout of one whole request (headers and body).
         public var requestTimeout: TimeAmount = .seconds(300)
-        /// Retries after connection errors, 5xx and 429 (so `maxRetries + 1` attempts).
+        /// Retries after connection errors, timeouts, 5xx and 429 (so `maxRetries + 1` attempts).
         public var maxRetries = 3
         /// First backoff delay; doubled on each retry.
         public var initialBackoff: Duration = .milliseconds(200)
+        /// The longest a `Retry-After` header of a 429 or 503 response makes the client wait
+        /// before retrying; a longer one is cut to this.
+        public var maximumRetryAfter: Duration = .seconds(60)
         /// Blob uploads larger than this are sent in chunks of this size (PATCH); smaller ones in one PUT.
         public var uploadChunkSize = 16 << 20
         public init() {}
@@ -64,7 +70,7 @@ public final class RegistryClient: Sendable {
         // Redirects are followed by hand: the Range header must survive the hop to blob
         // storage while Authorization must not leave the registry's host.
         configuration.redirectConfiguration = .disallow
-        configuration.timeout = .init(connect: options.connectTimeout, read: .seconds(120))
+        configuration.timeout = .init(connect: options.connectTimeout, read: options.readTimeout)
         configuration.decompression = .disabled
         http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
@@ -171,6 +177,22 @@ public final class RegistryClient: Sendable {
             throw .invalidResponse(url: response.url, reason: "range \(range) returned \(response.body.count) bytes")
         }
         return response.body
+    }
+
+    /// Fetches the last `length` bytes of a blob (a suffix Range request) and learns the blob's
+    /// size from `Content-Range` in the same round trip; a blob shorter than `length` comes whole.
+    public func fetchSuffix(_ repository: ImageReference, digest: String, length: Int64) async throws(RegistryError)
+        -> (bytes: [UInt8], blobSize: Int64) {
+        let response = try await send(repository, endpoints: pullEndpoints(repository), method: .GET, path: "blobs/\(digest)",
+                                      headers: ["Range": "bytes=-\(max(1, length))"], body: nil,
+                                      expect: [206], limit: Int(max(1, length)), rangeRequest: true)
+        // Content-Range: bytes FIRST-LAST/TOTAL
+        let header = response.headers.first(name: "Content-Range") ?? ""
+        guard let slash = header.lastIndex(of: "/"), let total = Int64(header[header.index(after: slash)...]),
+              total >= Int64(response.body.count), response.body.count == Int(min(total, max(1, length))) else {
+            throw .invalidResponse(url: response.url, reason: "suffix range answered with Content-Range \"\(header)\" and \(response.body.count) bytes")
+        }
+        return (response.body, total)
     }
 
     // MARK: Push
@@ -337,7 +359,7 @@ public final class RegistryClient: Sendable {
                     try await backoff(attempts)
                     continue
                 }
-                throw .transport(url: url, reason: "\(error)")
+                throw Self.failure(error, url: url)
             }
             let status = Int(response.status.code)
             if status == 401, !challenged {
@@ -351,9 +373,13 @@ public final class RegistryClient: Sendable {
                 throw .unauthorized(url: url, status: 401, detail: "no credentials for \(reference.registry)")
             }
             if retry, status == 429 || status >= 500, attempts < options.maxRetries {
+                // 429 and 503 may say how long to wait (seconds or an HTTP-date); we wait at least
+                // that long, bounded by `maximumRetryAfter`.
+                let retryAfter = status == 429 || status == 503
+                    ? Self.retryAfterDelay(response.headers.first(name: "Retry-After"), now: Date()) : nil
                 _ = try? await response.body.collect(upTo: 1 << 20)
                 attempts += 1
-                try await backoff(attempts)
+                try await backoff(attempts, atLeast: retryAfter.map { min($0, options.maximumRetryAfter) })
                 continue
             }
             if rangeRequest, status == 200 {
@@ -382,8 +408,10 @@ public final class RegistryClient: Sendable {
                     try await backoff(attempts)
                     continue
                 }
-                throw .transport(url: finalURL, reason: "body: \(error)")
+                throw Self.failure(error, url: finalURL, during: "body")
             }
+            // A cancelled body stream may just end early: never hand it on as complete.
+            if Task.isCancelled { throw .cancelled }
             return finalURL
         }
     }
@@ -407,9 +435,48 @@ public final class RegistryClient: Sendable {
         throw RegistryError.invalidResponse(url: first.url, reason: "too many redirects")
     }
 
-    private func backoff(_ attempt: Int) async throws(RegistryError) {
-        let delay = options.initialBackoff * (1 << (attempt - 1))
+    /// Sleeps before retry number `attempt`: `initialBackoff` doubled per retry, or `atLeast` when longer.
+    private func backoff(_ attempt: Int, atLeast minimum: Duration? = nil) async throws(RegistryError) {
+        let delay = max(options.initialBackoff * (1 << (attempt - 1)), minimum ?? .zero)
         do { try await Task.sleep(for: delay) } catch { throw .cancelled }
+    }
+
+    /// The error reported when retries are exhausted: timeouts typed as such, anything else a
+    /// transport failure.
+    static func failure(_ error: any Error, url: String, during phase: String? = nil) -> RegistryError {
+        let prefix = phase.map { "\($0): " } ?? ""
+        if let error = error as? HTTPClientError {
+            switch error {
+            case .readTimeout: return .timedOut(url: url, reason: prefix + "no bytes within the read timeout")
+            case .connectTimeout: return .timedOut(url: url, reason: prefix + "no connection within the connect timeout")
+            case .deadlineExceeded: return .timedOut(url: url, reason: prefix + "the request timeout passed")
+            default: break
+            }
+        }
+        if case .connectTimeout = error as? ChannelError {
+            return .timedOut(url: url, reason: prefix + "no connection within the connect timeout")
+        }
+        return .transport(url: url, reason: prefix + "\(error)")
+    }
+
+    /// The wait a `Retry-After` header asks for: delay-seconds, or an HTTP-date (IMF-fixdate,
+    /// RFC 850 or asctime form) relative to `now`. Nil when absent or unreadable; never negative.
+    static func retryAfterDelay(_ value: String?, now: Date) -> Duration? {
+        guard let text = value?.trimmingCharacters(in: .whitespaces), !text.isEmpty else { return nil }
+        if text.allSatisfy(\.isASCII), let seconds = Int64(text) {
+            return seconds >= 0 ? .seconds(seconds) : nil
+        }
+        for format in ["EEE, dd MMM yyyy HH:mm:ss zzz", "EEEE, dd-MMM-yy HH:mm:ss zzz", "EEE MMM d HH:mm:ss yyyy"] {
+            let formatter = DateFormatter()
+            formatter.locale = Locale(identifier: "en_US_POSIX")
+            formatter.timeZone = TimeZone(identifier: "GMT")
+            formatter.dateFormat = format
+            if let date = formatter.date(from: text) {
+                let millis = Int64((date.timeIntervalSince(now) * 1000).rounded(.up))
+                return .milliseconds(max(0, millis))
+            }
+        }
+        return nil
     }
 
     /// Answers a `WWW-Authenticate` challenge: basic with stored credentials, or a bearer token

@@ -14,6 +14,8 @@ public enum RegistryError: Error, Sendable, Equatable, CustomStringConvertible {
     case invalidResponse(url: String, reason: String)
     /// The connection failed after all retries.
     case transport(url: String, reason: String)
+    /// The server did not answer within the connect, read or request timeout, after all retries.
+    case timedOut(url: String, reason: String)
     /// The token service did not give a usable token.
     case tokenFailed(realm: String, reason: String)
     /// No manifest in the index matches the platform.
@@ -32,6 +34,7 @@ public enum RegistryError: Error, Sendable, Equatable, CustomStringConvertible {
         case let .rangeNotSupported(url): "the server ignored a Range request (200 instead of 206) for \(url)"
         case let .invalidResponse(url, reason): "invalid response from \(url): \(reason)"
         case let .transport(url, reason): "cannot reach \(url): \(reason)"
+        case let .timedOut(url, reason): "timed out talking to \(url): \(reason)"
         case let .tokenFailed(realm, reason): "token request to \(realm) failed: \(reason)"
         case let .platformNotFound(platform): "no manifest for platform \(platform) in the index"
         case .cancelled: "cancelled"

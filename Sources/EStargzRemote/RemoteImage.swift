@@ -20,17 +20,24 @@ public final class RemoteImage: Sendable {
     public static func open(client: RegistryClient, reference: ImageReference, platform: Platform = .current,
                             cache: (any ChunkCache)? = nil, options: RangeReader.Options = RangeReader.Options()) async throws -> RemoteImage {
         var descriptors: [Descriptor]
+        var blobSource: RangeReader?
         do {
             descriptors = try await client.resolveImage(reference, platform: platform).manifest.layers
         } catch {
-            // `REPO@sha256:…` of a layer blob: the manifest endpoint does not know it.
+            // `REPO@sha256:…` of a layer blob: the manifest endpoint does not know it. Opening it
+            // learns its size (no HEAD needed).
             guard let digest = reference.digest, Self.isNotManifest(error) else { throw error }
-            descriptors = [Descriptor(mediaType: MediaType.ociLayerGzip, digest: digest, size: try await client.blobSize(reference, digest: digest))]
+            let source = try await RangeReader.open(client: client, repository: reference, digest: digest, options: options)
+            blobSource = source
+            descriptors = [Descriptor(mediaType: MediaType.ociLayerGzip, digest: digest, size: source.size)]
         }
         var layers: [Layer] = []
         for descriptor in descriptors {
-            let source = try await RangeReader.open(client: client, repository: reference, digest: descriptor.digest,
+            let source: RangeReader
+            if let blobSource { source = blobSource } else {
+                source = try await RangeReader.open(client: client, repository: reference, digest: descriptor.digest,
                                                     size: descriptor.size, options: options)
+            }
             let trusted = descriptor.annotations?[StargzAnnotation.tocDigest].flatMap { SHA256Digest(parsing: $0) }
             let reader = try await Task(executorPreference: BlockingBridge.shared) {
                 try LayerReader(source: source, tocDigest: trusted, cache: cache)

@@ -48,9 +48,6 @@ public final class RemoteLayers: Sendable {
         self.backgroundFetch = backgroundFetch
         var options = RangeReader.Options()
         options.blockSize = fetchBlockSize
-        // The speculative tail read at open: the footer plus a small TOC. A bigger TOC costs one more
-        // request for exactly its remaining blocks, instead of up to 512 KiB fetched blindly per layer.
-        options.tailSize = 64 << 10
         readerOptions = options
     }
 

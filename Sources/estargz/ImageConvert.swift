@@ -10,6 +10,14 @@ struct ImageConvert: ParsableCommand {
         discussion: """
             Layers get the annotations containerd.io/snapshot/stargz/toc.digest and \
             io.containers.estargz.uncompressed-size; the config gets the new diffIDs.
+
+            A multi-platform SRC (an OCI index or Docker manifest list) is converted for every platform \
+            and DST gets an OCI index referencing the new manifests (a layer shared by platforms is \
+            converted once); with --platform only that platform is converted and DST is a single manifest. \
+            Index entries for no platform (build attestations) are left out.
+
+            Progress lines go to stderr when it is a terminal (--progress: always, --quiet: never); \
+            the digest of what DST's tag names (manifest or index) is printed on stdout.
             """
     )
 
@@ -20,6 +28,8 @@ struct ImageConvert: ParsableCommand {
     var destination: String
 
     @OptionGroup var registry: RegistryOptions
+
+    @OptionGroup var progress: ProgressOptions
 
     @Option(help: "gzip compression level, 1 (fastest) to 9 (smallest).")
     var level: Int = 9
@@ -40,20 +50,20 @@ struct ImageConvert: ParsableCommand {
             // A path absent from some layer is normal in an image of several layers.
             options.layer.allowMissingPrioritizedFiles = true
         }
-        options.platform = try registry.parsedPlatform()
+        options.platform = try registry.platform.map { _ in try registry.parsedPlatform() }
         let (source, destination) = try runReportingRemoteErrors {
             (try ImageLocation(parsing: self.source), try ImageLocation(parsing: self.destination))
         }
         let client = registry.makeClient()
         defer { try? client.syncShutdown() }
         let finalOptions = options
+        let report = progress.reporter
         let result = try runReportingRemoteErrors {
             try runBlocking {
-                try await ImageConverter.convert(source: source, destination: destination, client: client, options: finalOptions) { line in
-                    FileHandle.standardError.write(Data("\(line)\n".utf8))
-                }
+                try await ImageConverter.convert(source: source, destination: destination, client: client, options: finalOptions,
+                                                 progress: report)
             }
         }
-        print(result.manifestDigest)
+        print(result.digest)
     }
 }

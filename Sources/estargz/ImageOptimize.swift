@@ -24,6 +24,8 @@ struct ImageOptimize: ParsableCommand {
 
     @OptionGroup var registry: RegistryOptions
 
+    @OptionGroup var progress: ProgressOptions
+
     @Option(help: "Stop the workload after this many seconds.")
     var period: Int = 10
 
@@ -66,16 +68,15 @@ struct ImageOptimize: ParsableCommand {
         options.layer.prioritizedFiles = accessed
         options.layer.allowMissingPrioritizedFiles = true
         let result = try convert(staging, to: destination, client: client, options: options)
-        print(result.manifestDigest)
+        print(result.digest)
     }
 
     private func convert(_ source: ImageLocation, to destination: ImageLocation, client: RegistryClient,
                          options: ImageConverter.Options) throws -> ImageConverter.Result {
         try runReportingRemoteErrors {
             try runBlocking {
-                try await ImageConverter.convert(source: source, destination: destination, client: client, options: options) { line in
-                    FileHandle.standardError.write(Data("\(line)\n".utf8))
-                }
+                try await ImageConverter.convert(source: source, destination: destination, client: client, options: options,
+                                                 progress: progress.reporter)
             }
         }
     }
@@ -85,7 +86,7 @@ struct ImageOptimize: ParsableCommand {
     private func record(layers result: ImageConverter.Result, layout: String, work: String) throws -> [String] {
         let oci = try runReportingRemoteErrors { try OCILayout(directory: layout) }
         let readers = try runReportingErrors {
-            try result.layers.map { layer -> LayerReader in
+            try result.images[0].layers.map { layer -> LayerReader in
                 let digest = layer.descriptor.annotations?[StargzAnnotation.tocDigest].flatMap(SHA256Digest.init(parsing:))
                 return try LayerReader(source: try FileSource(path: oci.blobPath(layer.descriptor.digest)), tocDigest: digest)
             }

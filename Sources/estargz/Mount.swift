@@ -81,8 +81,8 @@ struct Mount: ParsableCommand {
                     // Opened on the main thread (runBlocking), never on an event loop. Later the FUSE
                     // worker threads call RangeReader's blocking read; they are no event-loop or
                     // cooperative-pool threads either.
-                    var registry = RegistryOptions()
-                    registry.plainHTTP = plainHTTP
+                    // Parsed, not `RegistryOptions()`: options never parsed cannot be read.
+                    let registry = try RegistryOptions.parse(plainHTTP ? ["--plain-http"] : [])
                     let client = registry.makeClient()
                     clients.append(client)
                     let image = try runReportingRemoteErrors {

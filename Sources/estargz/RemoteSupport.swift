@@ -15,6 +15,17 @@ struct RegistryOptions: ParsableArguments {
     @Option(help: "Keep verified chunks in this directory (shared by layers and runs; verified again on every hit).")
     var cacheDir: String?
 
+    @Option(help: ArgumentHelp("Give up on a request (and retry it) after this many seconds without a byte from the registry.",
+                               valueName: "SECONDS"))
+    var readTimeout: Int = 120
+
+    @Option(help: ArgumentHelp("Give up on opening a connection (and retry) after this many seconds.", valueName: "SECONDS"))
+    var connectTimeout: Int = 10
+
+    func validate() throws {
+        guard readTimeout > 0, connectTimeout > 0 else { throw ValidationError("timeouts are whole seconds above 0") }
+    }
+
     func makeCache() throws -> any ChunkCache {
         guard let cacheDir else { return MemoryChunkCache() }
         return try runReportingRemoteErrors { try DiskChunkCache(directory: cacheDir) }
@@ -23,12 +34,36 @@ struct RegistryOptions: ParsableArguments {
     func makeClient() -> RegistryClient {
         var options = RegistryClient.Options()
         options.plainHTTP = plainHTTP
+        options.readTimeout = .seconds(Int64(readTimeout))
+        options.connectTimeout = .seconds(Int64(connectTimeout))
         return RegistryClient(options: options)
     }
 
     func parsedPlatform() throws -> Platform {
         guard let platform else { return .current }
         return try runReportingRemoteErrors { try Platform(parsing: platform) }
+    }
+}
+
+/// `--progress` / `--quiet` for commands that report steps on stderr.
+struct ProgressOptions: ParsableArguments {
+    @Flag(help: "Print a line per step on stderr even when it is not a terminal (by default only on a terminal).")
+    var progress = false
+
+    @Flag(help: "Print no progress lines (errors still go to stderr).")
+    var quiet = false
+
+    func validate() throws {
+        if progress && quiet { throw ValidationError("--progress and --quiet exclude each other") }
+    }
+
+    /// Whether to print progress: asked for, or stderr is a terminal and not --quiet.
+    var enabled: Bool { progress || (!quiet && isatty(STDERR_FILENO) == 1) }
+
+    /// The reporter to hand to the library: one line each on stderr, or nothing.
+    var reporter: @Sendable (String) -> Void {
+        guard enabled else { return { _ in } }
+        return { line in FileHandle.standardError.write(Data("\(line)\n".utf8)) }
     }
 }
 

@@ -1,6 +1,7 @@
 import EStargzCore
 @testable import EStargzRemote
 import Foundation
+import TestSupport
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -20,15 +21,29 @@ final class FaultProxy: @unchecked Sendable {
     var reference: ImageReference { ImageReference(registry: "127.0.0.1:\(port)", repository: "faults/app", tag: "v1") }
     var layerDigest: String { digestString(image.layer) }
 
-    init() async throws {
-        let registry = try TestRegistry(auth: .none)
+    /// The registry's credentials for `.basic` (keyed by the registry's and the proxy's host).
+    func authenticate(_ options: inout RegistryClient.Options) {
+        guard auth == .basic else { return }
+        let credential = RegistryCredential(username: TestRegistry.user, password: TestRegistry.password)
+        options.credentials.explicit[registry.host] = credential
+        options.credentials.explicit["127.0.0.1:\(port)"] = credential
+    }
+    let auth: TestRegistry.Auth
+
+    /// `files` (path → bytes, chunk size `chunkSize`) replace the default image's two files.
+    init(auth: TestRegistry.Auth = .none, files: [String: [UInt8]]? = nil, chunkSize: Int? = nil) async throws {
+        let registry = try TestRegistry(auth: auth)
         self.registry = registry
+        self.auth = auth
         state = registry.directory.path + "/proxy"
         port = freePort()
         do {
-            let built = try RegistryClientTests.buildImage(in: registry.directory.path)
+            let built = try RegistryClientTests.buildImage(in: registry.directory.path, files: files, chunkSize: chunkSize)
             let direct = registry.reference("faults/app", tag: "v1")
-            try await RegistryClientTests.withClient { try await RegistryClientTests.push(built, with: $0, to: direct) }
+            let credential = auth == .basic ? RegistryCredential(username: TestRegistry.user, password: TestRegistry.password) : nil
+            try await RegistryClientTests.withClient({ $0.credentials.explicit[registry.host] = credential }) {
+                try await RegistryClientTests.push(built, with: $0, to: direct)
+            }
             image = built
         } catch {
             registry.stop()
@@ -54,12 +69,12 @@ final class FaultProxy: @unchecked Sendable {
         usleep(20_000) // distinct mtime even on coarse clocks (the inode changes anyway)
     }
 
-    /// One entry per request the proxy saw: (method, path, action).
-    var log: [(method: String, path: String, action: String)] {
+    /// One entry per request the proxy saw: (method, path, range, action, arrival time in seconds).
+    var log: [(method: String, path: String, range: String, action: String, time: Double)] {
         let text = (try? String(contentsOfFile: state + "/log", encoding: .utf8)) ?? ""
         return text.split(separator: "\n").map { line in
             let parts = line.split(separator: " ").map(String.init)
-            return (parts[0], parts[1], parts[3])
+            return (parts[0], parts[1], parts[2], parts[3], Double(parts[4]) ?? 0)
         }
     }
 
@@ -87,10 +102,12 @@ final class FaultProxy: @unchecked Sendable {
         return try await RegistryClientTests.withClient({ options in
             options.initialBackoff = .milliseconds(10)
             options.maxRetries = 3
+            authenticate(&options)
             configure(&options)
         }) { client in
             var options = RangeReader.Options()
             options.tailSize = 8 << 10
+            options.wholeBlobLimit = 0
             let source = try await RangeReader.open(client: client, repository: reference, digest: layerDigest, size: size, options: options)
             let layer = try LayerReader(source: source, tocDigest: tocDigest)
             try beforeRead()
@@ -138,7 +155,7 @@ final class FaultProxy: @unchecked Sendable {
         #expect(bytes == Array("hello, registry\n".utf8))
         #expect(proxy.actions("stall") == 1)
 
-        // Stalled for good: a typed error within (attempts × timeout + backoff), not a hang.
+        // Stalled for good: a typed timeout within (attempts × timeout + backoff), not a hang.
         try proxy.set("stall")
         proxy.clearLog()
         let start = ContinuousClock.now
@@ -147,7 +164,7 @@ final class FaultProxy: @unchecked Sendable {
                 try await client.fetchRange(proxy.reference, digest: proxy.layerDigest, range: 0 ..< 100)
             }
         } throws: { error in
-            if case .transport = Self.registryError(error) { return true }
+            if case .timedOut = Self.registryError(error) { return true }
             return false
         }
         let elapsed = ContinuousClock.now - start

@@ -1,6 +1,7 @@
 import EStargzCore
 @testable import EStargzRemote
 import Foundation
+import TestSupport
 import Testing
 
 @Suite(.serialized) struct ImageConvertTests {
@@ -23,19 +24,23 @@ import Testing
             var options = ImageConverter.Options()
             options.layer.chunkSize = 256 << 10
             let result = try await ImageConverter.convert(source: source, destination: destination, client: client, options: options)
-            #expect(result.layers.count == 2)
+            #expect(result.index == nil)
+            #expect(result.images.count == 1)
+            let converted = result.images[0]
+            #expect(converted.layers.count == 2)
 
             // Manifest and config as pushed: annotations, diffIDs, TOC digests.
             let image = try await client.resolveImage(registry.reference("esgz/app", tag: "v1"))
-            #expect(image.manifestDigest == result.manifestDigest)
+            #expect(image.manifestDigest == result.digest)
+            #expect(converted.manifestDigest == result.digest)
             let config = try JSONSerialization.jsonObject(with: Data(image.configBytes)) as! [String: Any]
             let diffIDs = (config["rootfs"] as! [String: Any])["diff_ids"] as! [String]
-            #expect(diffIDs == result.layers.map { $0.conversion.diffID.description })
+            #expect(diffIDs == converted.layers.map { $0.conversion.diffID.description })
             #expect((config["config"] as? [String: Any])?["Env"] as? [String] == ["PATH=/bin"])
             for (index, layer) in image.manifest.layers.enumerated() {
                 #expect(layer.mediaType == MediaType.ociLayerGzip)
-                #expect(layer.annotations?[StargzAnnotation.tocDigest] == result.layers[index].conversion.tocDigest.description)
-                #expect(layer.annotations?[StargzAnnotation.uncompressedSize] == String(result.layers[index].conversion.uncompressedSize))
+                #expect(layer.annotations?[StargzAnnotation.tocDigest] == converted.layers[index].conversion.tocDigest.description)
+                #expect(layer.annotations?[StargzAnnotation.uncompressedSize] == String(converted.layers[index].conversion.uncompressedSize))
                 // The diffID is the SHA-256 of the uncompressed blob.
                 let path = "\(dir)/check-\(index)"
                 try await client.downloadBlob(registry.reference("esgz/app"), digest: layer.digest, to: path)
@@ -91,7 +96,8 @@ import Testing
             options.tailSize = 64 << 10
             let reader = try await RangeReader.open(client: client, repository: reference, digest: digest, options: options)
             #expect(reader.size == Int64(blob.count))
-            #expect(reader.statistics.requests == 1) // the speculative tail
+            #expect(reader.statistics.requests == 1) // the speculative tail, which also told the size (no HEAD)
+            #expect(reader.statistics.bytesFetched == Int64(128 << 10)) // the tail and one block more
 
             // Four missing adjacent blocks: one request.
             let first = try await offPool { try reader.read(at: 0, count: 256 << 10) }
@@ -101,7 +107,7 @@ import Testing
             let second = try await offPool { try reader.read(at: 128 << 10, count: 256 << 10) }
             #expect(second == Array(blob[(128 << 10) ..< (384 << 10)]))
             #expect(reader.statistics.requests == 3)
-            #expect(reader.statistics.bytesFetched == Int64((64 + 256 + 128) << 10))
+            #expect(reader.statistics.bytesFetched == Int64((128 + 256 + 128) << 10))
 
             // Eight concurrent readers of the same range: one request between them.
             let results = try await withThrowingTaskGroup(of: [UInt8].self) { group in
@@ -156,6 +162,103 @@ import Testing
             let reader = try await RangeReader.open(client: client, repository: reference, digest: digestString(blob), options: options)
             let bytes = try await offPool { try reader.read(at: 1000, count: 5000) }
             #expect(bytes == Array(blob[1000 ..< 6000]))
+        }
+    }
+}
+
+extension ImageConvertTests {
+    /// A two-platform index (pushed with `skopeo copy --all`): converted whole it becomes an OCI
+    /// index of two eStargz manifests (the layer both share converted once); with a platform, one manifest.
+    @Test func multiPlatformIndexConvertsEveryPlatformOrTheOneAskedFor() async throws {
+        let registry = try TestRegistry(auth: .none)
+        defer { registry.stop() }
+        let dir = registry.directory.path
+        let shared = try TestImages.gzipLayer(["etc/base": Array("shared\n".utf8)], in: dir, name: "shared")
+        let amd = try TestImages.gzipLayer(["etc/arch": Array("amd64\n".utf8)], in: dir, name: "amd")
+        let arm = try TestImages.gzipLayer(["etc/arch": Array("arm64\n".utf8)], in: dir, name: "arm")
+        let amd64 = Platform(os: "linux", architecture: "amd64"), arm64 = Platform(os: "linux", architecture: "arm64", variant: "v8")
+        try TestImages.indexLayout(dir + "/multi", tag: "v1", images: [(amd64, [shared, amd]), (arm64, [shared, arm])])
+        try run("/usr/bin/skopeo", ["--insecure-policy", "copy", "--all", "--dest-tls-verify=false",
+                                    "oci:\(dir)/multi:v1", "docker://\(registry.host)/multi/src:v1"])
+        let source = ImageLocation.registry(registry.reference("multi/src", tag: "v1"))
+
+        try await RegistryClientTests.withClient { client in
+            // No platform: every platform, and an OCI index referencing the new manifests.
+            let all = registry.reference("multi/esgz", tag: "v1")
+            let result = try await ImageConverter.convert(source: source, destination: .registry(all), client: client)
+            #expect(result.images.map(\.platform) == [amd64, arm64])
+            #expect(result.images[0].layers[0].descriptor.digest == result.images[1].layers[0].descriptor.digest)
+            let (bytes, type, digest) = try await client.fetchManifest(all)
+            #expect(type == MediaType.ociIndex)
+            #expect(digest == result.digest)
+            let index = try JSONDecoder().decode(ImageIndex.self, from: Data(bytes))
+            #expect(index.manifests.map(\.platform) == [amd64, arm64])
+            #expect(index.manifests.map(\.digest) == result.images.map(\.manifestDigest))
+            for (platform, arch) in [(amd64, "amd64\n"), (Platform(os: "linux", architecture: "arm64"), "arm64\n")] {
+                // Opening checks every layer's TOC against its annotation.
+                let image = try await RemoteImage.open(client: client, reference: all, platform: platform)
+                #expect(image.layers.count == 2)
+                let text = try await offPool { () -> [UInt8] in
+                    let (layer, entry) = image.lookup("etc/arch")!
+                    return try layer.reader.read(path: entry.path)
+                }
+                #expect(String(decoding: text, as: UTF8.self) == arch)
+            }
+
+            // --platform: that one only, as a single manifest.
+            var options = ImageConverter.Options()
+            options.platform = Platform(os: "linux", architecture: "arm64")
+            let one = registry.reference("multi/arm", tag: "v1")
+            let single = try await ImageConverter.convert(source: source, destination: .registry(one), client: client, options: options)
+            #expect(single.index == nil && single.images.count == 1)
+            #expect(try await client.fetchManifest(one).mediaType == MediaType.ociManifest)
+            let image = try await RemoteImage.open(client: client, reference: one)
+            let text = try await offPool { try image.lookup("etc/arch")!.layer.reader.read(path: "etc/arch") }
+            #expect(String(decoding: text, as: UTF8.self) == "arm64\n")
+
+            // Layout to layout: the index is what index.json tags; skopeo reads it back whole.
+            let fromLayout = try await ImageConverter.convert(source: .layout(directory: dir + "/multi", tag: "v1"),
+                                                              destination: .layout(directory: dir + "/out", tag: "esgz"), client: client)
+            let tagged = try OCILayout(directory: dir + "/out").descriptor(tag: "esgz")
+            #expect(tagged.mediaType == MediaType.ociIndex && tagged.digest == fromLayout.digest)
+            try run("/usr/bin/skopeo", ["--insecure-policy", "copy", "--all", "--dest-tls-verify=false",
+                                        "oci:\(dir)/out:esgz", "docker://\(registry.host)/multi/from-layout:v1"])
+            #expect(try await client.fetchManifest(registry.reference("multi/from-layout", tag: "v1")).digest == fromLayout.digest)
+        }
+    }
+}
+
+extension ImageConvertTests {
+    static let estargz = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().path + "/.build/debug/estargz"
+
+    /// `estargz image convert` prints progress on stderr only when it is a terminal, or with
+    /// --progress; --quiet silences a terminal; the digest is always on stdout.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: ImageConvertTests.estargz), "needs the built CLI"))
+    func progressLinesOnlyOnATerminalOrWhenAsked() throws {
+        let dir = TemporaryDirectory()
+        let layer = try TestImages.gzipLayer(["etc/motd": Array("hi\n".utf8)], in: dir.path, name: "cli")
+        try TestImages.layout(dir.file("src"), tag: "v1", layers: [layer])
+        func convert(_ flags: String, tty: Bool = false) -> (status: Int32, out: String, err: String) {
+            var command = "'\(Self.estargz)' image convert 'oci:\(dir.file("src")):v1' 'oci:\(dir.file("out")):t' \(flags)"
+            // `script` runs the command on a pseudo-terminal (stdout and stderr both on it).
+            if tty { command = "script -qec \"\(command)\" /dev/null" }
+            let status = shell("\(command) >'\(dir.file("out.txt"))' 2>'\(dir.file("err.txt"))'")
+            let read = { (name: String) in String(decoding: (try? readFile(dir.file(name))) ?? [], as: UTF8.self) }
+            return (status, read("out.txt"), read("err.txt"))
+        }
+        let piped = convert("")
+        #expect(piped.status == 0)
+        #expect(piped.out.hasPrefix("sha256:"))
+        #expect(piped.err.isEmpty, "progress on a pipe: \(piped.err)")
+        let asked = convert("--progress")
+        #expect(asked.status == 0 && asked.err.contains("layer 1/1") && asked.err.contains("converting"))
+        #expect(asked.out == piped.out)
+        #expect(convert("--progress --quiet").status != 0)
+        if FileManager.default.isExecutableFile(atPath: "/usr/bin/script") {
+            #expect(convert("", tty: true).out.contains("converting"))
+            let quiet = convert("--quiet", tty: true)
+            #expect(quiet.status == 0 && !quiet.out.contains("converting") && quiet.out.contains("sha256:"))
         }
     }
 }

@@ -1,6 +1,7 @@
 import EStargzCore
 @testable import EStargzRemote
 import Foundation
+import TestSupport
 import Testing
 
 @Suite(.serialized) struct PrefetchTests {

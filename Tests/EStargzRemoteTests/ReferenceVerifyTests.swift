@@ -1,6 +1,7 @@
 import EStargzCore
 @testable import EStargzRemote
 import Foundation
+import TestSupport
 import Testing
 
 /// An image we convert and push must pass the Go reference's TOC verification

@@ -1,6 +1,7 @@
 import EStargzCore
 @testable import EStargzRemote
 import Foundation
+import TestSupport
 import Testing
 
 /// Against real `docker-registry` processes: plain, htpasswd basic auth, and token auth.
@@ -13,10 +14,13 @@ import Testing
         var manifest: [UInt8]
     }
 
-    static func buildImage(in dir: String) throws -> BuiltImage {
-        let gz = try TestImages.gzipLayer(["etc/hello.txt": Array("hello, registry\n".utf8),
-                                           "bin/blob": TestImages.noise(300_000, seed: 3)], in: dir, name: "built")
-        let result = try LayerWriter.convert(inputPath: gz, outputPath: dir + "/built.esgz")
+    /// `files` default to etc/hello.txt and a 300,000-byte bin/blob; `chunkSize` to the writer's.
+    static func buildImage(in dir: String, files: [String: [UInt8]]? = nil, chunkSize: Int? = nil) throws -> BuiltImage {
+        let gz = try TestImages.gzipLayer(files ?? ["etc/hello.txt": Array("hello, registry\n".utf8),
+                                                    "bin/blob": TestImages.noise(300_000, seed: 3)], in: dir, name: "built")
+        var options = LayerWriter.Options()
+        if let chunkSize { options.chunkSize = chunkSize }
+        let result = try LayerWriter.convert(inputPath: gz, outputPath: dir + "/built.esgz", options: options)
         let layer = Array(FileManager.default.contents(atPath: dir + "/built.esgz")!)
         let config = try ImageConverter.rewriteConfig(Array(#"{"architecture":"amd64","os":"linux"}"#.utf8), diffIDs: [result.diffID.description])
         let manifest = ImageManifest(config: Descriptor(mediaType: MediaType.ociConfig, digest: digestString(config), size: Int64(config.count)),

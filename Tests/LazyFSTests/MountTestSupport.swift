@@ -1,60 +1,10 @@
 import EStargzCore
 import LazyFS
+import TestSupport
 import Testing
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// A temporary directory removed (after unmounting anything left below it) when dropped.
-final class TemporaryDirectory {
-    let path: String
-
-    init() {
-        var template = Array("/tmp/lazyfs-test-XXXXXX".utf8CString)
-        path = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
-    }
-
-    deinit {
-        // A failed test must not leave a mount behind that `rm -rf` would descend into.
-        _ = system("grep -o ' \(path)[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null; rm -rf '\(path)'")
-    }
-
-    func file(_ name: String) -> String { path + "/" + name }
-
-    /// Creates and returns the subdirectory `name`.
-    func directory(_ name: String) -> String {
-        mkdir(file(name), 0o755)
-        return file(name)
-    }
-}
-
-func writeFile(_ path: String, _ bytes: [UInt8]) throws {
-    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-    guard fd >= 0 else { throw EStargzError.io(operation: "create", path: path, errno: errno) }
-    defer { close(fd) }
-    var done = 0
-    while done < bytes.count {
-        let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, $0.count - done) }
-        guard n > 0 else { throw EStargzError.io(operation: "write", path: path, errno: errno) }
-        done += n
-    }
-}
-
-func readFile(_ path: String) throws -> [UInt8] {
-    let source = try FileSource(path: path)
-    return try source.read(at: 0, count: Int(source.size))
-}
-
-/// Deterministic pseudo-random bytes, half of them compressible text.
-func testBytes(_ count: Int, seed: UInt64) -> [UInt8] {
-    var state = seed &* 0x9E37_79B9_7F4A_7C15 | 1
-    var out = [UInt8](repeating: 0, count: count)
-    for i in 0 ..< count {
-        state ^= state << 13; state ^= state >> 7; state ^= state << 17
-        out[i] = (i / 4096) % 2 == 0 ? UInt8(truncatingIfNeeded: state) : UInt8(ascii: "a") + UInt8(state % 26)
-    }
-    return out
-}
 
 func header(_ name: String, _ kind: TarHeader.Kind, mode: Int64 = 0o644, mtime: Int64 = 1_700_000_000) -> TarHeader {
     var h = TarHeader(name: name, kind: kind, size: 0, mode: mode)
@@ -72,13 +22,6 @@ func convert(_ tar: [UInt8], in dir: TemporaryDirectory, name: String, chunkSize
     try writeFile(dir.file(name + ".tar"), tar)
     _ = try LayerWriter.convert(inputPath: dir.file(name + ".tar"), outputPath: dir.file(name + ".esgz"), options: options)
     return dir.file(name + ".esgz")
-}
-
-/// Runs a shell command; returns its exit status.
-@discardableResult
-func shell(_ command: String) -> Int32 {
-    let status = system(command)
-    return status == -1 ? -1 : (status >> 8) & 0xff
 }
 
 /// `tar -x` as root keeps owners, modes, xattrs and devices: the reference tree.

@@ -1,5 +1,6 @@
 import EStargzCore
 import Foundation
+import TestSupport
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -12,7 +13,7 @@ let pythonRootfsTar: String? = {
     return candidates.compactMap { $0 }.first { access($0, R_OK) == 0 }
 }()
 
-@Suite(.serialized, .enabled(if: canMount && access(estargzBinary, X_OK) == 0 && MountTestRegistry.available,
+@Suite(.serialized, .enabled(if: canMount && access(estargzBinary, X_OK) == 0 && TestRegistry.available,
                              "needs root, /dev/fuse, the built CLI and docker-registry"))
 struct PythonRootfsMountTests {
     /// Issue 4: a Python rootfs pushed as a one-layer eStargz image and mounted from the registry;
@@ -22,7 +23,7 @@ struct PythonRootfsMountTests {
     func pythonRunsFromRegistryMount() throws {
         let tar = try #require(pythonRootfsTar)
         let dir = TemporaryDirectory()
-        let registry = try MountTestRegistry()
+        let registry = try TestRegistry()
         defer { registry.stop() }
 
         // The prepared OCI layout of the same tar when it is there, else one made here.

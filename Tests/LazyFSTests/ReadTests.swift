@@ -1,6 +1,7 @@
 import EStargzCore
 import LazyFS
 import Synchronization
+import TestSupport
 import Testing
 #if canImport(Glibc)
 import Glibc

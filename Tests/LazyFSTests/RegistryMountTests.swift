@@ -1,84 +1,11 @@
 import EStargzCore
 import EStargzRemote
 import Foundation
+import TestSupport
 import Testing
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// Debian's `docker-registry` on 127.0.0.1 with temporary storage and no auth (a trimmed copy of
-/// EStargzRemoteTests' fixture: test targets do not depend on each other).
-final class MountTestRegistry {
-    let port: Int
-    let directory = TemporaryDirectory()
-    private var pid: pid_t = 0
-
-    var host: String { "127.0.0.1:\(port)" }
-
-    static var available: Bool { access("/usr/bin/docker-registry", X_OK) == 0 }
-
-    init() throws {
-        port = Self.freePort()
-        let config = """
-            version: 0.1
-            log:
-              level: error
-              accesslog:
-                disabled: true
-            storage:
-              filesystem:
-                rootdirectory: \(directory.path)/data
-            http:
-              addr: 127.0.0.1:\(port)
-
-            """
-        try writeFile(directory.file("config.yml"), Array(config.utf8))
-        #expect(shell("/usr/bin/docker-registry serve '\(directory.file("config.yml"))' >/dev/null 2>&1 & echo $! > '\(directory.file("pid"))'") == 0)
-        pid = pid_t(String(decoding: try readFile(directory.file("pid")), as: UTF8.self).trimmingCharacters()) ?? 0
-        guard eventually(10, { Self.isListening(self.port) }) else {
-            stop()
-            throw EStargzError.notFound("docker-registry listening on port \(port)")
-        }
-    }
-
-    func stop() {
-        guard pid > 0 else { return }
-        kill(pid, SIGTERM)
-        if !eventually(3, { kill(self.pid, 0) != 0 || shell("grep -q ') Z' /proc/\(self.pid)/stat 2>/dev/null") == 0 }) {
-            kill(pid, SIGKILL)
-        }
-        var status: Int32 = 0
-        waitpid(pid, &status, WNOHANG)
-        pid = 0
-    }
-
-    deinit { stop() }
-
-    /// A free TCP port on 127.0.0.1 (bound to port 0 and released).
-    static func freePort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
-
-    static func isListening(_ port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = UInt16(port).bigEndian
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        } == 0
-    }
-}
 
 /// An OCI layout at `layout` holding one image (`tag`) with the given plain tar.gz layer blobs.
 func writeOCILayout(_ layout: String, tag: String, gzipLayers: [String]) throws {
@@ -103,17 +30,6 @@ func writeOCILayout(_ layout: String, tag: String, gzipLayers: [String]) throws 
     try oci.addManifest(bytes: Array(try encoder.encode(manifest)), mediaType: MediaType.ociManifest, tag: tag)
 }
 
-/// Incompressible pseudo-random bytes (so byte counts mean something).
-func noiseBytes(_ count: Int, seed: UInt64) -> [UInt8] {
-    var state = seed | 1
-    var out = [UInt8](repeating: 0, count: count)
-    for i in 0 ..< count {
-        state ^= state << 13; state ^= state >> 7; state ^= state << 17
-        out[i] = UInt8(truncatingIfNeeded: state)
-    }
-    return out
-}
-
 /// Reads a whole file through the mount.
 func readAll(_ path: String) -> [UInt8]? {
     try? readFile(path)
@@ -135,14 +51,14 @@ final class CLIMount {
     deinit { shell("kill -9 \(pid) 2>/dev/null; umount -l '\(mountpoint)' 2>/dev/null") }
 }
 
-@Suite(.serialized, .enabled(if: canMount && access(estargzBinary, X_OK) == 0 && MountTestRegistry.available,
+@Suite(.serialized, .enabled(if: canMount && access(estargzBinary, X_OK) == 0 && TestRegistry.available,
                              "needs root, /dev/fuse, the built CLI and docker-registry"))
 struct RegistryMountTests {
     /// Three layers pushed as an eStargz image; `estargz mount REF` merges them lazily from the
     /// registry, serves until SIGTERM, and fetches only a little of the big layer.
     @Test(.timeLimit(.minutes(1))) func mountsRegistryImage() throws {
         let dir = TemporaryDirectory()
-        let registry = try MountTestRegistry()
+        let registry = try TestRegistry()
         defer { registry.stop() }
 
         // Lowest layer: one big incompressible file; above it the LayerStack layers (whiteouts, opaque dirs).

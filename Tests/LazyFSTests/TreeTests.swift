@@ -1,5 +1,6 @@
 import EStargzCore
 import LazyFS
+import TestSupport
 import Testing
 #if canImport(Glibc)
 import Glibc

@@ -2,6 +2,7 @@ import EStargzCore
 import EStargzRemote
 import Foundation
 @testable import Snapshotter
+import TestSupport
 import Testing
 
 /// containerd (started as a plain process, as the snapshotter's users run it) using our snapshotter
@@ -185,7 +186,6 @@ extension ContainerdTests {
         let client = RegistryClient()
         var options = RangeReader.Options()
         options.blockSize = 32 << 10
-        options.tailSize = 64 << 10
         let reader = try await RangeReader.open(client: client, repository: try ImageReference(parsing: reference), digest: digest,
                                                 options: options)
         let layer = try LayerReader(source: reader)
@@ -248,30 +248,13 @@ private final class ContainerdEnvironment {
         return FileManager.default.isExecutableFile(atPath: beside) ? beside : packageRoot + "/.build/debug/estargz"
     }
 
-    private var registry: Process?
+    private var registry: TestRegistry?
 
-    /// Debian's docker-registry on a free loopback port; returns the port.
+    /// Debian's docker-registry on a free loopback port, storing under DIR/registry; returns the port.
     func startRegistry() throws -> Int {
-        let port = Self.freePort()
-        let config = """
-            version: 0.1
-            log:
-              level: error
-              accesslog:
-                disabled: true
-            storage:
-              filesystem:
-                rootdirectory: \(directory)/registry
-            http:
-              addr: 127.0.0.1:\(port)
-            """
-        try config.write(toFile: directory + "/registry.yml", atomically: true, encoding: .utf8)
-        registry = try Self.start("/usr/bin/docker-registry", ["serve", directory + "/registry.yml"], log: directory + "/registry.log")
-        for _ in 0 ..< 100 {
-            if (try? Self.run("/usr/bin/python3", ["-c", "import socket; socket.create_connection(('127.0.0.1', \(port)), 1)"])) != nil { return port }
-            usleep(100_000)
-        }
-        throw ContainerdTestError("docker-registry did not start on port \(port)")
+        let started = try TestRegistry(storage: directory + "/registry")
+        registry = started
+        return started.port
     }
 
     /// The busybox image unpacked as an OCI layout (for `estargz image convert oci:…` and skopeo).
@@ -295,11 +278,6 @@ private final class ContainerdEnvironment {
         var value = Double(size), unit = 0
         while value >= 1024 && unit < units.count - 1 { value /= 1024; unit += 1 }
         return String(format: "%.1f", value) + " " + units[unit]
-    }
-
-    static func freePort() -> Int {
-        let output = (try? run("/usr/bin/python3", ["-c", "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"])) ?? "5999"
-        return Int(output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 5999
     }
 
     func startSnapshotter() throws {
@@ -342,8 +320,7 @@ private final class ContainerdEnvironment {
         containerd?.terminate()
         containerd?.waitUntilExit()
         try? stopSnapshotter()
-        registry?.terminate()
-        registry?.waitUntilExit()
+        registry?.stop()
         // Whatever containerd left mounted below our directory.
         if let mounts = try? String(contentsOfFile: "/proc/mounts", encoding: .utf8) {
             for line in mounts.split(separator: "\n").reversed() {
