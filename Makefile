@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine: `make demo` and `make test`.
-.PHONY: demo test build fuzz interop-tools clean bench
+.PHONY: demo test build fuzz interop-tools clean bench hellobench
 
 demo:
 	scripts/setup.sh
@@ -28,3 +28,9 @@ clean:
 bench:
 	scripts/setup.sh
 	python3 Benchmarks/sidebyside.py $(BENCH_ARGS)
+
+# Cold-start benchmark: containerd + runc, ours vs the reference Stargz Snapshotter (Benchmarks/README.md).
+# HELLOBENCH_ARGS=--quick for one repetition.
+hellobench:
+	scripts/setup.sh
+	python3 Benchmarks/hellobench.py $(HELLOBENCH_ARGS)

@@ -101,7 +101,7 @@ var package = Package(
         ),
         .testTarget(
             name: "SnapshotterTests",
-            dependencies: ["Snapshotter", "EStargzCore", "TestSupport"],
+            dependencies: ["Snapshotter", "EStargzCore", "EStargzRemote", "TestSupport"],
             exclude: ["Fixtures"]
         ),
         .testTarget(

@@ -9,15 +9,29 @@ with `tc qdisc ... tbf` on lo); only the time each byte takes to cross is.
     delay_proxy.py LISTEN_PORT TARGET_HOST:TARGET_PORT [--delay-ms 10]
 
 Prints "listening PORT" on stdout once it accepts connections (port 0 picks
-a free one). Stops on SIGTERM or SIGINT.
+a free one). Stops on SIGTERM or SIGINT. On SIGUSR1 (and at exit) it prints
+"bytes down=N up=M connections=C requests=R": the bytes relayed from the
+target to the clients (what the registry served), from the clients to the
+target, the connections accepted and the HTTP/1.x requests seen (request lines
+counted in the client's bytes) so far — counters since start, never reset, so a
+caller takes differences.
 """
 import argparse
 import asyncio
+import re
 import signal
 import sys
 
 
-async def pump(reader, writer, delay):
+COUNTS = {"down": 0, "up": 0, "connections": 0, "requests": 0}
+REQUEST_LINE = re.compile(rb"^(GET|HEAD|POST|PUT|PATCH|DELETE) [^ \r\n]+ HTTP/1\.[01]\r$", re.M)
+
+
+def report():
+    print("bytes down={down} up={up} connections={connections} requests={requests}".format(**COUNTS), flush=True)
+
+
+async def pump(reader, writer, delay, direction):
     loop = asyncio.get_running_loop()
     queue = asyncio.Queue()
 
@@ -25,6 +39,9 @@ async def pump(reader, writer, delay):
         try:
             while True:
                 data = await reader.read(256 * 1024)
+                COUNTS[direction] += len(data)
+                if direction == "up":
+                    COUNTS["requests"] += len(REQUEST_LINE.findall(data))
                 await queue.put((loop.time() + delay, data))
                 if not data:
                     return
@@ -51,6 +68,7 @@ async def pump(reader, writer, delay):
 
 
 async def handle(client_reader, client_writer, host, port, delay):
+    COUNTS["connections"] += 1
     try:
         upstream_reader, upstream_writer = await asyncio.open_connection(host, port)
     except OSError:
@@ -58,8 +76,8 @@ async def handle(client_reader, client_writer, host, port, delay):
         return
     try:
         await asyncio.gather(
-            pump(client_reader, upstream_writer, delay),
-            pump(upstream_reader, client_writer, delay),
+            pump(client_reader, upstream_writer, delay, "up"),
+            pump(upstream_reader, client_writer, delay, "down"),
         )
     except asyncio.CancelledError:
         pass
@@ -89,8 +107,10 @@ async def main():
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, report)
     async with server:
         await stop.wait()
+    report()
 
 
 if __name__ == "__main__":

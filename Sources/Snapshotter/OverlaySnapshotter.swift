@@ -70,12 +70,12 @@ public actor OverlaySnapshotter {
         let now = Date()
         var labels = labels
         labels[RemoteLabel.remote] = RemoteLabel.remoteValue
-        let record = SnapshotRecord(key: target, id: store.allocateID(), kind: .committed, parent: parent, labels: labels,
+        var record = SnapshotRecord(key: target, id: store.allocateID(), kind: .committed, parent: parent, labels: labels,
                                     created: now, updated: now)
         let fs = store.directory(of: record).appendingPathComponent("fs")
         try FileManager.default.createDirectory(at: fs, withIntermediateDirectories: true)
         do {
-            try remote.mount(labels: labels, at: fs.path)
+            (record.size, record.inodes) = try remote.mount(labels: labels, at: fs.path)
             store.put(record)
             try store.save()
         } catch {
@@ -161,7 +161,9 @@ public actor OverlaySnapshotter {
         return record
     }
 
-    /// Disk usage: recorded at commit for committed snapshots, measured now for active ones.
+    /// Disk usage: recorded at commit for committed snapshots, measured now for active ones. A lazily
+    /// mounted (remote) layer reports its files' apparent size and entry count from the TOC, i.e.
+    /// what it would take extracted, not the chunks fetched so far (see ``RemoteLayers/usage(of:)``).
     public func usage(key: String) throws -> (size: Int64, inodes: Int64) {
         guard let record = store.record(key) else { throw SnapshotterError.notFound(key) }
         if record.kind == .committed { return (record.size, record.inodes) }

@@ -12,6 +12,7 @@ import Foundation
 /// [fetch]
 /// prefetch = true                              # the prioritized region, right after mounting a layer
 /// background = false                           # then everything else, politely
+/// block_kib = 32                               # registry read granularity (each miss fetches whole blocks)
 /// [cache]
 /// directory = "/var/lib/estargz-snapshotter/cache"
 /// capacity_mib = 1024
@@ -25,6 +26,8 @@ public struct SnapshotterConfig: Sendable, Equatable {
     public var credentials: [String: String] = [:]
     public var prefetch = true
     public var backgroundFetch = false
+    /// Granularity of registry range reads and of the in-memory block cache, in KiB.
+    public var fetchBlockKiB = 32
     public var cacheDirectory: String?
     public var cacheCapacityMiB: Int = 1024
 
@@ -64,6 +67,7 @@ public struct SnapshotterConfig: Sendable, Equatable {
                 credentials[key] = v
             case ("fetch", "prefetch", .bool(let v)): prefetch = v
             case ("fetch", "background", .bool(let v)): backgroundFetch = v
+            case ("fetch", "block_kib", .integer(let v)) where v >= 4 && v <= 16 * 1024: fetchBlockKiB = v
             case ("cache", "directory", .string(let v)): cacheDirectory = v
             case ("cache", "capacity_mib", .integer(let v)) where v > 0: cacheCapacityMiB = v
             default: throw fail("unknown or mistyped setting \(key) in [\(table)]")

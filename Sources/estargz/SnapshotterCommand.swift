@@ -45,7 +45,8 @@ struct SnapshotterCommand: AsyncParsableCommand {
         let remote = lazy ? try RemoteLayers(registry: registry,
                                              cacheDirectory: cacheDirectory ?? settings.cacheDirectory ?? root + "/cache",
                                              cacheCapacity: Int64(settings.cacheCapacityMiB) << 20,
-                                             prefetch: settings.prefetch, backgroundFetch: settings.backgroundFetch) : nil
+                                             prefetch: settings.prefetch, backgroundFetch: settings.backgroundFetch,
+                                             fetchBlockSize: Int64(settings.fetchBlockKiB) << 10) : nil
         let root = self.root, address = self.address
         let task = Task { try await SnapshotterServer.serve(root: root, socketPath: address, remote: remote) }
         let signals = [SIGINT, SIGTERM].map { number -> DispatchSourceSignal in

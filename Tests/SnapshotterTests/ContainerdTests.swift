@@ -1,5 +1,7 @@
 import EStargzCore
+import EStargzRemote
 import Foundation
+@testable import Snapshotter
 import TestSupport
 import Testing
 
@@ -48,6 +50,13 @@ extension ContainerdTests {
         #expect(mounts.split(separator: "\n").contains { $0.contains(environment.directory + "/snapshotter/snapshots/") && $0.contains("fuse") })
         let info = try environment.ctr(["snapshots", "--snapshotter", "estargz", "ls"])
         #expect(info.contains("Committed"))
+        // Usage of the lazy layer: the layer as if extracted, from its TOC (nothing fetched for it):
+        // the root, 6 directories, 3 files and 4 symlinks; busybox + 21 + 256 KiB bytes.
+        let usage = try environment.ctr(["snapshots", "--snapshotter", "estargz", "usage"])
+        let row = try #require(usage.split(separator: "\n").dropFirst().first).split(whereSeparator: \.isWhitespace)
+        #expect(row.last == "14", "\(usage)")
+        let size = fileSize("/bin/busybox") + 21 + 256 * 1024
+        #expect(row.dropFirst().dropLast().joined(separator: " ") == ContainerdEnvironment.humanBytes(size), "\(usage)")
 
         let output = try environment.ctr(["run", "--rm", "--snapshotter", "estargz", reference, "lazy1", "/bin/cat", "/etc/message"])
         #expect(output == "hello from the layer\n")
@@ -113,6 +122,34 @@ extension ContainerdTests {
         let output = environment.directory + "/optimized"
         try ContainerdEnvironment.run(environment.estargz, ["image", "optimize", "oci:" + layout, "oci:" + output + ":opt",
                                                             "--period", "20", "--", "/bin/cat", "/etc/message"])
+        try expectPrioritized(layout: output)
+    }
+
+    /// `estargz image optimize` between registries: SRC a plain gzip image in a registry, DST a new
+    /// tag there; what the registry then serves is the optimized eStargz image.
+    @Test func optimizeReadsFromAndPushesToARegistry() throws {
+        let environment = try ContainerdEnvironment()
+        defer { environment.tearDown() }
+        let registry = try environment.startRegistry()
+        let layout = try environment.imageLayout()
+        let source = "127.0.0.1:\(registry)/bbtest:gzip"
+        let destination = "127.0.0.1:\(registry)/bbopt:optimized"
+        try ContainerdEnvironment.run("/usr/bin/skopeo", ["copy", "--dest-tls-verify=false", "oci:" + layout, "docker://" + source])
+        try ContainerdEnvironment.run(environment.estargz, ["image", "optimize", source, destination,
+                                                            "--period", "20", "--", "/bin/cat", "/etc/message"])
+        // The source tag is untouched: still the one gzip layer skopeo pushed.
+        let inspected = try ContainerdEnvironment.run(environment.estargz, ["image", "inspect", source])
+        #expect(!inspected.contains("toc.digest"), "\(inspected)")
+        // Fetch what the registry serves under the destination tag, as a layout, and check it.
+        let fetched = environment.directory + "/fetched"
+        try ContainerdEnvironment.run("/usr/bin/skopeo", ["copy", "--src-tls-verify=false", "docker://" + destination, "oci:" + fetched + ":opt"])
+        try expectPrioritized(layout: fetched)
+        let verified = try ContainerdEnvironment.run(environment.estargz, ["ls", destination])
+        #expect(verified.contains("etc/message"))
+    }
+
+    /// The layout's one layer is eStargz whose prefetch region holds exactly the workload's files.
+    private func expectPrioritized(layout output: String) throws {
         let index = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: output + "/index.json"))) as? [String: Any]
         let manifestDigest = try #require(((index?["manifests"] as? [[String: Any]])?.last?["digest"] as? String)?.dropFirst(7))
         let manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: output + "/blobs/sha256/" + manifestDigest))) as? [String: Any]
@@ -126,6 +163,48 @@ extension ContainerdTests {
         let random = try #require(layer.entry(at: "etc/random"))
         #expect(layer.chunks(of: random).allSatisfy { $0.blobOffset > end }, "etc/random was not read by the workload")
         #expect(!(try String(contentsOfFile: "/proc/mounts", encoding: .utf8)).contains("estargz-optimize"))
+    }
+}
+
+extension ContainerdTests {
+    /// A lazy layer's prioritized region is streamed ahead, at most 1 MiB per request and nothing
+    /// beyond it; the prioritized files then read without another request.
+    @Test func prioritizedRegionIsFetchedAheadInMebibytePieces() async throws {
+        let environment = try ContainerdEnvironment()
+        defer { environment.tearDown() }
+        let registry = try environment.startRegistry()
+        let layout = try environment.imageLayout()
+        let list = environment.directory + "/prioritized"
+        try "bin/busybox\netc/message\n".write(toFile: list, atomically: true, encoding: .utf8)
+        let reference = "127.0.0.1:\(registry)/bbtest:prioritized"
+        try ContainerdEnvironment.run(environment.estargz, ["image", "convert", "oci:" + layout, reference, "--prioritized-files", list])
+        let blobs = environment.directory + "/registry/docker/registry/v2/blobs"
+        let files = FileManager.default.enumerator(atPath: blobs)!.compactMap { $0 as? String }.filter { $0.hasSuffix("/data") }
+        let layerPath = try #require(files.max { fileSize(blobs + "/" + $0) < fileSize(blobs + "/" + $1) })
+        let digest = "sha256:" + String(try #require(layerPath.split(separator: "/").dropLast().last))
+
+        let client = RegistryClient()
+        var options = RangeReader.Options()
+        options.blockSize = 32 << 10
+        let reader = try await RangeReader.open(client: client, repository: try ImageReference(parsing: reference), digest: digest,
+                                                options: options)
+        let layer = try LayerReader(source: reader)
+        let end = try #require(layer.prefetchRegionEnd)
+        let random = try #require(layer.entry(at: "etc/random"))
+        #expect(layer.chunks(of: random).allSatisfy { $0.blobOffset >= end }, "etc/random is not prioritized")
+        let before = reader.statistics
+        await RemoteLayers.fetchAhead(reader, upTo: end).value
+        let after = reader.statistics
+        let requests = after.requests - before.requests
+        #expect(requests >= 1)
+        #expect(after.bytesFetched - before.bytesFetched <= requests * ((1 << 20) + (32 << 10)), "pieces of at most 1 MiB: \(before) → \(after)")
+
+        #expect(try layer.read(path: "bin/busybox") == Array(try Data(contentsOf: URL(fileURLWithPath: "/bin/busybox"))))
+        #expect(try layer.read(path: "etc/message") == Array("hello from the layer\n".utf8))
+        #expect(reader.statistics.requests == after.requests, "prioritized files read from what was fetched ahead")
+        #expect(after.bytesFetched - before.bytesFetched <= end + (32 << 10), "nothing beyond the region")
+        #expect(try layer.read(path: "etc/random").count == 256 * 1024)
+        try await client.shutdown()
     }
 }
 
@@ -191,6 +270,14 @@ private final class ContainerdEnvironment {
     @discardableResult
     func ctrRemote(_ arguments: [String]) throws -> String {
         try Self.run("/usr/bin/ctr-remote", ["--address", directory + "/containerd.sock", "--namespace", "estargz-test"] + arguments)
+    }
+
+    /// How ctr prints sizes (containerd's `progress.Bytes`: 1024-based, "%02.1f UNIT").
+    static func humanBytes(_ size: Int64) -> String {
+        let units = ["B", "KiB", "MiB", "GiB"]
+        var value = Double(size), unit = 0
+        while value >= 1024 && unit < units.count - 1 { value /= 1024; unit += 1 }
+        return String(format: "%.1f", value) + " " + units[unit]
     }
 
     func startSnapshotter() throws {
