@@ -1,5 +1,6 @@
 @testable import EStargzCore
 import Testing
+import TestSupport
 
 /// A blob whose TOC member holds exactly `json` (data members taken from `original`).
 func blob(_ original: [UInt8], withJSON json: [UInt8]) throws -> [UInt8] {
