@@ -7,8 +7,9 @@ Needs root, /dev/fuse, containerd, runc, ctr-remote (Debian's stargz-snapshotter
 skopeo, Go 1.19 with golang-github-containerd-stargz-snapshotter-dev. Every run starts from a fresh
 containerd (temp root/state/config) and a fresh snapshotter (new root, empty caches), after
 `echo 3 > /proc/sys/vm/drop_caches`. The registry is Debian's docker-registry on loopback behind
-Benchmarks/delay_proxy.py (10 ms each way), with `tc qdisc add dev lo root tbf rate 100mbit burst
-256kb latency 100ms` on lo while measuring. The tc qdisc, FUSE mounts and every process are removed
+Benchmarks/delay_proxy.py (10 ms each way), with `tbf rate 100mbit burst 256kb latency 100ms` on
+the client <-> proxy hop of lo while measuring (Benchmarks/shaping.py: a root tbf would shape the
+proxy -> registry hop too and halve the bandwidth). The tc qdisc, FUSE mounts and every process are removed
 on exit, also on failure or Ctrl-C.
 
 Bytes fetched are counted by the delay proxy (registry -> client, everything: auth, manifests,
@@ -27,6 +28,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from shaping import ShapedLink, root_qdisc
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -125,22 +128,20 @@ class Cleanup:
             if target == directory or target.startswith(directory + "/"):
                 subprocess.run(["umount", "-l", target], stderr=subprocess.DEVNULL)
 
-    def tc_on(self, rate):
-        shown = out(["tc", "qdisc", "show", "dev", "lo"])
-        if "tbf" in shown or "netem" in shown:
-            raise RuntimeError(f"lo already has a shaping qdisc (someone else benchmarking?): {shown.strip()}")
-        sh(["tc", "qdisc", "add", "dev", "lo", "root", "tbf", "rate", rate, "burst", "256kb", "latency", "100ms"])
-        self.tc = out(["tc", "qdisc", "show", "dev", "lo"]).split()[2]  # the handle, e.g. "8005:"
+    def tc_on(self, rate, port):
+        """Shape the client <-> delay proxy hop (Benchmarks/shaping.py)."""
+        if root_qdisc() != "" and not root_qdisc().startswith("qdisc noqueue"):
+            raise RuntimeError(f"lo already has a qdisc (someone else benchmarking?): {root_qdisc()}")
+        self.tc = ShapedLink(port, rate, log=log, wait_seconds=0)
+        self.tc.install()
 
     def tc_intact(self):
         """Whether our qdisc is still the one on lo (another user of the machine may replace it)."""
-        shown = out(["tc", "qdisc", "show", "dev", "lo"]).split()
-        return len(shown) > 2 and shown[1] == "tbf" and shown[2] == self.tc
+        return bool(self.tc) and self.tc.intact()
 
     def tc_off(self):
         if self.tc:
-            if self.tc_intact():  # never remove a qdisc someone else put there meanwhile
-                subprocess.run(["tc", "qdisc", "del", "dev", "lo", "root"])
+            self.tc.remove()
             self.tc = False
 
     def all(self):
@@ -546,7 +547,7 @@ def main():
         load0 = os.getloadavg()[0]
         started = datetime.datetime.now(datetime.timezone.utc)
         if not args.no_tc:
-            cleanup.tc_on(args.rate)
+            cleanup.tc_on(args.rate, env.proxy_port)
         configs = [c for c in CONFIGS if not args.only or any(s and s in c[0] for s in args.only.split("|"))]
         n = 0
         for rep in range(reps):
@@ -560,9 +561,10 @@ def main():
                         if args.no_tc or cleanup.tc_intact():
                             break
                         log("the tc qdisc on lo changed during this run (someone else?): measuring it again")
+                        cleanup.tc.active = False  # not ours any more: never remove it
                         cleanup.tc = False
                         time.sleep(5)
-                        cleanup.tc_on(args.rate)
+                        cleanup.tc_on(args.rate, env.proxy_port)
                     else:
                         raise RuntimeError("lo's qdisc keeps changing under us")
                     log(f"rep {rep + 1} {w:5} {label:38} pull {r['pull']:6.2f} s  run {r['run']:6.2f} s  "

@@ -9,8 +9,9 @@ scripts/python-rootfs.sh's (debootstrap minbase + python3-minimal, bookworm), co
 with `estargz image convert` into a registry on 127.0.0.1.
 
 Network: Benchmarks/delay_proxy.py in front of the registry adds DELAY ms each way (netem is not
-available here) and `tc qdisc add dev lo root tbf rate RATE burst 256kb latency 100ms` limits the
-bandwidth. The qdisc is removed afterwards, also on failure or SIGINT/SIGTERM.
+available here) and `tbf rate RATE burst 256kb latency 100ms` limits the bandwidth between the
+client and the proxy (Benchmarks/shaping.py: only the proxy's port is shaped, so the registry ->
+proxy hop does not halve it). The qdisc is removed afterwards, also on failure or SIGINT/SIGTERM.
 
 Measured, alternating, RUNS times each (medians printed, every run in the JSON):
   lazy:      `estargz mount REF MNT` + `chroot MNT /usr/bin/python3 -c 'print("hi")'`: seconds from
@@ -38,6 +39,8 @@ import tempfile
 import threading
 import time
 import urllib.request
+
+from shaping import ShapedLink
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -81,47 +84,6 @@ def drop_caches():
     os.sync()
     with open("/proc/sys/vm/drop_caches", "w") as f:
         f.write("3\n")
-
-
-class Shaping:
-    """tc tbf on lo for the duration of a with-block, under a handle of our own, so that only our
-    qdisc is ever removed (also on failure). lo is shared: when someone else's qdisc is on it (another
-    benchmark), wait for it to go rather than replace it or measure through it."""
-
-    HANDLE = "5e57:"
-
-    def __init__(self, rate, wait_seconds=900):
-        self.rate = rate
-        self.wait_seconds = wait_seconds
-        self.active = False
-
-    @staticmethod
-    def root_qdisc():
-        out = subprocess.run(["tc", "qdisc", "show", "dev", "lo", "root"], capture_output=True, text=True).stdout
-        return out.strip()
-
-    def __enter__(self):
-        deadline = time.monotonic() + self.wait_seconds
-        while not self.root_qdisc().startswith("qdisc noqueue"):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"lo is shaped by someone else: {self.root_qdisc()}")
-            log(f"waiting for another qdisc on lo to go: {self.root_qdisc()}")
-            time.sleep(10)
-        sh(["tc", "qdisc", "add", "dev", "lo", "root", "handle", self.HANDLE, "tbf", "rate", self.rate,
-            "burst", "256kb", "latency", "100ms"])
-        self.active = True
-        log(f"shaping lo: tbf rate {self.rate} burst 256kb latency 100ms")
-        return self
-
-    def remove(self):
-        if self.active:
-            if self.root_qdisc().startswith(f"qdisc tbf {self.HANDLE}"):
-                subprocess.run(["tc", "qdisc", "del", "dev", "lo", "root", "handle", self.HANDLE])
-            self.active = False
-            log("shaping lo removed")
-
-    def __exit__(self, *exc):
-        self.remove()
 
 
 class Nothing:
@@ -370,7 +332,7 @@ def main():
     os.makedirs(WORK, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="lazystart-")
     procs = Processes()
-    shaping = Shaping(args.rate)
+    shaping = None
 
     def terminate(number, frame):
         raise KeyboardInterrupt
@@ -390,6 +352,7 @@ def main():
         proxy = delay_proxy(procs, port, args.delay_ms)
         ref = f"127.0.0.1:{proxy}/{repo}:esgz"
         runs = {"lazy": [], "lazy+bg": [], "full": [], "probe": []}
+        shaping = ShapedLink(proxy, args.rate, log=log)
         with (shaping if not args.only_throughput else Nothing()):
             for i in range(0 if args.only_throughput else args.runs):
                 elapsed, stats, _ = lazy_run(args, procs, tmp, ref)
@@ -409,7 +372,8 @@ def main():
         if not args.skip_throughput:
             result["throughput"] = throughput(args, procs, tmp, f"127.0.0.1:{port}/{repo}:esgz", tar)
     finally:
-        shaping.remove()
+        if shaping:
+            shaping.remove()
         procs.close()
         shutil.rmtree(tmp, ignore_errors=True)
     with open(os.path.join(WORK, "lazystart.json"), "w") as f:
