@@ -219,6 +219,16 @@ public final class RangeReader: RandomAccessSource {
         for waiting in released { waiting.resume() }
     }
 
+    /// Starts fetching the blocks of `range` not cached yet, in one request per run (LayerReader
+    /// calls this before reading a TOC larger than the tail), so the reads that follow share those
+    /// requests instead of sending one each. Ranges beyond half the memory limit are left alone:
+    /// their first blocks would be evicted before they are read.
+    public func willRead(_ range: Range<Int64>) {
+        let range = range.clamped(to: 0 ..< size)
+        guard !range.isEmpty, Int64(range.count) <= options.memoryLimit / 2 else { return }
+        _ = acquire(range)
+    }
+
     /// Drops the cached blocks overlapping `range` (LayerReader calls this after a chunk failed
     /// verification), so a retry fetches them again instead of re-serving damaged bytes.
     public func invalidate(_ range: Range<Int64>) {

@@ -326,4 +326,29 @@ extension RangeReaderTests {
             #expect(tail.requests >= 2)
         }
     }
+
+    /// A TOC larger than the tail is fetched in one request after the tail, not one per piece
+    /// the reader inflates (RangeReader.willRead).
+    @Test func largeTOCCostsOneRequestAfterTheTail() async throws {
+        let registry = try TestRegistry(auth: .none)
+        defer { registry.stop() }
+        // 64-byte chunks of noise: 64k chunk entries, each with its own random digest (~3 MiB of TOC).
+        var files: [String: [UInt8]] = [:]
+        for i in 0 ..< 4_000 { files["d\(i % 50)/f\(i)"] = noiseBytes(1024, seed: UInt64(i) + 1000) }
+        let image = try RegistryClientTests.buildImage(in: registry.directory.path, files: files, chunkSize: 64)
+        let reference = registry.reference("big/toc")
+        try await RegistryClientTests.withClient { client in
+            try await client.pushBlob(reference, digest: digestString(image.layer), bytes: image.layer)
+            var options = RangeReader.Options()
+            options.wholeBlobLimit = 0
+            let reader = try await RangeReader.open(client: client, repository: reference, digest: digestString(image.layer),
+                                                    size: Int64(image.layer.count), options: options)
+            let layer = try await offPool { try LayerReader(source: reader, tocDigest: image.result.tocDigest) }
+            let tocBytes = Int64(image.layer.count) - layer.tocOffset
+            print("TOC member of \(tocBytes) B: opened in \(reader.statistics.requests) requests, \(reader.statistics.bytesFetched) B")
+            #expect(tocBytes > 2 * options.tailSize + (1 << 20))
+            #expect(reader.statistics.requests == 2)
+            #expect(try await offPool { try layer.read(path: "d7/f1307") } == files["d7/f1307"])
+        }
+    }
 }

@@ -17,94 +17,36 @@ enum TOCMember {
 
     /// Decompresses the TOC member and returns the JSON bytes, refusing more than `limit` of them.
     static func decompressJSON(_ member: [UInt8], limit: Int64) throws -> [UInt8] {
-        let decoder: GzipStreamDecoder
-        do { decoder = try GzipStreamDecoder() } catch { throw EStargzError.compression(error.description) }
-        var consumed = 0
-        var finished = false
-        let input = ClosureTarInput { output in
-            guard !finished else { return 0 }
-            while true {
-                let step: (consumed: Int, produced: Int, memberEnded: Bool)
-                do {
-                    step = try member.withUnsafeBytes { all in
-                        try decoder.decode(UnsafeRawBufferPointer(rebasing: all[consumed...]), into: output)
-                    }
-                } catch {
-                    throw EStargzError.invalidTOC("TOC member does not decompress: \(error)")
-                }
-                consumed += step.consumed
-                if step.memberEnded { finished = true }
-                if step.produced > 0 || finished { return step.produced }
-                if step.consumed == 0 {
-                    throw EStargzError.invalidTOC("TOC member is truncated")
-                }
-            }
+        var given = false
+        let (reader, size) = try openJSON(compressedSize: Int64(member.count), limit: limit) {
+            defer { given = true }
+            return given ? [] : member
         }
-        let reader = TarReader(input)
-        guard let first = try reader.next() else {
-            throw EStargzError.invalidTOC("TOC member holds no tar entry")
-        }
-        guard TarPath.clean(first.header.name) == fileName, first.header.kind == .regular else {
-            throw EStargzError.invalidTOC("TOC tar entry is \(String(reflecting: first.header.name)), expected \(fileName)")
-        }
-        let size = first.header.size
-        guard size <= limit else {
-            throw EStargzError.limitExceeded("TOC JSON of \(size) bytes (limit \(limit))")
-        }
-        // Deflate expands at most 1032:1, so a small member that claims a huge TOC cannot make
-        // us allocate more than its bytes can produce; the JSON goes straight into its final array.
-        let capacity = Int(min(size, Int64(member.count) * 1032 + 4096))
-        let json = try [UInt8](unsafeUninitializedCapacity: capacity) { buffer, initialized in
+        return try [UInt8](unsafeUninitializedCapacity: Int(size)) { buffer, initialized in
             while initialized < Int(size) {
-                guard initialized < capacity else {
-                    throw EStargzError.invalidTOC("TOC JSON of \(size) bytes cannot come from a \(member.count)-byte member")
-                }
-                let n = try reader.readContent(into: UnsafeMutableRawBufferPointer(UnsafeMutableBufferPointer(rebasing: buffer[initialized ..< capacity])))
+                let n = try reader.readContent(into: UnsafeMutableRawBufferPointer(UnsafeMutableBufferPointer(rebasing: buffer[initialized...])))
                 guard n > 0 else { throw EStargzError.invalidTOC("TOC JSON ends after \(initialized) of \(size) bytes") }
                 initialized += n
             }
         }
-        return json
     }
-}
 
-extension TOCMember {
-    /// Reads the TOC member at `tocOffset` (`compressedSize` bytes) piece by piece: inflates it,
-    /// hashes the JSON and parses it straight into the reader's node table, so neither the
-    /// compressed member nor the JSON is ever held whole. Bytes already fetched (`tail`, which
-    /// starts at blob offset `tailStart`) are not read again.
-    ///
-    /// When `expected` is given and the JSON does not hash to it, that is the error, even if the
-    /// JSON is also malformed (the rest of it is still hashed to tell).
-    static func loadTable(source: any RandomAccessSource, tocOffset: Int64, compressedSize: Int64,
-                          tail: [UInt8], tailStart: Int64, expected: SHA256Digest?,
-                          limits: LayerReader.Limits) throws -> (NodeTable, SHA256Digest) {
+    /// Inflates the member from its compressed bytes, handed over in order by `nextPiece` (empty
+    /// at the end), and positions a tar reader at the JSON's content: the member must hold one
+    /// regular file named ``fileName`` of at most `limit` bytes. Returns the reader and the size.
+    private static func openJSON(compressedSize: Int64, limit: Int64,
+                                 nextPiece: @escaping () throws -> [UInt8]) throws -> (TarReader, Int64) {
         let decoder: GzipStreamDecoder
         do { decoder = try GzipStreamDecoder() } catch { throw EStargzError.compression(error.description) }
-        // Compressed bytes: the tail's copy when it holds the member, else 1 MiB reads.
-        let pieceSize = 1 << 20
         var piece = [UInt8]()
-        var pieceStart: Int64 = tocOffset  // blob offset of piece[0]
         var used = 0
         var finished = false
-        let memberEnd = tocOffset + compressedSize
-        let inTail = tocOffset >= tailStart
-        func nextPiece() throws {
-            let from = pieceStart + Int64(piece.count)
-            guard from < memberEnd else { piece = []; used = 0; return }
-            if inTail {
-                piece = Array(tail[Int(from - tailStart) ..< Int(memberEnd - tailStart)])
-            } else {
-                piece = try source.read(at: from, count: Int(min(Int64(pieceSize), memberEnd - from)))
-            }
-            pieceStart = from
-            used = 0
-        }
         let input = ClosureTarInput { output in
             guard !finished else { return 0 }
             while true {
                 if used == piece.count {
-                    try nextPiece()
+                    piece = try nextPiece()
+                    used = 0
                     if piece.isEmpty { throw EStargzError.invalidTOC("TOC member is truncated") }
                 }
                 let step: (consumed: Int, produced: Int, memberEnded: Bool)
@@ -131,12 +73,40 @@ extension TOCMember {
             throw EStargzError.invalidTOC("TOC tar entry is \(String(reflecting: first.header.name)), expected \(fileName)")
         }
         let size = first.header.size
-        guard size <= limits.maximumTOCSize else {
-            throw EStargzError.limitExceeded("TOC JSON of \(size) bytes (limit \(limits.maximumTOCSize))")
+        guard size <= limit else {
+            throw EStargzError.limitExceeded("TOC JSON of \(size) bytes (limit \(limit))")
         }
-        // Deflate expands at most 1032:1: a small member cannot honestly claim a huge TOC.
+        // Deflate expands at most 1032:1: a small member cannot honestly claim a huge TOC, so
+        // nothing is allocated or parsed for more than its bytes can produce.
         guard size <= compressedSize * 1032 + 4096 else {
             throw EStargzError.invalidTOC("TOC JSON of \(size) bytes cannot come from a \(compressedSize)-byte member")
+        }
+        return (reader, size)
+    }
+}
+
+extension TOCMember {
+    /// Reads the TOC member at `tocOffset` (`compressedSize` bytes) piece by piece: inflates it,
+    /// hashes the JSON and parses it straight into the reader's node table, so neither the
+    /// compressed member nor the JSON is ever held whole. Bytes already fetched (`tail`, which
+    /// starts at blob offset `tailStart`) are not read again.
+    ///
+    /// When `expected` is given and the JSON does not hash to it, that is the error, even if the
+    /// JSON is also malformed (the rest of it is still hashed to tell).
+    static func loadTable(source: any RandomAccessSource, tocOffset: Int64, compressedSize: Int64,
+                          tail: [UInt8], tailStart: Int64, expected: SHA256Digest?,
+                          limits: LayerReader.Limits) throws -> (NodeTable, SHA256Digest) {
+        // Compressed bytes: the tail's copy when it holds the member, else 1 MiB reads.
+        let pieceSize: Int64 = 1 << 20
+        let memberEnd = tocOffset + compressedSize
+        let inTail = tocOffset >= tailStart
+        var next = tocOffset
+        if !inTail { source.willRead(tocOffset ..< memberEnd) }
+        let (reader, size) = try openJSON(compressedSize: compressedSize, limit: limits.maximumTOCSize) {
+            guard next < memberEnd else { return [] }
+            defer { next = inTail ? memberEnd : min(memberEnd, next + pieceSize) }
+            if inTail { return Array(tail[Int(next - tailStart) ..< Int(memberEnd - tailStart)]) }
+            return try source.read(at: next, count: Int(min(pieceSize, memberEnd - next)))
         }
         var hasher = SHA256Hasher()
         var delivered: Int64 = 0

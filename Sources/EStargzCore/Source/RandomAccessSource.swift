@@ -17,10 +17,16 @@ public protocol RandomAccessSource: Sendable {
     /// this when bytes failed verification: a source that caches (a registry blob) must not keep
     /// serving bytes that were damaged on the way. Sources without a cache do nothing.
     func invalidate(_ range: Range<Int64>)
+    /// Says that `range` is about to be read in pieces, in order. A source that pays per request
+    /// (a registry blob) can start fetching all of it at once, so the pieces wait on one round
+    /// trip instead of one each; the reader calls this before a TOC that is not in the tail it
+    /// read first. Sources without a cost per request do nothing.
+    func willRead(_ range: Range<Int64>)
 }
 
 extension RandomAccessSource {
     public func invalidate(_ range: Range<Int64>) {}
+    public func willRead(_ range: Range<Int64>) {}
 
     /// The `count` bytes at `offset`, as a new array.
     public func read(at offset: Int64, count: Int) throws -> [UInt8] {

@@ -268,7 +268,7 @@ struct TOCJSONParser {
             case .type:
                 // The closure returns the unknown name (allocated only then) for the message.
                 let parsed = try scanner.readStringBytes { b -> Result<TOCEntry.Kind, TypeNameError> in
-                    guard let kind = Self.kind(b) else { return .failure(TypeNameError(name: JSONScanner.makeString(b))) }
+                    guard let kind = TOCEntry.Kind(jsonName: b) else { return .failure(TypeNameError(name: JSONScanner.makeString(b))) }
                     return .success(kind)
                 }
                 switch parsed {
@@ -319,29 +319,6 @@ struct TOCJSONParser {
         guard let v = try scanner.readInt64() else { return nil }
         guard let i = Int(exactly: v) else { throw scanner.failure("integer out of range for Int") }
         return i
-    }
-
-    /// Maps the `type` string to a kind; `nil` for names the reference does not define.
-    private static func kind(_ b: UnsafeBufferPointer<UInt8>) -> TOCEntry.Kind? {
-        let equals = TOCJSONField.equals
-        switch b.count {
-        case 3:
-            if equals(b, "reg") { return .regular }
-            if equals(b, "dir") { return .directory }
-        case 4:
-            if equals(b, "char") { return .characterDevice }
-            if equals(b, "fifo") { return .fifo }
-        case 5:
-            if equals(b, "chunk") { return .chunk }
-            if equals(b, "block") { return .blockDevice }
-        case 7:
-            if equals(b, "symlink") { return .symlink }
-        case 8:
-            if equals(b, "hardlink") { return .hardlink }
-        default:
-            break
-        }
-        return nil
     }
 
     /// `xattrs` is a `map[string][]byte` in Go: an object whose values are standard base64.
@@ -623,5 +600,23 @@ struct TOCJSONWriter {
             out.append(contentsOf: UnsafeBufferPointer(rebasing: b[runStart..<b.count]))
         }
         out.append(UInt8(ascii: "\""))
+    }
+}
+
+extension TOCEntry.Kind {
+    /// The kind a TOC's `type` string names; `nil` for names the reference does not define.
+    init?(jsonName b: UnsafeBufferPointer<UInt8>) {
+        let equals = TOCJSONField.equals
+        let kind: Self?
+        switch b.count {
+        case 3: kind = equals(b, "reg") ? .regular : equals(b, "dir") ? .directory : nil
+        case 4: kind = equals(b, "char") ? .characterDevice : equals(b, "fifo") ? .fifo : nil
+        case 5: kind = equals(b, "chunk") ? .chunk : equals(b, "block") ? .blockDevice : nil
+        case 7: kind = equals(b, "symlink") ? .symlink : nil
+        case 8: kind = equals(b, "hardlink") ? .hardlink : nil
+        default: kind = nil
+        }
+        guard let kind else { return nil }
+        self = kind
     }
 }

@@ -217,7 +217,7 @@ struct TOCStreamParser {
                 if pending.name.present { entryName = string(pending.name, s) }
             case .type:
                 let parsed = try s.readStringBytes { b -> Result<TOCEntry.Kind, TypeName> in
-                    guard let kind = Self.kind(b) else { return .failure(TypeName(name: JSONScanner.makeString(b))) }
+                    guard let kind = TOCEntry.Kind(jsonName: b) else { return .failure(TypeName(name: JSONScanner.makeString(b))) }
                     return .success(kind)
                 }
                 switch parsed {
@@ -305,28 +305,6 @@ struct TOCStreamParser {
             fieldDetail = nil
         }
         pending.xattrs = xattrs
-    }
-
-    private static func kind(_ b: UnsafeBufferPointer<UInt8>) -> TOCEntry.Kind? {
-        let equals = TOCJSONField.equals
-        switch b.count {
-        case 3:
-            if equals(b, "reg") { return .regular }
-            if equals(b, "dir") { return .directory }
-        case 4:
-            if equals(b, "char") { return .characterDevice }
-            if equals(b, "fifo") { return .fifo }
-        case 5:
-            if equals(b, "chunk") { return .chunk }
-            if equals(b, "block") { return .blockDevice }
-        case 7:
-            if equals(b, "symlink") { return .symlink }
-        case 8:
-            if equals(b, "hardlink") { return .hardlink }
-        default:
-            break
-        }
-        return nil
     }
 
     /// "entry 3 ("usr/bin/env"), field "size": expected integer, found string at byte 812".
