@@ -61,6 +61,13 @@ struct Mount: ParsableCommand {
     @Option(help: ArgumentHelp("Keep verified chunks in DIR too (content-addressed, shared by layers, mounts and runs; verified again on every hit).", valueName: "DIR"))
     var cacheDir: String?
 
+    @Option(help: ArgumentHelp("Give up on a registry request (and retry it) after this many seconds without a byte; a read that still fails is EIO.",
+                               valueName: "SECONDS"))
+    var readTimeout: Int = 120
+
+    @Option(help: ArgumentHelp("Give up on opening a registry connection (and retry) after this many seconds.", valueName: "SECONDS"))
+    var connectTimeout: Int = 10
+
     @Option(help: "Chunk cache bound in MiB: of the memory cache, or with --cache-dir of that directory.")
     var cacheSize = 256
 
@@ -71,6 +78,7 @@ struct Mount: ParsableCommand {
         guard arguments.count >= 2 else { throw ValidationError("give at least one SOURCE and a MOUNTPOINT") }
         if overlay && arguments.count != 2 { throw ValidationError("--overlay mounts exactly one SOURCE") }
         guard cacheSize > 0 else { throw ValidationError("--cache-size must be positive") }
+        guard readTimeout > 0, connectTimeout > 0 else { throw ValidationError("timeouts are whole seconds above 0") }
         if let platform, (try? Platform(parsing: platform)) == nil {
             throw ValidationError("--platform \(platform) is not os/arch[/variant]")
         }
@@ -98,7 +106,8 @@ struct Mount: ParsableCommand {
         do {
             let cache = try makeCache()
             // Parsed, not `RegistryOptions()`: options never parsed cannot be read.
-            let registry = try RegistryOptions.parse((plainHTTP ? ["--plain-http"] : []) + (platform.map { ["--platform", $0] } ?? []))
+            let registry = try RegistryOptions.parse((plainHTTP ? ["--plain-http"] : []) + (platform.map { ["--platform", $0] } ?? [])
+                + ["--read-timeout", "\(readTimeout)", "--connect-timeout", "\(connectTimeout)"])
             let chosenPlatform = try registry.parsedPlatform()
             var layers: [LayerReader] = []
             for source in arguments.dropLast() {
