@@ -13,11 +13,7 @@ struct Convert: ParsableCommand {
     @Argument(help: "Where to write the eStargz blob.")
     var output: String
 
-    @Option(help: "gzip compression level, 1 (fastest) to 9 (smallest).")
-    var level: Int = 9
-
-    @Option(help: "Largest chunk of a regular file, in bytes.")
-    var chunkSize: Int = 4 << 20
+    @OptionGroup var layerFormat: LayerFormatOptions
 
     @Option(help: "A file listing paths to put first (one per line), so a runtime prefetches them.")
     var prioritizedFiles: String?
@@ -27,8 +23,7 @@ struct Convert: ParsableCommand {
 
     func run() throws {
         var options = LayerWriter.Options()
-        options.compressionLevel = level
-        options.chunkSize = chunkSize
+        layerFormat.apply(to: &options)
         if let prioritizedFiles {
             let text = try readTextFile(prioritizedFiles)
             options.prioritizedFiles = text.split(separator: "\n").map { String($0).trimmingSpaces() }.filter { !$0.isEmpty }

@@ -31,19 +31,14 @@ struct ImageConvert: ParsableCommand {
 
     @OptionGroup var progress: ProgressOptions
 
-    @Option(help: "gzip compression level, 1 (fastest) to 9 (smallest).")
-    var level: Int = 9
-
-    @Option(help: "Largest chunk of a regular file, in bytes.")
-    var chunkSize: Int = 4 << 20
+    @OptionGroup var layerFormat: LayerFormatOptions
 
     @Option(help: "A file listing paths to put first in every layer (one per line).")
     var prioritizedFiles: String?
 
     func run() throws {
         var options = ImageConverter.Options()
-        options.layer.compressionLevel = level
-        options.layer.chunkSize = chunkSize
+        layerFormat.apply(to: &options.layer)
         if let prioritizedFiles {
             let text = try readTextFile(prioritizedFiles)
             options.layer.prioritizedFiles = text.split(separator: "\n").map { String($0).trimmingSpaces() }.filter { !$0.isEmpty }

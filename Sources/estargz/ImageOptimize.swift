@@ -29,11 +29,7 @@ struct ImageOptimize: ParsableCommand {
     @Option(help: "Stop the workload after this many seconds.")
     var period: Int = 10
 
-    @Option(help: "gzip compression level, 1 (fastest) to 9 (smallest).")
-    var level: Int = 9
-
-    @Option(help: "Largest chunk of a regular file, in bytes.")
-    var chunkSize: Int = 4 << 20
+    @OptionGroup var layerFormat: LayerFormatOptions
 
     @Argument(parsing: .postTerminator, help: "The workload: COMMAND ARGS... (after --).")
     var command: [String] = []
@@ -52,8 +48,7 @@ struct ImageOptimize: ParsableCommand {
         let client = registry.makeClient()
         defer { try? client.syncShutdown() }
         var options = ImageConverter.Options()
-        options.layer.compressionLevel = level
-        options.layer.chunkSize = chunkSize
+        layerFormat.apply(to: &options.layer)
         options.platform = try registry.parsedPlatform()
 
         // 1. eStargz layers in a local layout (whatever SRC's layers were), to mount from.

@@ -45,6 +45,20 @@ struct RegistryOptions: ParsableArguments {
     }
 }
 
+/// `--level` and `--chunk-size`, for every command that writes eStargz layers.
+struct LayerFormatOptions: ParsableArguments {
+    @Option(help: "gzip compression level, 1 (fastest) to 9 (smallest).")
+    var level: Int = 9
+
+    @Option(help: "Largest chunk of a regular file, in bytes.")
+    var chunkSize: Int = 4 << 20
+
+    func apply(to options: inout LayerWriter.Options) {
+        options.compressionLevel = level
+        options.chunkSize = chunkSize
+    }
+}
+
 /// `--progress` / `--quiet` for commands that report steps on stderr.
 struct ProgressOptions: ParsableArguments {
     @Flag(help: "Print a line per step on stderr even when it is not a terminal (by default only on a terminal).")
