@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 
+from rootfs import python_rootfs_tar
 from shaping import ShapedLink, root_qdisc
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -174,21 +175,8 @@ def build(args):
 # ----------------------------------------------------------------------------- inputs
 
 def rootfs_tar(args):
-    """The debootstrapped python rootfs as a tar: --rootfs-tar, /work/bench/rootfs.tar, or made here."""
-    for candidate in (args.rootfs_tar, "/work/bench/rootfs.tar", os.path.join(WORK, "rootfs.tar")):
-        if candidate and os.path.exists(candidate):
-            return candidate
-    root = os.path.join(WORK, "rootfs")
-    if not os.path.exists(os.path.join(root, "usr", "bin", "python3")):
-        shutil.rmtree(root, ignore_errors=True)
-        if not shutil.which("debootstrap"):
-            sh(["apt-get", "install", "-y", "debootstrap"])
-        sh(["debootstrap", "--variant=minbase", "--include=python3-minimal", "bookworm", root,
-            "http://deb.debian.org/debian"])
-    path = os.path.join(WORK, "rootfs.tar")
-    sh(["tar", "--numeric-owner", "-C", root, "-cf", path + ".tmp", "."])
-    os.rename(path + ".tmp", path)
-    return path
+    """The debootstrapped python rootfs as a tar: --rootfs-tar or scripts/python-rootfs.sh's."""
+    return python_rootfs_tar(args.rootfs_tar)
 
 
 def sha256_file(path):

@@ -40,6 +40,7 @@ import threading
 import time
 import urllib.request
 
+from rootfs import python_rootfs_tar
 from shaping import ShapedLink
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -321,8 +322,7 @@ def main():
         sys.exit("lazystart: needs root (tc, FUSE, chroot)")
     if not os.access(args.estargz, os.X_OK):
         sys.exit(f"lazystart: no CLI at {args.estargz} (swift build -c release --product estargz)")
-    tar = args.rootfs_tar or subprocess.run([os.path.join(ROOT, "scripts", "python-rootfs.sh")], check=True,
-                                            capture_output=True, text=True).stdout.strip()
+    tar = python_rootfs_tar(args.rootfs_tar)
     if not args.probe:
         import tarfile
         with tarfile.open(tar) as t:

@@ -11,7 +11,6 @@ plus the machine's limits measured by Benchmarks/Limits/limits.c on the same dat
 Python 3 standard library only.
 """
 import argparse
-import hashlib
 import io
 import json
 import os
@@ -22,6 +21,8 @@ import subprocess
 import sys
 import tarfile
 import time
+
+from rootfs import python_rootfs_tar
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -69,18 +70,9 @@ def build_tools():
 # ------------------------------------------------------------------ inputs
 
 def make_rootfs(path, reuse):
-    if reuse:
-        log(f"rootfs: copying {reuse}")
-        shutil.copyfile(reuse, path + ".tmp")
-    else:
-        root = os.path.join(WORK, "rootfs")
-        if not os.path.exists(os.path.join(root, "usr", "bin", "python3")):
-            shutil.rmtree(root, ignore_errors=True)
-            if not shutil.which("debootstrap"):
-                sh(["apt-get", "install", "-y", "debootstrap"])
-            sh(["debootstrap", "--variant=minbase", "--include=python3-minimal", "bookworm", root,
-                "http://deb.debian.org/debian"])
-        sh(["tar", "--numeric-owner", "-C", root, "-cf", path + ".tmp", "."])
+    source = python_rootfs_tar(reuse)
+    log(f"rootfs: copying {source}")
+    shutil.copyfile(source, path + ".tmp")
     os.rename(path + ".tmp", path)
 
 
@@ -304,7 +296,6 @@ def main():
     ours, ref, limits = build_tools()
     res = Results()
     limit_rows = []
-    notes = []
     for name in names:
         tar = ensure_input(name, args)
         size = os.path.getsize(tar)
