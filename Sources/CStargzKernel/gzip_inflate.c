@@ -225,6 +225,28 @@ int sgk_chunk_inflate(const uint8_t *src, size_t src_len,
     return SGK_OK;
 }
 
+int sgk_gzip_member_inflate(const uint8_t *src, size_t src_len, uint8_t *dst, size_t dst_len) {
+    if ((!src && src_len) || (!dst && dst_len)) return SGK_ERR_ARGUMENT;
+    inflate_tls *t = tls_get();
+    if (!t) return SGK_ERR_NOMEM;
+    if (!t->ld) {
+        t->ld = libdeflate_alloc_decompressor();
+        if (!t->ld) return SGK_ERR_NOMEM;
+    }
+    size_t in_used = 0, out = 0;
+    /* libdeflate parses the header (optional fields included) and checks the
+     * trailer's CRC-32 and ISIZE against what it produced. */
+    enum libdeflate_result r = libdeflate_gzip_decompress_ex(t->ld, src, src_len, dst, dst_len, &in_used, &out);
+    switch (r) {
+    case LIBDEFLATE_SUCCESS:
+        if (out != dst_len) return SGK_ERR_TRUNCATED;
+        return in_used == src_len ? SGK_OK : SGK_ERR_FORMAT; /* bytes after the member */
+    case LIBDEFLATE_INSUFFICIENT_SPACE: return SGK_ERR_SPACE;
+    case LIBDEFLATE_SHORT_OUTPUT: return SGK_ERR_TRUNCATED;
+    default: return SGK_ERR_FORMAT;
+    }
+}
+
 const char *sgk_inflate_implementation(void) { return "libdeflate (chunks), zlib (streaming, partial members)"; }
 
 /* ---------------------------------------------------- streaming inflater */

@@ -69,6 +69,15 @@ int sgk_chunk_inflate(const uint8_t *src, size_t src_len,
                       uint8_t *dst, size_t dst_len,
                       const uint8_t *expected_sha256, uint8_t *actual_sha256);
 
+/* Whole-member inflate with the trailer checked: decode the one gzip member
+ * that spans exactly src[0..src_len) (header included) into dst, which must be
+ * exactly its uncompressed size (callers take it from the trailer's ISIZE, after
+ * bounding it). The trailer's CRC-32 and ISIZE are checked. SGK_ERR_SPACE if the
+ * member holds more than dst_len bytes, SGK_ERR_TRUNCATED if fewer, SGK_ERR_FORMAT
+ * if the data is corrupt, the CRC-32 or ISIZE does not match, or bytes follow the
+ * member. dst holds unchecked bytes after an error. */
+int sgk_gzip_member_inflate(const uint8_t *src, size_t src_len, uint8_t *dst, size_t dst_len);
+
 /* Streaming inflate of one or more concatenated gzip members (a .tar.gz or a
  * whole eStargz blob). */
 typedef struct sgk_inflater sgk_inflater;

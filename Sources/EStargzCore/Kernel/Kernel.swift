@@ -1,4 +1,5 @@
 import CStargzKernel
+import Dispatch
 
 // The only Swift file that calls the C kernel (`CStargzKernel`). Everything
 // else in the package goes through the types below, so the C API can change
@@ -131,6 +132,34 @@ public struct SHA256Hasher: Sendable {
     }
 }
 
+/// A SHA-256 computed on another thread while the caller goes on with the same bytes (the TOC
+/// JSON is hashed while it is parsed: the two cores share the load).
+///
+/// The bytes must stay valid and unchanged until ``wait()`` returns, and `wait()` must be called
+/// before they are freed, also on error paths.
+final class BackgroundSHA256: @unchecked Sendable {
+    // `digest` is written by the worker before `done` is signalled and read after it is waited
+    // for, so the semaphore orders the two accesses.
+    private let done = DispatchSemaphore(value: 0)
+    private var digest: SHA256Digest?
+
+    /// Starts hashing `bytes` on a global queue.
+    init(_ bytes: UnsafeRawBufferPointer) {
+        let start = bytes.baseAddress.map { UInt(bitPattern: $0) } ?? 0
+        let count = bytes.count
+        DispatchQueue.global().async { [self] in
+            digest = SHA256Digest.of(UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: start), count: count))
+            done.signal()
+        }
+    }
+
+    /// The digest, once the worker has it.
+    func wait() -> SHA256Digest {
+        done.wait()
+        return digest!
+    }
+}
+
 // MARK: - Errors
 
 /// A failure in the C kernel: the status code and its text.
@@ -194,6 +223,21 @@ enum Kernel {
         }
         try KernelError.check(status)
         return Swift.withUnsafeBytes(of: &actual) { SHA256Digest(rawBytes: $0) }
+    }
+
+    /// Inflates the one gzip member that is exactly `source` into exactly all of `destination`
+    /// (libdeflate, one pass), checking the trailer's CRC-32 and ISIZE.
+    ///
+    /// For members small enough to hold whole (the TOC): `destination` is sized from the
+    /// trailer's ISIZE, which the caller bounds first, since a hostile trailer may lie.
+    /// - Throws: `KernelError` — `isSpace` if the member holds more bytes than `destination`,
+    ///   `isTruncated` if fewer, `isFormat` if it is corrupt, its trailer does not match, or
+    ///   bytes follow it (then `destination` holds unchecked bytes that must not be used).
+    static func inflateGzipMember(_ source: UnsafeRawBufferPointer,
+                                  into destination: UnsafeMutableRawBufferPointer) throws(KernelError) {
+        try KernelError.check(sgk_gzip_member_inflate(
+            source.baseAddress?.assumingMemoryBound(to: UInt8.self), source.count,
+            destination.baseAddress?.assumingMemoryBound(to: UInt8.self), destination.count))
     }
 
     /// One complete gzip member (standard 10-byte header) holding `source`,

@@ -22,6 +22,10 @@ public final class LayerReader: Sendable {
         public var maximumTOCSize: Int64 = 512 << 20
         /// Largest chunk accepted (bytes); chunks are decompressed whole into memory.
         public var maximumChunkSize: Int64 = 256 << 20
+        /// Largest TOC member (its tar, per the gzip trailer) inflated whole in one pass instead
+        /// of streamed: TOCs up to ~50,000 entries. Larger ones stream, so a 100,000-entry TOC
+        /// (33 MB of JSON) is never whole in memory. Internal: tests move it to try both paths.
+        var maximumWholeTOCSize = 16 << 20
         public init() {}
     }
 
@@ -35,6 +39,8 @@ public final class LayerReader: Sendable {
     public let footerFormat: FooterFormat
     /// Number of entries in the TOC (chunk entries included).
     public let tocEntryCount: Int
+    /// Whether the TOC member was inflated whole (else it was streamed); for tests and diagnostics.
+    let tocWasInflatedWhole: Bool
 
     /// Where verified chunks are looked up first and stored after verification.
     public let cache: (any ChunkCache)?
@@ -66,8 +72,8 @@ public final class LayerReader: Sendable {
         guard compressedTOCSize <= limits.maximumCompressedTOCSize else {
             throw EStargzError.limitExceeded("compressed TOC of \(compressedTOCSize) bytes")
         }
-        // Streamed: inflated, hashed and parsed into the node table piece by piece.
-        let (table, digest) = try TOCMember.loadTable(source: source, tocOffset: tocOffset, compressedSize: compressedTOCSize,
+        // Inflated whole when small, else streamed; hashed and parsed into the node table.
+        let (table, digest, whole) = try TOCMember.loadTable(source: source, tocOffset: tocOffset, compressedSize: compressedTOCSize,
                                                       tail: tail, tailStart: blobSize - tailSize, expected: expected,
                                                       limits: limits)
         self.tocDigest = digest
@@ -75,6 +81,7 @@ public final class LayerReader: Sendable {
         self.footerFormat = format
         self.tocEntryCount = table.entryCount
         self.table = table
+        self.tocWasInflatedWhole = whole
     }
 
     // MARK: Looking things up

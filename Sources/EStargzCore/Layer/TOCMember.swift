@@ -66,7 +66,13 @@ enum TOCMember {
             }
         }
         let reader = TarReader(input)
-        guard let first = try reader.next() else {
+        return (reader, try jsonSize(of: try reader.next(), compressedSize: compressedSize, limit: limit))
+    }
+
+    /// The JSON's size from the member's first tar entry, which must be one regular file named
+    /// ``fileName`` of at most `limit` bytes that `compressedSize` bytes can plausibly hold.
+    private static func jsonSize(of first: TarEntry?, compressedSize: Int64, limit: Int64) throws -> Int64 {
+        guard let first else {
             throw EStargzError.invalidTOC("TOC member holds no tar entry")
         }
         guard TarPath.clean(first.header.name) == fileName, first.header.kind == .regular else {
@@ -81,21 +87,109 @@ enum TOCMember {
         guard size <= compressedSize * 1032 + 4096 else {
             throw EStargzError.invalidTOC("TOC JSON of \(size) bytes cannot come from a \(compressedSize)-byte member")
         }
-        return (reader, size)
+        return size
     }
 }
 
 extension TOCMember {
-    /// Reads the TOC member at `tocOffset` (`compressedSize` bytes) piece by piece: inflates it,
-    /// hashes the JSON and parses it straight into the reader's node table, so neither the
-    /// compressed member nor the JSON is ever held whole. Bytes already fetched (`tail`, which
-    /// starts at blob offset `tailStart`) are not read again.
+    /// Reads the TOC member at `tocOffset` (`compressedSize` bytes), inflates it, hashes the JSON
+    /// and parses it into the reader's node table. Bytes already fetched (`tail`, which starts at
+    /// blob offset `tailStart` and always holds the member's trailer) are not read again.
+    ///
+    /// A member whose trailer says it holds at most `limits.maximumWholeTOCSize` bytes is inflated whole
+    /// in one libdeflate pass (CRC-32 and size checked) and parsed in place; anything else, and
+    /// any member that fails on that path, goes through the streaming path, which reads, inflates
+    /// (zlib), hashes and parses piece by piece and is the one that names what is wrong.
     ///
     /// When `expected` is given and the JSON does not hash to it, that is the error, even if the
-    /// JSON is also malformed (the rest of it is still hashed to tell).
+    /// JSON is also malformed (the rest of it is still hashed to tell). `whole` tells which path
+    /// built the table.
     static func loadTable(source: any RandomAccessSource, tocOffset: Int64, compressedSize: Int64,
                           tail: [UInt8], tailStart: Int64, expected: SHA256Digest?,
-                          limits: LayerReader.Limits) throws -> (NodeTable, SHA256Digest) {
+                          limits: LayerReader.Limits) throws -> (table: NodeTable, digest: SHA256Digest, whole: Bool) {
+        var tail = tail, tailStart = tailStart
+        if let size = wholeSize(compressedSize: compressedSize, trailerAt: tocOffset + compressedSize - 4 - tailStart,
+                                in: tail, limit: limits.maximumWholeTOCSize) {
+            if tocOffset < tailStart {
+                tail = try source.read(at: tocOffset, count: Int(compressedSize))
+                tailStart = tocOffset
+            }
+            let start = Int(tocOffset - tailStart)
+            if let loaded = try tail.withUnsafeBytes({ all in
+                try loadWhole(UnsafeRawBufferPointer(rebasing: all[start ..< start + Int(compressedSize)]), size: size,
+                              tocOffset: tocOffset, expected: expected, limits: limits)
+            }) {
+                return (loaded.0, loaded.1, true)
+            }
+        }
+        let (table, digest) = try loadStreaming(source: source, tocOffset: tocOffset, compressedSize: compressedSize, tail: tail,
+                                 tailStart: tailStart, expected: expected, limits: limits)
+        return (table, digest, false)
+    }
+
+    /// The uncompressed size of the member per its trailer's ISIZE (at `trailerAt` in `tail`),
+    /// when the whole path may take it: at most `limit`, and plausible for a
+    /// `compressedSize`-byte member both ways (deflate expands at most 1032:1, and stored blocks
+    /// grow the input by 5 bytes per 64 KiB), so a lying ISIZE allocates and reads little.
+    private static func wholeSize(compressedSize: Int64, trailerAt: Int64, in tail: [UInt8], limit: Int) -> Int? {
+        guard trailerAt >= 0, trailerAt + 4 <= Int64(tail.count), compressedSize >= 18 else { return nil }
+        let at = Int(trailerAt)
+        let size = Int(tail[at]) | Int(tail[at + 1]) << 8 | Int(tail[at + 2]) << 16 | Int(tail[at + 3]) << 24
+        guard size >= TarBlock.size, size <= limit,
+              Int64(size) <= compressedSize * 1032,
+              compressedSize <= Int64(size + size / 8 + 1024) else { return nil }
+        return size
+    }
+
+    /// The whole path: `member` inflated in one pass into a buffer of exactly `size` bytes, the
+    /// JSON hashed and parsed in place. Nil when the member does not inflate to a well-formed TOC
+    /// tar of that size, so the streaming path decides (and names the error).
+    private static func loadWhole(_ member: UnsafeRawBufferPointer, size: Int, tocOffset: Int64,
+                                  expected: SHA256Digest?, limits: LayerReader.Limits) throws -> (NodeTable, SHA256Digest)? {
+        let document = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 16)
+        var owned = true
+        defer { if owned { document.deallocate() } }
+        do { try Kernel.inflateGzipMember(member, into: document) } catch { return nil }
+        var served = 0
+        let reader = TarReader(ClosureTarInput { output in
+            let n = min(output.count, size - served)
+            output.copyMemory(from: UnsafeRawBufferPointer(rebasing: document[served ..< served + n]))
+            served += n
+            return n
+        })
+        guard let jsonCount = try? jsonSize(of: try? reader.next(), compressedSize: Int64(member.count),
+                                            limit: limits.maximumTOCSize),
+              reader.offset + jsonCount <= Int64(size) else { return nil }
+        let json = Int(reader.offset) ..< Int(reader.offset + jsonCount)
+        // Hashed on the other core while this one parses; joined before the document is freed.
+        let hashing = BackgroundSHA256(UnsafeRawBufferPointer(rebasing: document[json]))
+        owned = false
+        var parser = TOCStreamParser(document: document, json: json,
+                                     builder: NodeTableBuilder(tocOffset: tocOffset, limits: limits))
+        do {
+            try parser.parse()
+        } catch {
+            let digest = hashing.wait()
+            parser.release()
+            if let expected, expected != digest {
+                throw EStargzError.tocDigestMismatch(expected: expected.description, actual: digest.description)
+            }
+            throw error
+        }
+        let digest = hashing.wait()
+        var builder = parser.takeBuilder()
+        parser.release()  // the document, before the table's final arrays are built
+        if let expected, expected != digest {
+            throw EStargzError.tocDigestMismatch(expected: expected.description, actual: digest.description)
+        }
+        return (try builder.finish(), digest)
+    }
+
+    /// The streaming path: the member read in 1 MiB pieces, inflated (zlib), hashed and parsed
+    /// through the parser's window, so neither the compressed member nor the JSON is held whole.
+    private static func loadStreaming(source: any RandomAccessSource, tocOffset: Int64, compressedSize: Int64,
+                                      tail: [UInt8], tailStart: Int64, expected: SHA256Digest?,
+                                      limits: LayerReader.Limits) throws -> (NodeTable, SHA256Digest) {
         // Compressed bytes: the tail's copy when it holds the member, else 1 MiB reads.
         let pieceSize: Int64 = 1 << 20
         let memberEnd = tocOffset + compressedSize

@@ -38,6 +38,20 @@ struct TOCStreamParser {
         window = .allocate(byteCount: max(4096, min(windowSize, totalSize + 16)), alignment: 16)
     }
 
+    /// A parser over a document that is already whole in memory: `json` is the JSON's range of
+    /// `document`, which the parser takes over (``release()`` frees it). Nothing is copied or
+    /// refilled.
+    init(document: UnsafeMutableRawBufferPointer, json: Range<Int>, builder: NodeTableBuilder) {
+        totalSize = json.count
+        self.builder = builder
+        fill = { (_: UnsafeMutableRawBufferPointer) throws(EStargzError) -> Int in 0 }
+        window = document
+        start = json.lowerBound
+        end = json.upperBound
+        base = -json.lowerBound
+        atEnd = true
+    }
+
     /// Hands over the builder (the parser keeps an empty one), so finishing it copies nothing.
     mutating func takeBuilder() -> NodeTableBuilder {
         let empty = NodeTableBuilder(tocOffset: builder.tocOffset, limits: builder.limits)
@@ -171,6 +185,7 @@ struct TOCStreamParser {
     /// Moves the unconsumed bytes to the front, grows the window if they fill it, and reads
     /// until it is full or the JSON ends.
     private mutating func refill() throws(EStargzError) {
+        guard !atEnd else { return }
         if start > 0 {
             let left = end - start
             if left > 0 {
