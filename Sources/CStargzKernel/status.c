@@ -13,3 +13,5 @@ const char *sgk_status_string(int status) {
     default: return "unknown kernel status";
     }
 }
+
+void sgk_prefetch(const void *p) { __builtin_prefetch(p, 1, 3); }

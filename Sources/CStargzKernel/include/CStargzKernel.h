@@ -117,6 +117,12 @@ int sgk_zstd_compress(const uint8_t *src, size_t src_len, int level,
 int sgk_zstd_decompress(const uint8_t *src, size_t src_len,
                         uint8_t *dst, size_t dst_len);
 
+/* ------------------------------------------------------------------ memory */
+
+/* Hints that the cache line at p will be read soon (a prefetch: no effect on
+ * results, never faults). For hash-table inserts made a few entries later. */
+void sgk_prefetch(const void *p);
+
 /* ------------------------------------------------------------------ xxhash */
 
 uint64_t sgk_xxh64(const void *data, size_t len, uint64_t seed);

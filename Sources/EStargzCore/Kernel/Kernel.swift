@@ -287,6 +287,12 @@ enum Kernel {
         return n
     }
 
+    /// Hints that the cache line at `pointer` will be read and written soon (no effect on results).
+    @inline(__always)
+    static func prefetch(_ pointer: UnsafeRawPointer) {
+        sgk_prefetch(pointer)
+    }
+
     /// XXH64 of `bytes` with `seed`.
     static func xxh64(_ bytes: UnsafeRawBufferPointer, seed: UInt64 = 0) -> UInt64 {
         sgk_xxh64(bytes.baseAddress, bytes.count, seed)

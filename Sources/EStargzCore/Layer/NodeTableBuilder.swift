@@ -42,6 +42,10 @@ struct NodeTableBuilder {
     private var extras: [UInt32: NodeExtras] = [:]
     private var slots: [PathSlot] = []
     private var slotsUsed = 0
+    /// New paths whose slot is being prefetched: inserted a few entries later (``flushInserts()``),
+    /// so the one cache miss per new path of a big TOC overlaps with parsing instead of stalling it.
+    private var queuedInserts: [(id: UInt32, hash: UInt64)] = []
+    private static let insertBatch = 16
     /// Interned modification times: arena offsets in a small open-addressing table.
     private var interned: [UInt32] = .init(repeating: 0, count: 64)
     private var internedCount = 0
@@ -109,7 +113,8 @@ struct NodeTableBuilder {
         let name = bytes(e.name)
         var form: UInt8 = 0
         let cleanOffset = try appendClean(name, form: &form)
-        let isRoot = arenaLength(cleanOffset) == 0
+        // Read in place: calling a non-mutating method here would copy the whole builder.
+        let isRoot = arena.withUnsafeBufferPointer { NodeTable.string(in: $0, at: cleanOffset).count } == 0
         if isRoot {
             arena.removeLast(4)
             guard kind == .directory else {
@@ -174,11 +179,7 @@ struct NodeTableBuilder {
         }
         guard records.count < Int(PathSlot.removed) else { throw .limitExceeded("more than \(PathSlot.removed) TOC entries") }
         records.append(r)
-        // A later duplicate replaces the earlier one.
-        if let earlier = insert(path: UInt32(id), value: UInt32(id)) {
-            records[Int(earlier)].flags |= NodeRecord.superseded
-            records[id].flags |= NodeRecord.repeatedName
-        }
+        queueInsert(UInt32(id))
         lastRegular = nil
         switch kind {
         case .regular:
@@ -251,10 +252,6 @@ struct NodeTableBuilder {
     }
 
     // MARK: Strings
-
-    private func arenaLength(_ offset: UInt32) -> Int {
-        arena.withUnsafeBufferPointer { NodeTable.string(in: $0, at: offset).count }
-    }
 
     @discardableResult
     private mutating func appendString(_ bytes: UnsafeBufferPointer<UInt8>) -> UInt32 {
@@ -372,33 +369,38 @@ struct NodeTableBuilder {
         slots = grown
     }
 
-    private func fullHash(_ s: PathSlot) -> UInt64 {
+    // The lookups below are `mutating` only so that calling them from the builder's mutating
+    // methods borrows `self` instead of copying it (a copy retains and releases every array).
+    private mutating func fullHash(_ s: PathSlot) -> UInt64 {
         arena.withUnsafeBufferPointer { PathHash.of(NodeTable.string(in: $0, at: records[Int(s.key)].path)) }
     }
 
     /// The slot index of `path`'s key, or the empty slot where it would go.
-    private func find(_ path: UnsafeBufferPointer<UInt8>) -> (slot: Int, found: Bool) {
-        slots.withUnsafeBufferPointer { s in
+    private mutating func find(_ path: UnsafeBufferPointer<UInt8>) -> (slot: Int, found: Bool) {
+        let h = PathHash.of(path)
+        return slots.withUnsafeBufferPointer { s in
             records.withUnsafeBufferPointer { r in
-                arena.withUnsafeBufferPointer { a in Self.find(path, slots: s, records: r, arena: a) }
+                arena.withUnsafeBufferPointer { a in Self.find(path, hash: h, slots: s, records: r, arena: a) }
             }
         }
     }
 
     /// `find` for a string already in the arena.
-    private func find(stringAt offset: UInt32) -> (slot: Int, found: Bool) {
+    private mutating func find(stringAt offset: UInt32, hash: UInt64? = nil) -> (slot: Int, found: Bool) {
         slots.withUnsafeBufferPointer { s in
             records.withUnsafeBufferPointer { r in
-                arena.withUnsafeBufferPointer { a in Self.find(NodeTable.string(in: a, at: offset), slots: s, records: r, arena: a) }
+                arena.withUnsafeBufferPointer { a in
+                    let path = NodeTable.string(in: a, at: offset)
+                    return Self.find(path, hash: hash ?? PathHash.of(path), slots: s, records: r, arena: a)
+                }
             }
         }
     }
 
     @inline(__always)
-    private static func find(_ path: UnsafeBufferPointer<UInt8>, slots: UnsafeBufferPointer<PathSlot>,
+    private static func find(_ path: UnsafeBufferPointer<UInt8>, hash h: UInt64, slots: UnsafeBufferPointer<PathSlot>,
                              records: UnsafeBufferPointer<NodeRecord>, arena: UnsafeBufferPointer<UInt8>) -> (slot: Int, found: Bool) {
         let mask = slots.count - 1
-        let h = PathHash.of(path)
         var i = Int(truncatingIfNeeded: h >> 32) & mask
         while true {
             let s = slots[i]
@@ -408,17 +410,36 @@ struct NodeTableBuilder {
         }
     }
 
+    /// Queues node `id` (just added, with its own path) for insertion and prefetches its slot.
+    private mutating func queueInsert(_ id: UInt32) {
+        let h = arena.withUnsafeBufferPointer { PathHash.of(NodeTable.string(in: $0, at: records[Int(id)].path)) }
+        slots.withUnsafeBufferPointer { Kernel.prefetch($0.baseAddress! + (Int(truncatingIfNeeded: h >> 32) & ($0.count - 1))) }
+        queuedInserts.append((id, h))
+        if queuedInserts.count == Self.insertBatch { flushInserts() }
+    }
+
+    /// Inserts the queued nodes in order; a later duplicate replaces the earlier one.
+    private mutating func flushInserts() {
+        for (id, h) in queuedInserts {
+            if let earlier = insert(path: id, value: id, hash: h) {
+                records[Int(earlier)].flags |= NodeRecord.superseded
+                records[Int(id)].flags |= NodeRecord.repeatedName
+            }
+        }
+        queuedInserts.removeAll(keepingCapacity: true)
+    }
+
     /// Maps the path of node `key` (already in `records`) to `value`; returns the value it replaces.
     @discardableResult
-    private mutating func insert(path key: UInt32, value: UInt32) -> UInt32? {
+    private mutating func insert(path key: UInt32, value: UInt32, hash: UInt64? = nil) -> UInt32? {
         if (slotsUsed + 1) * 2 > slots.count { growSlots(to: slots.count * 2) }
-        let (slot, found) = find(stringAt: records[Int(key)].path)
+        let h = hash ?? arena.withUnsafeBufferPointer { PathHash.of(NodeTable.string(in: $0, at: records[Int(key)].path)) }
+        let (slot, found) = find(stringAt: records[Int(key)].path, hash: h)
         if found {
             let old = slots[slot].value
             slots[slot].value = value
             return old == PathSlot.removed ? nil : old
         }
-        let h = arena.withUnsafeBufferPointer { PathHash.of(NodeTable.string(in: $0, at: records[Int(key)].path)) }
         slots[slot] = PathSlot(key: key, value: value, hash: UInt32(truncatingIfNeeded: h))
         slotsUsed += 1
         return nil
@@ -429,6 +450,7 @@ struct NodeTableBuilder {
     /// Checks every file's chunks, resolves hardlinks, makes up missing parent directories,
     /// counts links and sorts directories; then freezes the table.
     mutating func finish() throws(EStargzError) -> NodeTable {
+        flushInserts()
         // Flatten and check each file's chunks: they must tile [0, size) in order.
         for id in 0 ..< records.count where records[id].chunkCount > 0 && !records[id].isSuperseded {
             let range = Int(records[id].chunkStart) ..< Int(records[id].chunkStart + records[id].chunkCount)

@@ -220,12 +220,23 @@ extension TOCMember {
             delivered += Int64(n)
             return n
         }
+        // Big TOCs: reading, inflating and hashing run on the other core, a few windows ahead.
+        // It is joined before the hasher is finalized and before anything it uses goes away.
+        let readAhead = size > 1 << 20 ? TOCReadAhead(fill: fill) : nil
+        defer { readAhead?.finish() }
+        let nextJSON: TOCStreamParser.Fill
+        if let readAhead {
+            nextJSON = { (buffer: UnsafeMutableRawBufferPointer) throws(EStargzError) -> Int in try readAhead.read(into: buffer) }
+        } else {
+            nextJSON = fill
+        }
         var parser = TOCStreamParser(totalSize: Int(size), builder: NodeTableBuilder(tocOffset: tocOffset, limits: limits),
-                                     fill: fill)
+                                     fill: nextJSON)
         func digestOfAll() throws -> SHA256Digest {
             // Hash whatever the parser did not read (after an error).
             var scratch = [UInt8](repeating: 0, count: 64 << 10)
-            while try scratch.withUnsafeMutableBytes({ try fill($0) }) > 0 {}
+            while try scratch.withUnsafeMutableBytes({ try nextJSON($0) }) > 0 {}
+            readAhead?.finish()
             return hasher.finalize()
         }
         do {
@@ -237,6 +248,7 @@ extension TOCMember {
             }
             throw error
         }
+        readAhead?.finish()
         let digest = hasher.finalize()
         if let expected, expected != digest {
             throw EStargzError.tocDigestMismatch(expected: expected.description, actual: digest.description)
