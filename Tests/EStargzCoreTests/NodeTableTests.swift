@@ -147,7 +147,20 @@ func blob(_ original: [UInt8], withJSON json: [UInt8]) throws -> [UInt8] {
         toc.entries.append(again)
         let json = TOCJSON.encode(toc)
         #expect(json.count > 10 << 20)
-        let layer = try LayerReader(source: MemorySource(try blob(original, withJSON: json)), tocDigest: SHA256Digest.of(json))
+        // Streamed (through the parse window and the read-ahead thread), and inflated whole.
+        let big = try blob(original, withJSON: json)
+        var streaming = LayerReader.Limits()
+        streaming.maximumWholeTOCSize = 0
+        let layer = try LayerReader(source: MemorySource(big), tocDigest: SHA256Digest.of(json), limits: streaming)
+        #expect(!layer.tocWasInflatedWhole)
+        var inMemory = LayerReader.Limits()
+        inMemory.maximumWholeTOCSize = 64 << 20
+        let whole = try LayerReader(source: MemorySource(big), tocDigest: SHA256Digest.of(json), limits: inMemory)
+        #expect(whole.tocWasInflatedWhole)
+        var streamedPaths: [String] = [], wholePaths: [String] = []
+        layer.walk { path, entry in streamedPaths.append("\(path) \(entry.tocEntry)"); return true }
+        whole.walk { path, entry in wholePaths.append("\(path) \(entry.tocEntry)"); return true }
+        #expect(streamedPaths == wholePaths)
         #expect(layer.tocEntryCount == toc.entries.count)
         let d7 = try #require(layer.entry(at: "dir7"))
         #expect(d7.mode == 0o750 && d7.tocEntry.name == "./dir7/")
