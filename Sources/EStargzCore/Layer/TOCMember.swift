@@ -111,7 +111,10 @@ extension TOCMember {
         if let size = wholeSize(compressedSize: compressedSize, trailerAt: tocOffset + compressedSize - 4 - tailStart,
                                 in: tail, limit: limits.maximumWholeTOCSize) {
             if tocOffset < tailStart {
-                tail = try source.read(at: tocOffset, count: Int(compressedSize))
+                // One read for the part of the member before the tail (which holds the rest).
+                var member = try source.read(at: tocOffset, count: Int(tailStart - tocOffset))
+                member += tail[0 ..< Int(tocOffset + compressedSize - tailStart)]
+                tail = member
                 tailStart = tocOffset
             }
             let start = Int(tocOffset - tailStart)
