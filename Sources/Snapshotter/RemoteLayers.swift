@@ -24,7 +24,7 @@ enum RemoteLabel {
 /// layer, overlayfs-style whiteouts) reading its blob from the registry chunk by chunk.
 public final class RemoteLayers: Sendable {
     private let client: RegistryClient
-    private let cache: (any ChunkCache)?
+    private let cache: MemoryChunkCache
     private let mounts = Mutex<[String: LazyMount]>([:])
     private let prefetch: Bool
     private let backgroundFetch: Bool
@@ -33,6 +33,11 @@ public final class RemoteLayers: Sendable {
     /// - Parameters:
     ///   - registry: registry settings (mirrors, credentials, plain-HTTP); loopback is plain HTTP anyway.
     ///   - cacheDirectory: where verified chunks are kept across layers and restarts (nil: memory only).
+    ///   - cacheCapacity: bytes the on-disk cache may hold.
+    ///   - memoryCacheCapacity: bytes of verified chunks kept in memory in front of the disk, shared
+    ///     by every layer. A kernel read is usually a slice of a chunk (128 KiB of a 4 MiB one): a
+    ///     chunk in memory serves it with one copy, while the disk tier reads and hashes the whole
+    ///     chunk again for every slice.
     ///   - prefetch: fetch each layer's prioritized region right after mounting it.
     ///   - backgroundFetch: then fetch the rest of the layer in the background.
     ///   - fetchBlockSize: granularity of range reads from the registry (bytes). Every miss is
@@ -40,10 +45,11 @@ public final class RemoteLayers: Sendable {
     ///     when neighbours are read next), smaller ones fetch fewer bytes. 32 KiB fetched fewer bytes
     ///     than the reference snapshotter (50 KB) for the same requests in Benchmarks/hellobench.py.
     public init(registry: RegistryClient.Options = RegistryClient.Options(), cacheDirectory: String? = nil,
-                cacheCapacity: Int64 = 1 << 30, prefetch: Bool = true, backgroundFetch: Bool = false,
-                fetchBlockSize: Int64 = 32 << 10) throws {
+                cacheCapacity: Int64 = 1 << 30, memoryCacheCapacity: Int = 128 << 20, prefetch: Bool = true,
+                backgroundFetch: Bool = false, fetchBlockSize: Int64 = 32 << 10) throws {
         client = RegistryClient(options: registry)
-        cache = try cacheDirectory.map { try DiskChunkCache(directory: $0, capacity: cacheCapacity) }
+        let disk = try cacheDirectory.map { try DiskChunkCache(directory: $0, capacity: cacheCapacity) }
+        cache = MemoryChunkCache(capacity: memoryCacheCapacity, backing: disk)
         self.prefetch = prefetch
         self.backgroundFetch = backgroundFetch
         var options = RangeReader.Options()
@@ -72,37 +78,45 @@ public final class RemoteLayers: Sendable {
         // never on a thread of Swift's cooperative pool.
         let source = try Self.blocking { try await RangeReader.open(client: client, repository: reference, digest: digest, options: readerOptions) }
         let layer = try LayerReader(source: source, tocDigest: toc, cache: cache)
+        // The region's bytes start flowing now, while the mount is set up and Prepare returns.
+        let ahead = prefetch && (layer.prefetchRegionEnd ?? 0) > 0 ? Self.fetchAhead(source, upTo: layer.prefetchRegionEnd!) : nil
         var options = LazyFileSystem.Options()
         options.prefetch = prefetch
         options.backgroundFetch = backgroundFetch
-        let fileSystem = try LazyFileSystem(layers: [layer], mode: .overlayLayer, options: options)
-        let mount = try fileSystem.mount(at: directory)
-        mounts.withLock { $0[directory] = mount }
-        if prefetch, let end = layer.prefetchRegionEnd, end > 0 {
-            Self.fetchAhead(source, upTo: end)
+        do {
+            let fileSystem = try LazyFileSystem(layers: [layer], mode: .overlayLayer, options: options)
+            let mount = try fileSystem.mount(at: directory)
+            mounts.withLock { $0[directory] = mount }
+        } catch {
+            ahead?.cancel()
+            throw error
         }
         return Self.usage(of: layer)
     }
 
     /// Streams the prioritized region `0 ..< end` into the reader's block cache in blob order, 1 MiB
-    /// per request with two requests in flight, so LazyFS's chunk-by-chunk prefetch (and any read
-    /// of those files) finds its bytes arriving instead of paying a round trip per 64 KiB block.
-    /// At most half the block cache's budget, so nothing is evicted before it is used.
+    /// per request with two requests in flight (the next one goes out as soon as either finishes),
+    /// so LazyFS's chunk-by-chunk prefetch (and any read of those files) finds its bytes arriving
+    /// instead of paying a round trip per block. At most half the block cache's budget, so nothing
+    /// is evicted before it is used. Cancelling the task stops it after the requests in flight.
     @discardableResult
     static func fetchAhead(_ source: RangeReader, upTo end: Int64) -> Task<Void, Never> {
         let limit = min(end, source.options.memoryLimit / 2)
-        let piece: Int64 = 1 << 20
+        let piece: Int64 = 1 << 20, window = 2
         return Task.detached {
-            var pending: Task<Void, any Error>?
-            var offset: Int64 = 0
-            while offset < limit {
-                let range = offset ..< min(limit, offset + piece)
-                let next = Task { try await source.fetch(range) }
-                if let pending, (try? await pending.value) == nil { next.cancel(); return }
-                pending = next
-                offset = range.upperBound
+            await withTaskGroup(of: Bool.self) { group in
+                var offset: Int64 = 0
+                func sendNext() {
+                    let range = offset ..< min(limit, offset + piece)
+                    offset = range.upperBound
+                    group.addTask { (try? await source.fetch(range)) != nil }
+                }
+                while offset < limit && offset < piece * Int64(window) { sendNext() }
+                while let succeeded = await group.next() {
+                    guard succeeded, !Task.isCancelled else { return }
+                    if offset < limit { sendNext() }
+                }
             }
-            _ = try? await pending?.value
         }
     }
 

@@ -15,7 +15,8 @@ import Foundation
 /// block_kib = 32                               # registry read granularity (each miss fetches whole blocks)
 /// [cache]
 /// directory = "/var/lib/estargz-snapshotter/cache"
-/// capacity_mib = 1024
+/// capacity_mib = 1024                         # verified chunks on disk
+/// memory_mib = 128                             # verified chunks in memory, in front of the disk
 /// ```
 ///
 /// Only what is shown is understood (tables, string / integer / boolean values and arrays of
@@ -30,6 +31,8 @@ public struct SnapshotterConfig: Sendable, Equatable {
     public var fetchBlockKiB = 32
     public var cacheDirectory: String?
     public var cacheCapacityMiB: Int = 1024
+    /// Verified chunks kept in memory in front of the disk cache, shared by all layers, in MiB.
+    public var memoryCacheMiB: Int = 128
 
     public init() {}
 
@@ -70,6 +73,7 @@ public struct SnapshotterConfig: Sendable, Equatable {
             case ("fetch", "block_kib", .integer(let v)) where v >= 4 && v <= 16 * 1024: fetchBlockKiB = v
             case ("cache", "directory", .string(let v)): cacheDirectory = v
             case ("cache", "capacity_mib", .integer(let v)) where v > 0: cacheCapacityMiB = v
+            case ("cache", "memory_mib", .integer(let v)) where v > 0: memoryCacheMiB = v
             default: throw fail("unknown or mistyped setting \(key) in [\(table)]")
             }
         }

@@ -45,6 +45,7 @@ struct SnapshotterCommand: AsyncParsableCommand {
         let remote = lazy ? try RemoteLayers(registry: registry,
                                              cacheDirectory: cacheDirectory ?? settings.cacheDirectory ?? root + "/cache",
                                              cacheCapacity: Int64(settings.cacheCapacityMiB) << 20,
+                                             memoryCacheCapacity: settings.memoryCacheMiB << 20,
                                              prefetch: settings.prefetch, backgroundFetch: settings.backgroundFetch,
                                              fetchBlockSize: Int64(settings.fetchBlockKiB) << 10) : nil
         let root = self.root, address = self.address
