@@ -57,6 +57,9 @@ public final class RemoteLayers: Sendable {
         readerOptions = options
     }
 
+    /// Hits and misses of the in-memory chunk tier (a miss goes to the disk cache, then the registry).
+    var memoryCacheCounts: (hits: Int64, misses: Int64) { cache.counts }
+
     /// Whether these labels describe a layer that can be mounted lazily.
     static func describesRemoteLayer(_ labels: [String: String]) -> Bool {
         labels[RemoteLabel.imageReference] != nil && labels[RemoteLabel.layerDigest] != nil

@@ -206,6 +206,58 @@ extension ContainerdTests {
         #expect(try layer.read(path: "etc/random").count == 256 * 1024)
         try await client.shutdown()
     }
+
+    /// The kernel reads a lazily mounted file a slice at a time (128 KiB–1 MiB of a 4 MiB chunk):
+    /// once a chunk is verified, every further slice comes from memory with one copy, not from the
+    /// disk cache (which would read and hash the whole chunk again for each slice).
+    @Test func slicesOfAVerifiedChunkAreServedFromMemory() async throws {
+        let environment = try ContainerdEnvironment()
+        defer { environment.tearDown() }
+        let registry = try environment.startRegistry()
+        let layout = try environment.imageLayout()
+        let reference = "127.0.0.1:\(registry)/bbtest:slices"
+        try ContainerdEnvironment.run(environment.estargz, ["image", "convert", "oci:" + layout, reference])
+        let blobs = environment.directory + "/registry/docker/registry/v2/blobs"
+        let files = FileManager.default.enumerator(atPath: blobs)!.compactMap { $0 as? String }.filter { $0.hasSuffix("/data") }
+        let layerPath = try #require(files.max { fileSize(blobs + "/" + $0) < fileSize(blobs + "/" + $1) })
+        let digest = "sha256:" + String(try #require(layerPath.split(separator: "/").dropLast().last))
+        let toc = try LayerReader(source: try FileSource(path: blobs + "/" + layerPath)).tocDigest
+
+        let remote = try RemoteLayers(cacheDirectory: environment.directory + "/chunks", prefetch: false)
+        let mountpoint = environment.directory + "/lazy"
+        try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
+        // Whatever happens below, unmount and close the registry client before returning.
+        let outcome = Result { () throws -> Void in
+            try remote.mount(labels: [RemoteLabel.imageReference: reference, RemoteLabel.layerDigest: digest,
+                                      RemoteLabel.tocDigest: toc.description], at: mountpoint)
+
+            let expected = Array(try Data(contentsOf: URL(fileURLWithPath: "/bin/busybox")))
+            #expect(expected.count > 512 << 10, "busybox spans several kernel reads")
+            func readUncached() throws -> [UInt8] {
+                // Drop the file's pages so every byte is asked of the mount again.
+                let fd = open(mountpoint + "/bin/busybox", O_RDONLY)
+                #expect(fd >= 0)
+                defer { close(fd) }
+                _ = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED)
+                var bytes: [UInt8] = [], buffer = [UInt8](repeating: 0, count: 64 << 10)
+                while true {
+                    let count = read(fd, &buffer, buffer.count)
+                    #expect(count >= 0)
+                    if count <= 0 { break }
+                    bytes += buffer[0 ..< count]
+                }
+                return bytes
+            }
+            #expect(try readUncached() == expected)
+            let first = remote.memoryCacheCounts
+            #expect(try readUncached() == expected)
+            let second = remote.memoryCacheCounts
+            #expect(second.misses == first.misses, "no slice went to the disk cache again: \(first) → \(second)")
+            #expect(second.hits > first.hits, "the second pass was served from memory: \(first) → \(second)")
+        }
+        await remote.shutdown()
+        try outcome.get()
+    }
 }
 
 private func fileSize(_ path: String) -> Int64 {
