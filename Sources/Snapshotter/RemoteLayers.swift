@@ -3,6 +3,7 @@ import EStargzCore
 import EStargzRemote
 import Foundation
 import LazyFS
+import Logging
 import Synchronization
 
 /// The labels through which containerd asks for a remote snapshot. containerd copies a layer
@@ -29,6 +30,7 @@ public final class RemoteLayers: Sendable {
     private let prefetch: Bool
     private let backgroundFetch: Bool
     private let readerOptions: RangeReader.Options
+    private let logger = Logger(label: "estargz.snapshotter.remote")
 
     /// - Parameters:
     ///   - registry: registry settings (mirrors, credentials, plain-HTTP); loopback is plain HTTP anyway.
@@ -79,21 +81,35 @@ public final class RemoteLayers: Sendable {
         let client = self.client, readerOptions = self.readerOptions
         // The registry is async; LayerReader and LazyFS are synchronous. Bridge on a Dispatch thread,
         // never on a thread of Swift's cooperative pool.
+        let clock = ContinuousClock(), started = clock.now
         let source = try Self.blocking { try await RangeReader.open(client: client, repository: reference, digest: digest, options: readerOptions) }
+        let fetched = clock.now
         let layer = try LayerReader(source: source, tocDigest: toc, cache: cache)
+        let opened = clock.now
         // The region's bytes start flowing now, while the mount is set up and Prepare returns.
         let ahead = prefetch && (layer.prefetchRegionEnd ?? 0) > 0 ? Self.fetchAhead(source, upTo: layer.prefetchRegionEnd!) : nil
         var options = LazyFileSystem.Options()
         options.prefetch = prefetch
         options.backgroundFetch = backgroundFetch
+        var built = opened
         do {
             let fileSystem = try LazyFileSystem(layers: [layer], mode: .overlayLayer, options: options)
+            built = clock.now
             let mount = try fileSystem.mount(at: directory)
             mounts.withLock { $0[directory] = mount }
         } catch {
             ahead?.cancel()
             throw error
         }
+        let mounted = clock.now
+        func ms(_ duration: Duration) -> String {
+            String(Double(duration.components.seconds) * 1e3 + Double(duration.components.attoseconds) / 1e15)
+        }
+        logger.info("layer mounted lazily", metadata: [
+            "layer": "\(digest)", "tail_ms": "\(ms(fetched - started))", "toc_ms": "\(ms(opened - fetched))",
+            "inodes_ms": "\(ms(built - opened))", "mount_ms": "\(ms(mounted - built))", "entries": "\(layer.tocEntryCount)",
+            "prioritized_bytes": "\(layer.prefetchRegionEnd ?? 0)", "fetched_bytes": "\(source.statistics.bytesFetched)",
+        ])
         return Self.usage(of: layer)
     }
 
