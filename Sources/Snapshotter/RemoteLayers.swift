@@ -102,15 +102,17 @@ public final class RemoteLayers: Sendable {
             throw error
         }
         let mounted = clock.now
+        let usage = Self.usage(of: layer)
+        let measured = clock.now
         func ms(_ duration: Duration) -> String {
             String(Double(duration.components.seconds) * 1e3 + Double(duration.components.attoseconds) / 1e15)
         }
         logger.info("layer mounted lazily", metadata: [
             "layer": "\(digest)", "tail_ms": "\(ms(fetched - started))", "toc_ms": "\(ms(opened - fetched))",
-            "inodes_ms": "\(ms(built - opened))", "mount_ms": "\(ms(mounted - built))", "entries": "\(layer.tocEntryCount)",
+            "inodes_ms": "\(ms(built - opened))", "mount_ms": "\(ms(mounted - built))", "usage_ms": "\(ms(measured - mounted))", "entries": "\(layer.tocEntryCount)",
             "prioritized_bytes": "\(layer.prefetchRegionEnd ?? 0)", "fetched_bytes": "\(source.statistics.bytesFetched)",
         ])
-        return Self.usage(of: layer)
+        return usage
     }
 
     /// Streams the prioritized region `0 ..< end` into the reader's block cache in blob order, 1 MiB
