@@ -139,6 +139,7 @@ private func temporaryRoot() -> String {
             [cache]
             directory = "/var/cache/x"
             capacity_mib = 64
+            memory_mib = 16
             """)
         #expect(config.mirrors == ["mirror.internal:5000", "127.0.0.1:5001"])
         #expect(config.plainHTTPHosts == ["registry.lan:5000"])
@@ -146,7 +147,9 @@ private func temporaryRoot() -> String {
         #expect(!config.prefetch && config.backgroundFetch && config.fetchBlockKiB == 256)
         #expect(try SnapshotterConfig(parsing: "").fetchBlockKiB == 32)
         #expect(throws: SnapshotterError.self) { try SnapshotterConfig(parsing: "[fetch]\nblock_kib = 1") }
-        #expect(config.cacheDirectory == "/var/cache/x" && config.cacheCapacityMiB == 64)
+        #expect(config.cacheDirectory == "/var/cache/x" && config.cacheCapacityMiB == 64 && config.memoryCacheMiB == 16)
+        #expect(try SnapshotterConfig(parsing: "").memoryCacheMiB == 128)
+        #expect(throws: SnapshotterError.self) { try SnapshotterConfig(parsing: "[cache]\nmemory_mib = 0") }
         let options = config.registryOptions
         #expect(options.mirrors == config.mirrors && options.plainHTTPHosts == ["registry.lan:5000"])
         #expect(options.credentials.credential(for: "registry.lan:5000")?.password == "pa#ss:word")
