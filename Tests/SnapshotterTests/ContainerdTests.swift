@@ -87,10 +87,7 @@ extension ContainerdTests {
         let reference = "127.0.0.1:\(registry)/bbtest:corrupt"
         try ContainerdEnvironment.run(environment.estargz, ["image", "convert", "oci:" + layout, reference])
 
-        // The registry's storage holds the layer blob as a plain file: find the biggest blob (the layer).
-        let blobs = environment.directory + "/registry/docker/registry/v2/blobs"
-        let files = FileManager.default.enumerator(atPath: blobs)!.compactMap { $0 as? String }.filter { $0.hasSuffix("/data") }
-        let layer = try #require(files.map { blobs + "/" + $0 }.max { fileSize($0) < fileSize($1) })
+        let layer = try environment.largestBlob().path
         let reader = try LayerReader(source: try FileSource(path: layer))
         let random = try #require(reader.entry(at: "etc/random"))
         let chunk = try #require(reader.chunks(of: random).first)
@@ -178,10 +175,7 @@ extension ContainerdTests {
         try "bin/busybox\netc/message\n".write(toFile: list, atomically: true, encoding: .utf8)
         let reference = "127.0.0.1:\(registry)/bbtest:prioritized"
         try ContainerdEnvironment.run(environment.estargz, ["image", "convert", "oci:" + layout, reference, "--prioritized-files", list])
-        let blobs = environment.directory + "/registry/docker/registry/v2/blobs"
-        let files = FileManager.default.enumerator(atPath: blobs)!.compactMap { $0 as? String }.filter { $0.hasSuffix("/data") }
-        let layerPath = try #require(files.max { fileSize(blobs + "/" + $0) < fileSize(blobs + "/" + $1) })
-        let digest = "sha256:" + String(try #require(layerPath.split(separator: "/").dropLast().last))
+        let (_, digest) = try environment.largestBlob()
 
         let client = RegistryClient()
         var options = RangeReader.Options()
@@ -217,11 +211,8 @@ extension ContainerdTests {
         let layout = try environment.imageLayout()
         let reference = "127.0.0.1:\(registry)/bbtest:slices"
         try ContainerdEnvironment.run(environment.estargz, ["image", "convert", "oci:" + layout, reference])
-        let blobs = environment.directory + "/registry/docker/registry/v2/blobs"
-        let files = FileManager.default.enumerator(atPath: blobs)!.compactMap { $0 as? String }.filter { $0.hasSuffix("/data") }
-        let layerPath = try #require(files.max { fileSize(blobs + "/" + $0) < fileSize(blobs + "/" + $1) })
-        let digest = "sha256:" + String(try #require(layerPath.split(separator: "/").dropLast().last))
-        let toc = try LayerReader(source: try FileSource(path: blobs + "/" + layerPath)).tocDigest
+        let (layerPath, digest) = try environment.largestBlob()
+        let toc = try LayerReader(source: try FileSource(path: layerPath)).tocDigest
 
         let remote = try RemoteLayers(cacheDirectory: environment.directory + "/chunks", prefetch: false)
         let mountpoint = environment.directory + "/lazy"
@@ -307,6 +298,15 @@ private final class ContainerdEnvironment {
         let started = try TestRegistry(storage: directory + "/registry")
         registry = started
         return started.port
+    }
+
+    /// The registry's storage holds each blob as a plain file: the biggest one (the image's layer)
+    /// and its digest.
+    func largestBlob() throws -> (path: String, digest: String) {
+        let blobs = directory + "/registry/docker/registry/v2/blobs"
+        let files = FileManager.default.enumerator(atPath: blobs)!.compactMap { $0 as? String }.filter { $0.hasSuffix("/data") }
+        let layer = try #require(files.max { fileSize(blobs + "/" + $0) < fileSize(blobs + "/" + $1) })
+        return (blobs + "/" + layer, "sha256:" + String(try #require(layer.split(separator: "/").dropLast().last)))
     }
 
     /// The busybox image unpacked as an OCI layout (for `estargz image convert oci:…` and skopeo).
