@@ -47,7 +47,8 @@ struct SnapshotterCommand: AsyncParsableCommand {
                                              cacheCapacity: Int64(settings.cacheCapacityMiB) << 20,
                                              memoryCacheCapacity: settings.memoryCacheMiB << 20,
                                              prefetch: settings.prefetch, backgroundFetch: settings.backgroundFetch,
-                                             fetchBlockSize: Int64(settings.fetchBlockKiB) << 10) : nil
+                                             fetchBlockSize: Int64(settings.fetchBlockKiB) << 10,
+                                             tailSize: Int64(settings.tailKiB) << 10) : nil
         let root = self.root, address = self.address
         let task = Task { try await SnapshotterServer.serve(root: root, socketPath: address, remote: remote) }
         let signals = [SIGINT, SIGTERM].map { number -> DispatchSourceSignal in
