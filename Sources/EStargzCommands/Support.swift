@@ -6,7 +6,7 @@ import Glibc
 #endif
 
 /// Runs `body`; a failure is printed as `estargz: error: …` on stderr and exits 1.
-func runReportingErrors<T>(_ body: () throws -> T) throws -> T {
+public func runReportingErrors<T>(_ body: () throws -> T) throws -> T {
     do {
         return try body()
     } catch let error as EStargzError {
@@ -15,13 +15,21 @@ func runReportingErrors<T>(_ body: () throws -> T) throws -> T {
     }
 }
 
-func printError(_ message: String) {
+/// Writes `estargz: error: MESSAGE` to stderr, unbuffered.
+public func printError(_ message: String) {
     var line = "estargz: error: \(message)\n"
     line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
 }
 
+/// Whether a CLI argument names an existing local file or directory (else it is a registry
+/// reference); symlinks are followed, as `FileManager.fileExists` does.
+public func isLocalFile(_ path: String) -> Bool {
+    var status = stat()
+    return stat(path, &status) == 0
+}
+
 /// Opens a blob from a local file, verifying its TOC against `tocDigest` when given.
-func openLayer(_ path: String, tocDigest: String?) throws -> LayerReader {
+public func openLayer(_ path: String, tocDigest: String?) throws -> LayerReader {
     try runReportingErrors {
         var expected: SHA256Digest?
         if let tocDigest {
@@ -34,7 +42,8 @@ func openLayer(_ path: String, tocDigest: String?) throws -> LayerReader {
     }
 }
 
-func readTextFile(_ path: String) throws -> String {
+/// The whole of a small local text file (e.g. `--prioritized-files`), as UTF-8.
+public func readTextFile(_ path: String) throws -> String {
     try runReportingErrors {
         let source = try FileSource(path: path)
         let bytes = try source.read(at: 0, count: Int(source.size))
@@ -54,7 +63,8 @@ func renameFile(_ from: String, _ to: String) throws {
     guard rename(from, to) == 0 else { throw EStargzError.io(operation: "rename", path: to, errno: errno) }
 }
 
-func writeToStandardOutput(_ bytes: [UInt8]) throws {
+/// Writes all of `bytes` to stdout, retrying short writes.
+public func writeToStandardOutput(_ bytes: [UInt8]) throws {
     var done = 0
     while done < bytes.count {
         let n = bytes.withUnsafeBytes { write(1, $0.baseAddress! + done, $0.count - done) }
@@ -67,7 +77,8 @@ func writeToStandardOutput(_ bytes: [UInt8]) throws {
 }
 
 extension String {
-    func trimmingSpaces() -> String {
+    /// Without leading and trailing spaces, tabs and carriage returns.
+    public func trimmingSpaces() -> String {
         var s = Substring(self)
         while let c = s.first, c == " " || c == "\t" || c == "\r" { s.removeFirst() }
         while let c = s.last, c == " " || c == "\t" || c == "\r" { s.removeLast() }
@@ -76,37 +87,42 @@ extension String {
 }
 
 /// Buffered line output to stdout.
-struct StandardOutput {
+public struct StandardOutput {
     private var buffer: [UInt8] = []
 
-    mutating func write(_ line: String) {
+    public init() {}
+
+    /// Appends `line` and a newline.
+    public mutating func write(_ line: String) {
         buffer += line.utf8
         buffer.append(10)
         if buffer.count > 1 << 16 { flush() }
     }
 
-    mutating func write(line bytes: UnsafeBufferPointer<UInt8>) {
+    /// Appends the bytes of one line and a newline.
+    public mutating func write(line bytes: UnsafeBufferPointer<UInt8>) {
         buffer.append(contentsOf: bytes)
         buffer.append(10)
         if buffer.count > 1 << 16 { flush() }
     }
 
-    mutating func flush() {
+    /// Writes what is buffered.
+    public mutating func flush() {
         try? writeToStandardOutput(buffer)
         buffer.removeAll(keepingCapacity: true)
     }
 }
 
 /// A progress line on stderr, only when stderr is a terminal.
-final class Progress: Sendable {
+public final class Progress: Sendable {
     private let label: String
     private let enabled = isatty(2) == 1
     private let lastPercent = Mutex(-1)
 
-    init(label: String) { self.label = label }
+    public init(label: String) { self.label = label }
 
     /// Called from any thread (verification runs on all cores).
-    func update(done: Int64, total: Int64) {
+    public func update(done: Int64, total: Int64) {
         guard enabled, total > 0 else { return }
         let percent = Int(done * 100 / total)
         guard lastPercent.withLock({ last in
@@ -117,7 +133,8 @@ final class Progress: Sendable {
         line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
     }
 
-    func finish() {
+    /// Ends the line, if one was printed.
+    public func finish() {
         guard enabled, lastPercent.withLock({ $0 }) >= 0 else { return }
         var line = "\n"
         line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
@@ -125,18 +142,21 @@ final class Progress: Sendable {
 }
 
 /// Minimal JSON output for the CLI's machine-readable forms.
-enum JSONText {
-    enum Value {
+public enum JSONText {
+    /// A string, an integer or an object with ordered keys.
+    public enum Value {
         case string(String)
         case number(Int64)
         case object([(String, Value)])
     }
 
-    static func object(_ fields: [(String, Value)]) -> String {
+    /// `fields` as one JSON object, keys in the given order.
+    public static func object(_ fields: [(String, Value)]) -> String {
         render(.object(fields))
     }
 
-    static func render(_ value: Value) -> String {
+    /// One value as JSON text.
+    public static func render(_ value: Value) -> String {
         switch value {
         case let .string(s): return quote(s)
         case let .number(n): return String(n)
@@ -145,7 +165,8 @@ enum JSONText {
         }
     }
 
-    static func quote(_ s: String) -> String {
+    /// `s` as a JSON string literal.
+    public static func quote(_ s: String) -> String {
         var out = "\""
         for scalar in s.unicodeScalars {
             switch scalar {
