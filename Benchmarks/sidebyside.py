@@ -52,7 +52,7 @@ def sh(cmd, **kw):
 
 def build_tools():
     os.makedirs(BIN, exist_ok=True)
-    sh(["swift", "build", "-c", "release", "--product", "estargz"], cwd=ROOT)
+    sh(["swift", "build", "-c", "release"], cwd=ROOT)  # estargz and the estargz-remote it hands over to
     ours = os.path.join(subprocess.run(["swift", "build", "-c", "release", "--show-bin-path"], cwd=ROOT,
                                        check=True, capture_output=True, text=True).stdout.strip(), "estargz")
     if not os.path.exists(GO):

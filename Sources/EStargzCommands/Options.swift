@@ -6,7 +6,7 @@ import EStargzCore
 /// Declared here, beside the local commands, because `ls` and `cat` take them too: the lite
 /// `estargz` parses and validates them the same way before it hands a registry reference to
 /// `estargz-remote`, which adds what turns them into a registry client.
-public struct RegistryOptions: ParsableArguments {
+public struct RegistryOptions: ParsableArguments, Sendable {
     @Flag(help: "Use plain HTTP for the registry (loopback registries always use it).")
     public var plainHTTP = false
 
@@ -31,7 +31,7 @@ public struct RegistryOptions: ParsableArguments {
 }
 
 /// `--level` and `--chunk-size`, for every command that writes eStargz layers.
-public struct LayerFormatOptions: ParsableArguments {
+public struct LayerFormatOptions: ParsableArguments, Sendable {
     @Option(help: "gzip compression level, 1 (fastest) to 9 (smallest).")
     public var level: Int = 9
 

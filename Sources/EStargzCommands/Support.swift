@@ -51,13 +51,15 @@ public func readTextFile(_ path: String) throws -> String {
     }
 }
 
-func createOutput(_ path: String) throws -> Int32 {
+/// Creates (or truncates) `path` for writing, mode 0644; throws `EStargzError.io`.
+public func createOutput(_ path: String) throws -> Int32 {
     let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
     guard fd >= 0 else { throw EStargzError.io(operation: "create", path: path, errno: errno) }
     return fd
 }
 
-func closeFile(_ fd: Int32) -> Int32 { close(fd) }
+/// Closes a descriptor from `createOutput`.
+public func closeFile(_ fd: Int32) -> Int32 { close(fd) }
 
 func renameFile(_ from: String, _ to: String) throws {
     guard rename(from, to) == 0 else { throw EStargzError.io(operation: "rename", path: to, errno: errno) }
