@@ -84,14 +84,18 @@ var package = Package(
             ]
         ),
         // `estargz`, the CLI users run: the local commands in a process with no Foundation, networking,
-        // FUSE or gRPC loaded (it starts in ~10 MB); every other command is handed to `estargz-remote`
-        // (execv, same argv).
+        // FUSE or gRPC loaded; every other command is handed to `estargz-remote` (execv, same argv).
+        // The Swift runtime and ArgumentParser's FoundationEssentials are linked statically: 3 MB less
+        // RSS and ~3 ms less start than loading their shared libraries (Benchmarks/README.md, issue 6b).
+        // FoundationEssentials' C shims are not in the static-stdlib link line, so they are named here;
+        // the link prints glibc's "mktemp is dangerous" warning for code of it that is never called.
         .executableTarget(
             name: "estargz",
             dependencies: [
                 "EStargzCommands",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
+            ],
+            linkerSettings: [.unsafeFlags(["-static-stdlib", "-Xlinker", "-l_FoundationCShims", "-Xlinker", "-l_FoundationCollections"])]
         ),
         // Every command, with the registry client, LazyFS and the snapshotter linked in.
         .executableTarget(
