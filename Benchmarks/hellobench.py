@@ -165,7 +165,7 @@ def build(args):
     if args.estargz:
         ours = args.estargz
     else:
-        sh(["swift", "build", "-c", "release", "--product", "estargz"], cwd=ROOT)
+        sh(["swift", "build", "-c", "release"], cwd=ROOT)  # estargz and the estargz-remote it hands over to
         ours = os.path.join(out(["swift", "build", "-c", "release", "--show-bin-path"], cwd=ROOT).strip(), "estargz")
     ref = os.path.join(BIN, "refsnapshotter")
     env = dict(os.environ, GO111MODULE="off", GOPATH="/usr/share/gocode", GOCACHE=os.path.join(WORK, "gocache"))
@@ -512,7 +512,7 @@ def main():
     ap.add_argument("--no-tc", action="store_true", help="do not shape lo (for debugging the harness)")
     ap.add_argument("--rootfs-tar")
     ap.add_argument("--image-layout", help="OCI layout of the gzip python image")
-    ap.add_argument("--estargz", help="use this estargz binary instead of building the release one")
+    ap.add_argument("--estargz", help="use this estargz binary (with its estargz-remote beside it) instead of building the release one")
     ap.add_argument("--reuse-images", action="store_true",
                     help="keep the images already in the last run's registry storage (Benchmarks/work/hello/registry)")
     ap.add_argument("--tmp", default="/tmp")

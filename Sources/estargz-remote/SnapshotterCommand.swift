@@ -1,4 +1,5 @@
 import ArgumentParser
+import EStargzCommands
 import Dispatch
 import EStargzRemote
 import Snapshotter
@@ -8,8 +9,8 @@ import Glibc
 
 struct SnapshotterCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "snapshotter",
-        abstract: "Serve a containerd snapshotter (proxy plugin) on a unix socket.",
+        commandName: RemoteSubcommand.snapshotter.name,
+        abstract: RemoteSubcommand.snapshotter.abstract,
         discussion: """
             Add to containerd's config: [proxy_plugins.estargz] type = "snapshot", address = SOCKET; then \
             use `--snapshotter estargz` with ctr. Runs until SIGINT or SIGTERM.
