@@ -356,7 +356,9 @@ private final class ContainerdEnvironment {
     func ctrRetrying(_ arguments: [String]) throws -> String {
         let deadline = Date().addingTimeInterval(15)
         while true {
-            do { return try ctr(arguments) } catch where Date() < deadline && "\(error)".contains("snapshotter.sock") {
+            // Right after a restart, containerd's connection to the proxy plugin is either refused
+            // (the socket is not there yet) or still the old one, closed ("unavailable"): both pass.
+            do { return try ctr(arguments) } catch where Date() < deadline && ["snapshotter.sock", "unavailable"].contains(where: "\(error)".contains) {
                 usleep(500_000)
             }
         }
