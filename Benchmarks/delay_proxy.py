@@ -15,23 +15,38 @@ target to the clients (what the registry served), from the clients to the
 target, the connections accepted and the HTTP/1.x requests seen (request lines
 counted in the client's bytes) so far — counters since start, never reset, so a
 caller takes differences.
+
+With --events FILE it also writes one JSON line per event, for timelines
+(Benchmarks/timeline.py): {"t": wall-clock seconds, "c": connection number,
+"e": "open" | "req" | "down", ...}: "req" carries the request line and its Range
+header as the client sent them, "down" the bytes handed to the client in one
+write (at the moment they leave the proxy, i.e. after the delay).
 """
 import argparse
 import asyncio
+import json
 import re
 import signal
 import sys
+import time
 
 
 COUNTS = {"down": 0, "up": 0, "connections": 0, "requests": 0}
 REQUEST_LINE = re.compile(rb"^(GET|HEAD|POST|PUT|PATCH|DELETE) [^ \r\n]+ HTTP/1\.[01]\r$", re.M)
+RANGE_HEADER = re.compile(rb"^range: *([^\r\n]*)\r$", re.M | re.I)
+EVENTS = None
+
+
+def event(conn, kind, **fields):
+    if EVENTS is not None:
+        EVENTS.write(json.dumps({"t": round(time.time(), 6), "c": conn, "e": kind, **fields}) + "\n")
 
 
 def report():
     print("bytes down={down} up={up} connections={connections} requests={requests}".format(**COUNTS), flush=True)
 
 
-async def pump(reader, writer, delay, direction):
+async def pump(reader, writer, delay, direction, conn):
     loop = asyncio.get_running_loop()
     queue = asyncio.Queue()
 
@@ -41,7 +56,13 @@ async def pump(reader, writer, delay, direction):
                 data = await reader.read(256 * 1024)
                 COUNTS[direction] += len(data)
                 if direction == "up":
-                    COUNTS["requests"] += len(REQUEST_LINE.findall(data))
+                    lines = REQUEST_LINE.findall(data)
+                    COUNTS["requests"] += len(lines)
+                    if EVENTS is not None:
+                        ranges = RANGE_HEADER.findall(data)
+                        for m in REQUEST_LINE.finditer(data):
+                            event(conn, "req", line=m.group(0).decode(errors="replace").strip(),
+                                  range=ranges[0].decode(errors="replace") if len(lines) == 1 and ranges else None)
                 await queue.put((loop.time() + delay, data))
                 if not data:
                     return
@@ -61,6 +82,8 @@ async def pump(reader, writer, delay, direction):
                     return
                 writer.write(data)
                 await writer.drain()
+                if direction == "down":
+                    event(conn, "down", n=len(data))
         except (ConnectionError, OSError):
             return
 
@@ -69,6 +92,8 @@ async def pump(reader, writer, delay, direction):
 
 async def handle(client_reader, client_writer, host, port, delay):
     COUNTS["connections"] += 1
+    conn = COUNTS["connections"]
+    event(conn, "open")
     try:
         upstream_reader, upstream_writer = await asyncio.open_connection(host, port)
     except OSError:
@@ -76,8 +101,8 @@ async def handle(client_reader, client_writer, host, port, delay):
         return
     try:
         await asyncio.gather(
-            pump(client_reader, upstream_writer, delay, "up"),
-            pump(upstream_reader, client_writer, delay, "down"),
+            pump(client_reader, upstream_writer, delay, "up", conn),
+            pump(upstream_reader, client_writer, delay, "down", conn),
         )
     except asyncio.CancelledError:
         pass
@@ -95,7 +120,11 @@ async def main():
     parser.add_argument("target")
     parser.add_argument("--delay-ms", type=float, default=10.0)
     parser.add_argument("--listen-host", default="127.0.0.1")
+    parser.add_argument("--events", help="write a JSON line per connection, request and write here")
     args = parser.parse_args()
+    global EVENTS
+    if args.events:
+        EVENTS = open(args.events, "a", buffering=1)
     host, _, port = args.target.rpartition(":")
     delay = args.delay_ms / 1000.0
 

@@ -31,6 +31,7 @@ import time
 
 from rootfs import python_rootfs_tar
 from shaping import ShapedLink, root_qdisc
+import timeline
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -164,7 +165,7 @@ def build(args):
     if args.estargz:
         ours = args.estargz
     else:
-        sh(["swift", "build", "-c", "release", "--product", "estargz"], cwd=ROOT)
+        sh(["swift", "build", "-c", "release"], cwd=ROOT)  # estargz and the estargz-remote it hands over to
         ours = os.path.join(out(["swift", "build", "-c", "release", "--show-bin-path"], cwd=ROOT).strip(), "estargz")
     ref = os.path.join(BIN, "refsnapshotter")
     env = dict(os.environ, GO111MODULE="off", GOPATH="/usr/share/gocode", GOCACHE=os.path.join(WORK, "gocache"))
@@ -243,6 +244,8 @@ class Env:
         self.proxy = None
         self.proxy_out = os.path.join(self.tmp, "proxy.out")
         self.counter = 0
+        self.events = os.path.join(self.tmp, "proxy-events.jsonl")
+        self.started = time.strftime("%Y%m%d-%H%M%S")
 
     def start_registry(self, storage):
         self.registry_port = free_port()
@@ -264,7 +267,8 @@ http:
         self.proxy_port = free_port()
         self.proxy = self.cleanup.start(
             [sys.executable, os.path.join(HERE, "delay_proxy.py"), str(self.proxy_port),
-             f"127.0.0.1:{self.registry_port}", "--delay-ms", str(self.args.delay_ms)],
+             f"127.0.0.1:{self.registry_port}", "--delay-ms", str(self.args.delay_ms)]
+            + (["--events", self.events] if self.args.timeline else []),
             os.path.join(self.tmp, "proxy.log"), stdout=open(self.proxy_out, "wb"))
         wait_port(self.proxy_port)
 
@@ -418,18 +422,27 @@ def cold_start(env, snapshotter, tag, workload, n):
         ref = env.proxied(tag)
         b0, q0 = env.proxy_bytes()
         t0 = time.monotonic()
+        w0 = time.time()
         if snapshotter == "overlayfs":
             cd.ctr(["images", "pull", "--plain-http", ref])
         else:
             cd.ctr(["image", "rpull", "--plain-http", "--snapshotter", snapshotter, ref], tool="ctr-remote")
         t1 = time.monotonic()
+        w1 = time.time()
         b1, _ = env.proxy_bytes()
         args = ["run", "--rm"] + ([] if snapshotter == "overlayfs" else ["--snapshotter", snapshotter])
         output = cd.ctr(args + [ref, f"c{n}", "/usr/bin/python3", "-c", WORKLOADS[workload]], capture=True)
         t2 = time.monotonic()
+        w2 = time.time()
         b2, q2 = env.proxy_bytes()
         if output.strip() != "hi":
             raise RuntimeError(f"unexpected output {output!r}")
+        if env.args.timeline:
+            directory = os.path.join(WORK, "timelines", env.started)
+            os.makedirs(directory, exist_ok=True)
+            name = f"{n:03d}-{workload}-{snapshotter}-{tag}.txt"
+            with open(os.path.join(directory, name), "w") as f:
+                f.write(timeline.render(env.events, w0, w2, [("pulled, ctr run starts", w1), ("container exited", w2)]) + "\n")
         return {"pull": t1 - t0, "run": t2 - t1, "total": t2 - t0, "pull_bytes": b1 - b0, "bytes": b2 - b0,
                 "requests": q2 - q0}
     finally:
@@ -499,13 +512,15 @@ def main():
     ap.add_argument("--no-tc", action="store_true", help="do not shape lo (for debugging the harness)")
     ap.add_argument("--rootfs-tar")
     ap.add_argument("--image-layout", help="OCI layout of the gzip python image")
-    ap.add_argument("--estargz", help="use this estargz binary instead of building the release one")
+    ap.add_argument("--estargz", help="use this estargz binary (with its estargz-remote beside it) instead of building the release one")
     ap.add_argument("--reuse-images", action="store_true",
                     help="keep the images already in the last run's registry storage (Benchmarks/work/hello/registry)")
     ap.add_argument("--tmp", default="/tmp")
     ap.add_argument("--ours-chunk-kib", type=int, default=4096,
                     help="chunk size of our converted and optimized images (KiB; default 4096, the converter's default)")
     ap.add_argument("--keep-logs", action="store_true", help="copy each run's daemon logs to Benchmarks/work/hello/logs/")
+    ap.add_argument("--timeline", action="store_true",
+                    help="write every cold start's request timeline to Benchmarks/work/hello/timelines/STARTED/ (timeline.py)")
     ap.add_argument("--ours-config", help="a config file for `estargz snapshotter --config` (default: none, the defaults)")
     args = ap.parse_args()
     if os.geteuid() != 0:

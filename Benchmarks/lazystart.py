@@ -4,7 +4,7 @@
     python3 Benchmarks/lazystart.py [--estargz BIN] [--rootfs-tar TAR] [--delay-ms 10] [--rate 100mbit] [--runs 3]
 
 Needs root (tc, FUSE, chroot), Debian's docker-registry and a built CLI (default
-.build/release/estargz; `swift build -c release --product estargz`). The rootfs is
+.build/release/estargz; `swift build -c release`: estargz and estargz-remote). The rootfs is
 scripts/python-rootfs.sh's (debootstrap minbase + python3-minimal, bookworm), converted once
 with `estargz image convert` into a registry on 127.0.0.1.
 
@@ -321,7 +321,7 @@ def main():
     if os.geteuid() != 0:
         sys.exit("lazystart: needs root (tc, FUSE, chroot)")
     if not os.access(args.estargz, os.X_OK):
-        sys.exit(f"lazystart: no CLI at {args.estargz} (swift build -c release --product estargz)")
+        sys.exit(f"lazystart: no CLI at {args.estargz} (swift build -c release)")
     tar = python_rootfs_tar(args.rootfs_tar)
     if not args.probe:
         import tarfile

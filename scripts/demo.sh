@@ -3,7 +3,7 @@
 # then read one file back lazily (only its chunks) and verify the whole blob.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-swift build -c release --product estargz >/dev/null
+swift build -c release >/dev/null  # estargz and estargz-remote (it runs mount, image, snapshotter)
 bin=.build/release/estargz
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -30,8 +30,10 @@ public final class RangeReader: RandomAccessSource {
         public var maximumParallelRequests = 4
         /// Memory the block cache may hold (bytes).
         public var memoryLimit: Int64 = 64 << 20
-        /// How much of the blob's end to read when opening (footer and TOC); the same as
-        /// ``EStargzCore/LayerReader`` reads first, so opening a layer costs one request.
+        /// How much of the blob's end to read when opening (footer and TOC);
+        /// ``EStargzCore/LayerReader`` reads the same first, so opening a layer whose TOC fits
+        /// costs one request, and a larger TOC one more for the rest of it. Larger tails save
+        /// that round trip for more layers; smaller ones fetch fewer bytes beyond the TOC.
         public var tailSize: Int64 = 512 << 10
         /// Blobs up to this size are read whole when opened: one request instead of the tail
         /// and then one per file read. At 1 MiB the extra bytes cost less than a round trip or
@@ -178,6 +180,10 @@ public final class RangeReader: RandomAccessSource {
 
     /// Counters so far.
     public var statistics: Statistics { state.withLock { $0.statistics } }
+
+    /// The tail ``open(client:repository:digest:size:options:)`` fetched: opening a layer reads
+    /// it from the cache and fetches only what a larger TOC needs beyond it.
+    public var openingTailSize: Int64 { options.tailSize }
 
     /// Makes sure `range` is in the block cache (fetching what is missing in one request per run);
     /// used for prefetch. `.background` fetches wait while foreground requests are in flight;

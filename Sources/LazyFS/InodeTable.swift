@@ -200,8 +200,8 @@ enum InodeTable {
                           uid: UInt32(truncatingIfNeeded: entry.uid), gid: UInt32(truncatingIfNeeded: entry.gid),
                           modificationTime: entry.modificationTime,
                           size: kind == .regular ? entry.size : 0,
-                          deviceMajor: UInt32(truncatingIfNeeded: entry.tocEntry.devMajor),
-                          deviceMinor: UInt32(truncatingIfNeeded: entry.tocEntry.devMinor),
+                          deviceMajor: UInt32(truncatingIfNeeded: entry.deviceMajor),
+                          deviceMinor: UInt32(truncatingIfNeeded: entry.deviceMinor),
                           linkCount: 1, symlinkTarget: "", xattrs: draft.isOverlayWhiteout ? [] : xattrs,
                           layer: draft.layer, entry: nil, path: path, children: [], parent: parent)
         switch inode.kind {

@@ -3,6 +3,7 @@ import EStargzCore
 import EStargzRemote
 import Foundation
 import LazyFS
+import Logging
 import Synchronization
 
 /// The labels through which containerd asks for a remote snapshot. containerd copies a layer
@@ -24,32 +25,47 @@ enum RemoteLabel {
 /// layer, overlayfs-style whiteouts) reading its blob from the registry chunk by chunk.
 public final class RemoteLayers: Sendable {
     private let client: RegistryClient
-    private let cache: (any ChunkCache)?
+    private let cache: MemoryChunkCache
     private let mounts = Mutex<[String: LazyMount]>([:])
     private let prefetch: Bool
     private let backgroundFetch: Bool
     private let readerOptions: RangeReader.Options
+    private let logger = Logger(label: "estargz.snapshotter.remote")
 
     /// - Parameters:
     ///   - registry: registry settings (mirrors, credentials, plain-HTTP); loopback is plain HTTP anyway.
     ///   - cacheDirectory: where verified chunks are kept across layers and restarts (nil: memory only).
+    ///   - cacheCapacity: bytes the on-disk cache may hold.
+    ///   - memoryCacheCapacity: bytes of verified chunks kept in memory in front of the disk, shared
+    ///     by every layer. A kernel read is usually a slice of a chunk (128 KiB of a 4 MiB one): a
+    ///     chunk in memory serves it with one copy, while the disk tier reads and hashes the whole
+    ///     chunk again for every slice.
     ///   - prefetch: fetch each layer's prioritized region right after mounting it.
     ///   - backgroundFetch: then fetch the rest of the layer in the background.
     ///   - fetchBlockSize: granularity of range reads from the registry (bytes). Every miss is
     ///     rounded out to whole blocks: bigger blocks read more around each file (fewer round trips
     ///     when neighbours are read next), smaller ones fetch fewer bytes. 32 KiB fetched fewer bytes
     ///     than the reference snapshotter (50 KB) for the same requests in Benchmarks/hellobench.py.
+    ///   - tailSize: how much of a layer's end the first request reads (footer and, when it fits,
+    ///     the TOC); a larger TOC costs one more request for exactly the rest. 64 KiB holds the TOC
+    ///     of small layers, and on large ones (a python rootfs: a 400 KB TOC) fetches no file data
+    ///     with it: a 512 KiB tail fetched ~150 KB beyond the TOC per layer, for one round trip less.
     public init(registry: RegistryClient.Options = RegistryClient.Options(), cacheDirectory: String? = nil,
-                cacheCapacity: Int64 = 1 << 30, prefetch: Bool = true, backgroundFetch: Bool = false,
-                fetchBlockSize: Int64 = 32 << 10) throws {
+                cacheCapacity: Int64 = 1 << 30, memoryCacheCapacity: Int = 128 << 20, prefetch: Bool = true,
+                backgroundFetch: Bool = false, fetchBlockSize: Int64 = 32 << 10, tailSize: Int64 = 64 << 10) throws {
         client = RegistryClient(options: registry)
-        cache = try cacheDirectory.map { try DiskChunkCache(directory: $0, capacity: cacheCapacity) }
+        let disk = try cacheDirectory.map { try DiskChunkCache(directory: $0, capacity: cacheCapacity) }
+        cache = MemoryChunkCache(capacity: memoryCacheCapacity, backing: disk)
         self.prefetch = prefetch
         self.backgroundFetch = backgroundFetch
         var options = RangeReader.Options()
         options.blockSize = fetchBlockSize
+        options.tailSize = tailSize
         readerOptions = options
     }
+
+    /// Hits and misses of the in-memory chunk tier (a miss goes to the disk cache, then the registry).
+    var memoryCacheCounts: (hits: Int64, misses: Int64) { cache.counts }
 
     /// Whether these labels describe a layer that can be mounted lazily.
     static func describesRemoteLayer(_ labels: [String: String]) -> Bool {
@@ -70,39 +86,63 @@ public final class RemoteLayers: Sendable {
         let client = self.client, readerOptions = self.readerOptions
         // The registry is async; LayerReader and LazyFS are synchronous. Bridge on a Dispatch thread,
         // never on a thread of Swift's cooperative pool.
+        let clock = ContinuousClock(), started = clock.now
         let source = try Self.blocking { try await RangeReader.open(client: client, repository: reference, digest: digest, options: readerOptions) }
+        let fetched = clock.now
         let layer = try LayerReader(source: source, tocDigest: toc, cache: cache)
+        let opened = clock.now
+        // The region's bytes start flowing now, while the mount is set up and Prepare returns.
+        let ahead = prefetch && (layer.prefetchRegionEnd ?? 0) > 0 ? Self.fetchAhead(source, upTo: layer.prefetchRegionEnd!) : nil
         var options = LazyFileSystem.Options()
         options.prefetch = prefetch
         options.backgroundFetch = backgroundFetch
-        let fileSystem = try LazyFileSystem(layers: [layer], mode: .overlayLayer, options: options)
-        let mount = try fileSystem.mount(at: directory)
-        mounts.withLock { $0[directory] = mount }
-        if prefetch, let end = layer.prefetchRegionEnd, end > 0 {
-            Self.fetchAhead(source, upTo: end)
+        var built = opened
+        do {
+            let fileSystem = try LazyFileSystem(layers: [layer], mode: .overlayLayer, options: options)
+            built = clock.now
+            let mount = try fileSystem.mount(at: directory)
+            mounts.withLock { $0[directory] = mount }
+        } catch {
+            ahead?.cancel()
+            throw error
         }
-        return Self.usage(of: layer)
+        let mounted = clock.now
+        let usage = Self.usage(of: layer)
+        let measured = clock.now
+        func ms(_ duration: Duration) -> String {
+            String(Double(duration.components.seconds) * 1e3 + Double(duration.components.attoseconds) / 1e15)
+        }
+        logger.info("layer mounted lazily", metadata: [
+            "layer": "\(digest)", "tail_ms": "\(ms(fetched - started))", "toc_ms": "\(ms(opened - fetched))",
+            "inodes_ms": "\(ms(built - opened))", "mount_ms": "\(ms(mounted - built))", "usage_ms": "\(ms(measured - mounted))", "entries": "\(layer.tocEntryCount)",
+            "prioritized_bytes": "\(layer.prefetchRegionEnd ?? 0)", "fetched_bytes": "\(source.statistics.bytesFetched)",
+        ])
+        return usage
     }
 
     /// Streams the prioritized region `0 ..< end` into the reader's block cache in blob order, 1 MiB
-    /// per request with two requests in flight, so LazyFS's chunk-by-chunk prefetch (and any read
-    /// of those files) finds its bytes arriving instead of paying a round trip per 64 KiB block.
-    /// At most half the block cache's budget, so nothing is evicted before it is used.
+    /// per request with two requests in flight (the next one goes out as soon as either finishes),
+    /// so LazyFS's chunk-by-chunk prefetch (and any read of those files) finds its bytes arriving
+    /// instead of paying a round trip per block. At most half the block cache's budget, so nothing
+    /// is evicted before it is used. Cancelling the task stops it after the requests in flight.
     @discardableResult
     static func fetchAhead(_ source: RangeReader, upTo end: Int64) -> Task<Void, Never> {
         let limit = min(end, source.options.memoryLimit / 2)
-        let piece: Int64 = 1 << 20
+        let piece: Int64 = 1 << 20, window = 2
         return Task.detached {
-            var pending: Task<Void, any Error>?
-            var offset: Int64 = 0
-            while offset < limit {
-                let range = offset ..< min(limit, offset + piece)
-                let next = Task { try await source.fetch(range) }
-                if let pending, (try? await pending.value) == nil { next.cancel(); return }
-                pending = next
-                offset = range.upperBound
+            await withTaskGroup(of: Bool.self) { group in
+                var offset: Int64 = 0
+                func sendNext() {
+                    let range = offset ..< min(limit, offset + piece)
+                    offset = range.upperBound
+                    group.addTask { (try? await source.fetch(range)) != nil }
+                }
+                while offset < limit && offset < piece * Int64(window) { sendNext() }
+                while let succeeded = await group.next() {
+                    guard succeeded, !Task.isCancelled else { return }
+                    if offset < limit { sendNext() }
+                }
             }
-            _ = try? await pending?.value
         }
     }
 

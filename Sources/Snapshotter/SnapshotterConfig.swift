@@ -13,9 +13,11 @@ import Foundation
 /// prefetch = true                              # the prioritized region, right after mounting a layer
 /// background = false                           # then everything else, politely
 /// block_kib = 32                               # registry read granularity (each miss fetches whole blocks)
+/// tail_kib = 64                                # a layer's first read: footer and (small) TOC
 /// [cache]
 /// directory = "/var/lib/estargz-snapshotter/cache"
-/// capacity_mib = 1024
+/// capacity_mib = 1024                         # verified chunks on disk
+/// memory_mib = 128                             # verified chunks in memory, in front of the disk
 /// ```
 ///
 /// Only what is shown is understood (tables, string / integer / boolean values and arrays of
@@ -28,8 +30,12 @@ public struct SnapshotterConfig: Sendable, Equatable {
     public var backgroundFetch = false
     /// Granularity of registry range reads and of the in-memory block cache, in KiB.
     public var fetchBlockKiB = 32
+    /// How much of a layer's end the first request reads, in KiB (a larger TOC costs one more request).
+    public var tailKiB = 64
     public var cacheDirectory: String?
     public var cacheCapacityMiB: Int = 1024
+    /// Verified chunks kept in memory in front of the disk cache, shared by all layers, in MiB.
+    public var memoryCacheMiB: Int = 128
 
     public init() {}
 
@@ -68,8 +74,10 @@ public struct SnapshotterConfig: Sendable, Equatable {
             case ("fetch", "prefetch", .bool(let v)): prefetch = v
             case ("fetch", "background", .bool(let v)): backgroundFetch = v
             case ("fetch", "block_kib", .integer(let v)) where v >= 4 && v <= 16 * 1024: fetchBlockKiB = v
+            case ("fetch", "tail_kib", .integer(let v)) where v >= 1 && v <= 64 * 1024: tailKiB = v
             case ("cache", "directory", .string(let v)): cacheDirectory = v
             case ("cache", "capacity_mib", .integer(let v)) where v > 0: cacheCapacityMiB = v
+            case ("cache", "memory_mib", .integer(let v)) where v > 0: memoryCacheMiB = v
             default: throw fail("unknown or mistyped setting \(key) in [\(table)]")
             }
         }

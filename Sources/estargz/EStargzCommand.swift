@@ -1,15 +1,19 @@
 import ArgumentParser
-import EStargzCore
+import EStargzCommands
 
+/// `estargz`: the local, format-only commands on `EStargzCore` alone, so `ls`, `verify`, `convert`,
+/// `cat` and `extract` of local blobs start in a process without Foundation, the registry client,
+/// FUSE or gRPC (Benchmarks/README.md, "Issue 6b"). Everything else runs in `estargz-remote`,
+/// which this program executes in its own place with the same arguments.
 @main
-struct EStargzCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "estargz",
-        abstract: "Build, verify and read eStargz container image layers.",
-        discussion: """
-            eStargz layers are gzip-compressed tars whose files can be fetched and verified chunk by chunk, \
-            so a container can start before its image is downloaded.
-            """,
-        subcommands: [Convert.self, Verify.self, Extract.self, List.self, Cat.self, Image.self, Mount.self, SnapshotterCommand.self]
-    )
+struct EStargzCommand: ParsableCommand {
+    static let configuration = CommandConfiguration.estargz(subcommands: [
+        Convert.self, Verify.self, Extract.self, List<HandOff>.self, Cat<HandOff>.self,
+        ImageHandOff.self, MountHandOff.self, SnapshotterHandOff.self,
+    ])
+
+    static func main() {
+        if HandOff.isNeeded(for: Array(CommandLine.arguments.dropFirst())) { HandOff.execute() }
+        main(nil)
+    }
 }

@@ -351,4 +351,41 @@ extension RangeReaderTests {
             #expect(try await offPool { try layer.read(path: "d7/f1307") } == files["d7/f1307"])
         }
     }
+
+    /// Opening a layer reads the reader's tail and then exactly the rest of a TOC that did not fit:
+    /// with a small tail nothing of the files before the TOC is fetched; a large tail brings file
+    /// data along (one request fewer, more bytes).
+    @Test func openingReadsTheTailAndThenOnlyTheRestOfTheTOC() async throws {
+        let registry = try TestRegistry(auth: .none)
+        defer { registry.stop() }
+        // 2 MiB of file data, then a TOC of ~190 KB (6,000 entries).
+        var files: [String: [UInt8]] = ["big": noiseBytes(2 << 20, seed: 41)]
+        for i in 0 ..< 6_000 { files["d\(i % 30)/f\(i)"] = noiseBytes(16, seed: UInt64(i) + 5000) }
+        let image = try RegistryClientTests.buildImage(in: registry.directory.path, files: files)
+        let reference = registry.reference("tail/toc")
+        try await RegistryClientTests.withClient { client in
+            try await client.pushBlob(reference, digest: digestString(image.layer), bytes: image.layer)
+            func open(tail: Int64) async throws -> (RangeReader.Statistics, tocBytes: Int64) {
+                var options = RangeReader.Options()
+                options.wholeBlobLimit = 0
+                options.blockSize = 32 << 10
+                options.tailSize = tail
+                let reader = try await RangeReader.open(client: client, repository: reference, digest: digestString(image.layer),
+                                                        options: options)
+                let layer = try await offPool { try LayerReader(source: reader, tocDigest: image.result.tocDigest) }
+                let opened = reader.statistics
+                #expect(try await offPool { try layer.read(path: "d3/f33") } == files["d3/f33"])
+                return (opened, Int64(image.layer.count) - layer.tocOffset)
+            }
+            let (small, tocBytes) = try await open(tail: 64 << 10)
+            #expect(tocBytes > 96 << 10, "the TOC does not fit the first request")
+            #expect(small.requests == 2, "the tail, then the rest of the TOC: \(small)")
+            // What was fetched is the TOC and the footer, rounded out to whole blocks at its start
+            // (the first request, not knowing the size yet, asks for the tail and one block more).
+            #expect(small.bytesFetched <= tocBytes + (64 << 10), "\(small.bytesFetched) B for a \(tocBytes) B TOC")
+            let (large, _) = try await open(tail: 1 << 20)
+            #expect(large.requests == 1)
+            #expect(large.bytesFetched >= 1 << 20, "a large tail brings file data along")
+        }
+    }
 }

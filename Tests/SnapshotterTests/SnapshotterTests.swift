@@ -136,17 +136,21 @@ private func temporaryRoot() -> String {
             prefetch = false
             background = true
             block_kib = 256
+            tail_kib = 128
             [cache]
             directory = "/var/cache/x"
             capacity_mib = 64
+            memory_mib = 16
             """)
         #expect(config.mirrors == ["mirror.internal:5000", "127.0.0.1:5001"])
         #expect(config.plainHTTPHosts == ["registry.lan:5000"])
         #expect(config.credentials == ["registry.lan:5000": "user:pa#ss:word"])
-        #expect(!config.prefetch && config.backgroundFetch && config.fetchBlockKiB == 256)
+        #expect(!config.prefetch && config.backgroundFetch && config.fetchBlockKiB == 256 && config.tailKiB == 128)
         #expect(try SnapshotterConfig(parsing: "").fetchBlockKiB == 32)
         #expect(throws: SnapshotterError.self) { try SnapshotterConfig(parsing: "[fetch]\nblock_kib = 1") }
-        #expect(config.cacheDirectory == "/var/cache/x" && config.cacheCapacityMiB == 64)
+        #expect(config.cacheDirectory == "/var/cache/x" && config.cacheCapacityMiB == 64 && config.memoryCacheMiB == 16)
+        #expect(try SnapshotterConfig(parsing: "").memoryCacheMiB == 128)
+        #expect(throws: SnapshotterError.self) { try SnapshotterConfig(parsing: "[cache]\nmemory_mib = 0") }
         let options = config.registryOptions
         #expect(options.mirrors == config.mirrors && options.plainHTTPHosts == ["registry.lan:5000"])
         #expect(options.credentials.credential(for: "registry.lan:5000")?.password == "pa#ss:word")

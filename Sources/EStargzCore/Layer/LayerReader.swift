@@ -61,7 +61,7 @@ public final class LayerReader: Sendable {
             throw EStargzError.invalidFooter("blob of \(blobSize) bytes is smaller than any footer")
         }
         // One speculative read of the tail usually brings the footer and the whole TOC.
-        let tailSize = min(blobSize, 512 << 10)
+        let tailSize = min(blobSize, max(Int64(FooterFormat.estargz.size), source.openingTailSize))
         let tail = try source.read(at: blobSize - tailSize, count: Int(tailSize))
         let (format, tocOffset) = try Footer.parse(tail)
         let tocEnd = blobSize - Int64(format.size)

@@ -22,11 +22,17 @@ public protocol RandomAccessSource: Sendable {
     /// trip instead of one each; the reader calls this before a TOC that is not in the tail it
     /// read first. Sources without a cost per request do nothing.
     func willRead(_ range: Range<Int64>)
+    /// How much of the blob's end a reader opening a layer should read first, hoping it holds the
+    /// footer and the whole TOC (the rest of a larger TOC is read next). 512 KiB by default; a
+    /// registry source that already fetched its tail says how much it has, so opening a layer
+    /// reads nothing beyond it unless the TOC needs it.
+    var openingTailSize: Int64 { get }
 }
 
 extension RandomAccessSource {
     public func invalidate(_ range: Range<Int64>) {}
     public func willRead(_ range: Range<Int64>) {}
+    public var openingTailSize: Int64 { 512 << 10 }
 
     /// The `count` bytes at `offset`, as a new array.
     public func read(at offset: Int64, count: Int) throws -> [UInt8] {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import EStargzCommands
 import Dispatch
 import EStargzCore
 import EStargzRemote
@@ -10,7 +11,8 @@ import Glibc
 
 struct Mount: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Mount eStargz layers through FUSE and read them lazily, verifying every chunk.",
+        commandName: RemoteSubcommand.mount.name,
+        abstract: RemoteSubcommand.mount.abstract,
         discussion: """
             Every argument but the last is a layer source, lowest first as in an image manifest; the \
             last is the mountpoint. A SOURCE that is an existing local file is an eStargz blob; any other \

@@ -1,4 +1,5 @@
 import ArgumentParser
+import EStargzCommands
 import EStargzCore
 import EStargzRemote
 import Foundation

@@ -1,4 +1,5 @@
 import ArgumentParser
+import EStargzCommands
 import Dispatch
 import EStargzRemote
 import Snapshotter
@@ -8,8 +9,8 @@ import Glibc
 
 struct SnapshotterCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "snapshotter",
-        abstract: "Serve a containerd snapshotter (proxy plugin) on a unix socket.",
+        commandName: RemoteSubcommand.snapshotter.name,
+        abstract: RemoteSubcommand.snapshotter.abstract,
         discussion: """
             Add to containerd's config: [proxy_plugins.estargz] type = "snapshot", address = SOCKET; then \
             use `--snapshotter estargz` with ctr. Runs until SIGINT or SIGTERM.
@@ -45,8 +46,10 @@ struct SnapshotterCommand: AsyncParsableCommand {
         let remote = lazy ? try RemoteLayers(registry: registry,
                                              cacheDirectory: cacheDirectory ?? settings.cacheDirectory ?? root + "/cache",
                                              cacheCapacity: Int64(settings.cacheCapacityMiB) << 20,
+                                             memoryCacheCapacity: settings.memoryCacheMiB << 20,
                                              prefetch: settings.prefetch, backgroundFetch: settings.backgroundFetch,
-                                             fetchBlockSize: Int64(settings.fetchBlockKiB) << 10) : nil
+                                             fetchBlockSize: Int64(settings.fetchBlockKiB) << 10,
+                                             tailSize: Int64(settings.tailKiB) << 10) : nil
         let root = self.root, address = self.address
         let task = Task { try await SnapshotterServer.serve(root: root, socketPath: address, remote: remote) }
         let signals = [SIGINT, SIGTERM].map { number -> DispatchSourceSignal in

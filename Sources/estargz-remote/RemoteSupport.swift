@@ -1,31 +1,11 @@
 import ArgumentParser
 import Dispatch
+import EStargzCommands
 import EStargzCore
 import EStargzRemote
 import Foundation
 
-/// Options shared by the commands that talk to registries.
-struct RegistryOptions: ParsableArguments {
-    @Flag(help: "Use plain HTTP for the registry (loopback registries always use it).")
-    var plainHTTP = false
-
-    @Option(help: "The platform to choose from a multi-platform image, os/arch[/variant].")
-    var platform: String?
-
-    @Option(help: "Keep verified chunks in this directory (shared by layers and runs; verified again on every hit).")
-    var cacheDir: String?
-
-    @Option(help: ArgumentHelp("Give up on a request (and retry it) after this many seconds without a byte from the registry.",
-                               valueName: "SECONDS"))
-    var readTimeout: Int = 120
-
-    @Option(help: ArgumentHelp("Give up on opening a connection (and retry) after this many seconds.", valueName: "SECONDS"))
-    var connectTimeout: Int = 10
-
-    func validate() throws {
-        guard readTimeout > 0, connectTimeout > 0 else { throw ValidationError("timeouts are whole seconds above 0") }
-    }
-
+extension RegistryOptions {
     func makeCache() throws -> any ChunkCache {
         guard let cacheDir else { return MemoryChunkCache() }
         return try runReportingRemoteErrors { try DiskChunkCache(directory: cacheDir) }
@@ -42,20 +22,6 @@ struct RegistryOptions: ParsableArguments {
     func parsedPlatform() throws -> Platform {
         guard let platform else { return .current }
         return try runReportingRemoteErrors { try Platform(parsing: platform) }
-    }
-}
-
-/// `--level` and `--chunk-size`, for every command that writes eStargz layers.
-struct LayerFormatOptions: ParsableArguments {
-    @Option(help: "gzip compression level, 1 (fastest) to 9 (smallest).")
-    var level: Int = 9
-
-    @Option(help: "Largest chunk of a regular file, in bytes.")
-    var chunkSize: Int = 4 << 20
-
-    func apply(to options: inout LayerWriter.Options) {
-        options.compressionLevel = level
-        options.chunkSize = chunkSize
     }
 }
 
@@ -105,11 +71,6 @@ func runReportingRemoteErrors<T>(_ body: () throws -> T) throws -> T {
         printError(error.description)
         throw ExitCode.failure
     }
-}
-
-/// Whether a CLI argument names a local file (else it is a registry reference).
-func isLocalFile(_ path: String) -> Bool {
-    FileManager.default.fileExists(atPath: path)
 }
 
 /// Opens a registry image (or layer blob) lazily; the caller shuts the client down.

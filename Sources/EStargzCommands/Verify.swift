@@ -1,8 +1,9 @@
 import ArgumentParser
 import EStargzCore
 
-struct Verify: ParsableCommand {
-    static let configuration = CommandConfiguration(
+/// `estargz verify`: every chunk of a local blob against its TOC.
+public struct Verify: ParsableCommand {
+    public static let configuration = CommandConfiguration(
         abstract: "Read and verify every chunk of an eStargz blob.",
         discussion: "Exits 0 only if the TOC (against --toc-digest when given) and every chunk digest match."
     )
@@ -13,7 +14,9 @@ struct Verify: ParsableCommand {
     @Option(help: "The trusted TOC digest (sha256:...), e.g. from the layer's annotation.")
     var tocDigest: String?
 
-    func run() throws {
+    public init() {}
+
+    public func run() throws {
         let layer = try openLayer(blob, tocDigest: tocDigest)
         let total = layer.totalChunkBytes
         let progress = Progress(label: "verify")

@@ -1,8 +1,9 @@
 import ArgumentParser
 import EStargzCore
 
-struct Convert: ParsableCommand {
-    static let configuration = CommandConfiguration(
+/// `estargz convert`: a tar or tar.gz layer to an eStargz blob.
+public struct Convert: ParsableCommand {
+    public static let configuration = CommandConfiguration(
         abstract: "Convert a tar or tar.gz layer into an eStargz blob.",
         discussion: "Prints the TOC digest (annotate the layer with it) and the diffID."
     )
@@ -21,7 +22,9 @@ struct Convert: ParsableCommand {
     @Flag(help: "Print one JSON object with tocDigest, diffID, uncompressedSize and compressedSize.")
     var json = false
 
-    func run() throws {
+    public init() {}
+
+    public func run() throws {
         var options = LayerWriter.Options()
         layerFormat.apply(to: &options)
         if let prioritizedFiles {

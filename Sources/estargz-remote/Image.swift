@@ -1,8 +1,10 @@
 import ArgumentParser
+import EStargzCommands
 
 struct Image: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Convert and inspect whole images in registries and OCI layouts.",
+        commandName: RemoteSubcommand.image.name,
+        abstract: RemoteSubcommand.image.abstract,
         discussion: "An image is a registry reference (host[:port]/repo[:tag][@digest]) or an OCI layout, oci:DIR[:TAG].",
         subcommands: [ImageConvert.self, ImageInspect.self, ImageOptimize.self]
     )

@@ -1,8 +1,9 @@
 import ArgumentParser
 import EStargzCore
 
-struct Extract: ParsableCommand {
-    static let configuration = CommandConfiguration(
+/// `estargz extract`: a local blob unpacked into a directory.
+public struct Extract: ParsableCommand {
+    public static let configuration = CommandConfiguration(
         abstract: "Unpack an eStargz blob into a directory, verifying every chunk.",
         discussion: """
             Like `tar -x --numeric-owner --xattrs -p` as root: modes, owners, mtimes, symlinks, hardlinks, \
@@ -19,7 +20,9 @@ struct Extract: ParsableCommand {
     @Option(help: "The trusted TOC digest (sha256:...).")
     var tocDigest: String?
 
-    func run() throws {
+    public init() {}
+
+    public func run() throws {
         let layer = try openLayer(blob, tocDigest: tocDigest)
         let total = layer.totalChunkBytes
         let progress = Progress(label: "extract")
