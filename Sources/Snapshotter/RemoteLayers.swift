@@ -121,14 +121,14 @@ public final class RemoteLayers: Sendable {
     }
 
     /// Streams the prioritized region `0 ..< end` into the reader's block cache in blob order, 1 MiB
-    /// per request with two requests in flight (the next one goes out as soon as either finishes),
+    /// per request with three requests in flight (the next one goes out as soon as any finishes),
     /// so LazyFS's chunk-by-chunk prefetch (and any read of those files) finds its bytes arriving
     /// instead of paying a round trip per block. At most half the block cache's budget, so nothing
     /// is evicted before it is used. Cancelling the task stops it after the requests in flight.
     @discardableResult
     static func fetchAhead(_ source: RangeReader, upTo end: Int64) -> Task<Void, Never> {
         let limit = min(end, source.options.memoryLimit / 2)
-        let piece: Int64 = 1 << 20, window = 2
+        let piece: Int64 = 1 << 20, window = 3
         return Task.detached {
             await withTaskGroup(of: Bool.self) { group in
                 var offset: Int64 = 0
