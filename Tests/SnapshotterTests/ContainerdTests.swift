@@ -51,11 +51,11 @@ extension ContainerdTests {
         let info = try environment.ctr(["snapshots", "--snapshotter", "estargz", "ls"])
         #expect(info.contains("Committed"))
         // Usage of the lazy layer: the layer as if extracted, from its TOC (nothing fetched for it):
-        // the root, 6 directories, 3 files and 4 symlinks; busybox + 21 + 256 KiB bytes.
+        // the root, 6 directories, 4 files and 4 symlinks; busybox + 21 + 30 + 256 KiB bytes.
         let usage = try environment.ctr(["snapshots", "--snapshotter", "estargz", "usage"])
         let row = try #require(usage.split(separator: "\n").dropFirst().first).split(whereSeparator: \.isWhitespace)
-        #expect(row.last == "14", "\(usage)")
-        let size = fileSize("/bin/busybox") + 21 + 256 * 1024
+        #expect(row.last == "15", "\(usage)")
+        let size = fileSize("/bin/busybox") + 21 + 30 + 256 * 1024
         #expect(row.dropFirst().dropLast().joined(separator: " ") == ContainerdEnvironment.humanBytes(size), "\(usage)")
 
         let output = try environment.ctr(["run", "--rm", "--snapshotter", "estargz", reference, "lazy1", "/bin/cat", "/etc/message"])
@@ -153,7 +153,8 @@ extension ContainerdTests {
         let layerDigest = try #require(((manifest?["layers"] as? [[String: Any]])?.first?["digest"] as? String)?.dropFirst(7))
         let layer = try LayerReader(source: try FileSource(path: output + "/blobs/sha256/" + layerDigest))
         let end = try #require(layer.prefetchRegionEnd)
-        for path in ["etc/message", "bin/busybox"] {
+        // What the workload read, and etc/passwd, which the runtime reads to start any container.
+        for path in ["etc/message", "bin/busybox", "etc/passwd"] {
             let entry = try #require(layer.entry(at: path))
             #expect(layer.chunks(of: entry).allSatisfy { $0.blobEnd <= end }, "\(path) should be prefetched")
         }

@@ -18,6 +18,8 @@ with tarfile.open(fileobj=layer_tar, mode="w", format=tarfile.PAX_FORMAT) as t:
         t.addfile(info)
     add_bytes(t, "bin/busybox", open("/bin/busybox", "rb").read(), 0o755)
     add_bytes(t, "etc/message", b"hello from the layer\n")
+    # runc looks the container's user up here (no etc/group: a runtime file may be missing).
+    add_bytes(t, "etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
     # Incompressible bytes, so a flipped byte in its chunk is easy to place (corruption tests).
     add_bytes(t, "etc/random", random.Random(7).randbytes(256 * 1024))
     for applet in ("sh", "echo", "cat", "ls"):
