@@ -22,11 +22,7 @@ struct ImageConvert: ParsableCommand {
             """
     )
 
-    @Argument(help: "The source image: a registry reference or oci:DIR[:TAG].")
-    var source: String
-
-    @Argument(help: "The destination: a registry reference or oci:DIR[:TAG].")
-    var destination: String
+    @OptionGroup var endpoints: ImageEndpoints
 
     @OptionGroup var registry: RegistryOptions
 
@@ -47,9 +43,7 @@ struct ImageConvert: ParsableCommand {
             options.layer.allowMissingPrioritizedFiles = true
         }
         options.platform = try registry.platform.map { _ in try registry.parsedPlatform() }
-        let (source, destination) = try runReportingRemoteErrors {
-            (try ImageLocation(parsing: self.source), try ImageLocation(parsing: self.destination))
-        }
+        let (source, destination) = try endpoints.locations()
         let client = registry.makeClient()
         defer { try? client.syncShutdown() }
         let finalOptions = options

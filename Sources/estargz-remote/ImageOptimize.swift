@@ -17,11 +17,7 @@ struct ImageOptimize: ParsableCommand {
             """
     )
 
-    @Argument(help: "The source image: a registry reference or oci:DIR[:TAG].")
-    var source: String
-
-    @Argument(help: "The destination: a registry reference or oci:DIR[:TAG].")
-    var destination: String
+    @OptionGroup var endpoints: ImageEndpoints
 
     @OptionGroup var registry: RegistryOptions
 
@@ -43,9 +39,7 @@ struct ImageOptimize: ParsableCommand {
         let work = FileManager.default.temporaryDirectory.path + "/estargz-optimize-\(getpid())"
         try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: work) }
-        let (source, destination) = try runReportingRemoteErrors {
-            (try ImageLocation(parsing: self.source), try ImageLocation(parsing: self.destination))
-        }
+        let (source, destination) = try endpoints.locations()
         let client = registry.makeClient()
         defer { try? client.syncShutdown() }
         var options = ImageConverter.Options()

@@ -111,3 +111,17 @@ func printStatistics(_ image: RemoteImage) {
         """
     FileHandle.standardError.write(Data(text.utf8))
 }
+
+/// SRC and DST of the image commands that read one image and write another.
+struct ImageEndpoints: ParsableArguments {
+    @Argument(help: "The source image: a registry reference or oci:DIR[:TAG].")
+    var source: String
+
+    @Argument(help: "The destination: a registry reference or oci:DIR[:TAG].")
+    var destination: String
+
+    /// Both parsed, or the error for the one that does not parse (reported the remote commands' way).
+    func locations() throws -> (source: ImageLocation, destination: ImageLocation) {
+        try runReportingRemoteErrors { (try ImageLocation(parsing: source), try ImageLocation(parsing: destination)) }
+    }
+}
