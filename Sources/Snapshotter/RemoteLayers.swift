@@ -112,9 +112,12 @@ public final class RemoteLayers: Sendable {
         func ms(_ duration: Duration) -> String {
             String(Double(duration.components.seconds) * 1e3 + Double(duration.components.attoseconds) / 1e15)
         }
+        // Where a cold start's Prepare goes: the first request(s), the TOC, the inode table, the mount.
         logger.info("layer mounted lazily", metadata: [
-            "layer": "\(digest)", "tail_ms": "\(ms(fetched - started))", "toc_ms": "\(ms(opened - fetched))",
-            "inodes_ms": "\(ms(built - opened))", "mount_ms": "\(ms(mounted - built))", "usage_ms": "\(ms(measured - mounted))", "entries": "\(layer.tocEntryCount)",
+            "layer": "\(digest)", "entries": "\(layer.tocEntryCount)",
+            "tail_ms": "\(ms(fetched - started))", "toc_ms": "\(ms(opened - fetched))",
+            "inodes_ms": "\(ms(built - opened))", "mount_ms": "\(ms(mounted - built))",
+            "usage_ms": "\(ms(measured - mounted))",
             "prioritized_bytes": "\(layer.prefetchRegionEnd ?? 0)", "fetched_bytes": "\(source.statistics.bytesFetched)",
         ])
         return usage
