@@ -40,7 +40,7 @@ extension ContainerdTests {
         // Our converter turns the gzip image into eStargz and pushes it.
         let layout = try environment.imageLayout()
         let reference = "127.0.0.1:\(registry)/bbtest:esgz"
-        try ContainerdEnvironment.run(environment.estargz, ["image", "convert", "oci:" + layout, reference])
+        try TestSupport.run(environment.estargz, ["image", "convert", "oci:" + layout, reference])
 
         try environment.startSnapshotter()
         try environment.startContainerd()
@@ -63,7 +63,7 @@ extension ContainerdTests {
 
         // A plain gzip image through the same path: not eStargz, so it is downloaded and unpacked.
         let plain = "127.0.0.1:\(registry)/bbtest:gzip"
-        try ContainerdEnvironment.run("/usr/bin/skopeo", ["copy", "--dest-tls-verify=false", "oci:" + layout, "docker://" + plain])
+        try TestSupport.run("/usr/bin/skopeo", ["copy", "--dest-tls-verify=false", "oci:" + layout, "docker://" + plain])
         try environment.ctrRemote(["image", "rpull", "--plain-http", "--snapshotter", "estargz", plain])
         let fromGzip = try environment.ctr(["run", "--rm", "--snapshotter", "estargz", plain, "plain1", "/bin/cat", "/etc/message"])
         #expect(fromGzip == "hello from the layer\n")
@@ -85,7 +85,7 @@ extension ContainerdTests {
         let registry = try environment.startRegistry()
         let layout = try environment.imageLayout()
         let reference = "127.0.0.1:\(registry)/bbtest:corrupt"
-        try ContainerdEnvironment.run(environment.estargz, ["image", "convert", "oci:" + layout, reference])
+        try TestSupport.run(environment.estargz, ["image", "convert", "oci:" + layout, reference])
 
         let layer = try environment.largestBlob().path
         let reader = try LayerReader(source: try FileSource(path: layer))
@@ -117,7 +117,7 @@ extension ContainerdTests {
         defer { environment.tearDown() }
         let layout = try environment.imageLayout()
         let output = environment.directory + "/optimized"
-        try ContainerdEnvironment.run(environment.estargz, ["image", "optimize", "oci:" + layout, "oci:" + output + ":opt",
+        try TestSupport.run(environment.estargz, ["image", "optimize", "oci:" + layout, "oci:" + output + ":opt",
                                                             "--period", "20", "--", "/bin/cat", "/etc/message"])
         try expectPrioritized(layout: output)
     }
@@ -131,17 +131,17 @@ extension ContainerdTests {
         let layout = try environment.imageLayout()
         let source = "127.0.0.1:\(registry)/bbtest:gzip"
         let destination = "127.0.0.1:\(registry)/bbopt:optimized"
-        try ContainerdEnvironment.run("/usr/bin/skopeo", ["copy", "--dest-tls-verify=false", "oci:" + layout, "docker://" + source])
-        try ContainerdEnvironment.run(environment.estargz, ["image", "optimize", source, destination,
+        try TestSupport.run("/usr/bin/skopeo", ["copy", "--dest-tls-verify=false", "oci:" + layout, "docker://" + source])
+        try TestSupport.run(environment.estargz, ["image", "optimize", source, destination,
                                                             "--period", "20", "--", "/bin/cat", "/etc/message"])
         // The source tag is untouched: still the one gzip layer skopeo pushed.
-        let inspected = try ContainerdEnvironment.run(environment.estargz, ["image", "inspect", source])
+        let inspected = try TestSupport.run(environment.estargz, ["image", "inspect", source])
         #expect(!inspected.contains("toc.digest"), "\(inspected)")
         // Fetch what the registry serves under the destination tag, as a layout, and check it.
         let fetched = environment.directory + "/fetched"
-        try ContainerdEnvironment.run("/usr/bin/skopeo", ["copy", "--src-tls-verify=false", "docker://" + destination, "oci:" + fetched + ":opt"])
+        try TestSupport.run("/usr/bin/skopeo", ["copy", "--src-tls-verify=false", "docker://" + destination, "oci:" + fetched + ":opt"])
         try expectPrioritized(layout: fetched)
-        let verified = try ContainerdEnvironment.run(environment.estargz, ["ls", destination])
+        let verified = try TestSupport.run(environment.estargz, ["ls", destination])
         #expect(verified.contains("etc/message"))
     }
 
@@ -175,7 +175,7 @@ extension ContainerdTests {
         let list = environment.directory + "/prioritized"
         try "bin/busybox\netc/message\n".write(toFile: list, atomically: true, encoding: .utf8)
         let reference = "127.0.0.1:\(registry)/bbtest:prioritized"
-        try ContainerdEnvironment.run(environment.estargz, ["image", "convert", "oci:" + layout, reference, "--prioritized-files", list])
+        try TestSupport.run(environment.estargz, ["image", "convert", "oci:" + layout, reference, "--prioritized-files", list])
         let (_, digest) = try environment.largestBlob()
 
         let client = RegistryClient()
@@ -211,7 +211,7 @@ extension ContainerdTests {
         let registry = try environment.startRegistry()
         let layout = try environment.imageLayout()
         let reference = "127.0.0.1:\(registry)/bbtest:slices"
-        try ContainerdEnvironment.run(environment.estargz, ["image", "convert", "oci:" + layout, reference])
+        try TestSupport.run(environment.estargz, ["image", "convert", "oci:" + layout, reference])
         let (layerPath, digest) = try environment.largestBlob()
         let toc = try LayerReader(source: try FileSource(path: layerPath)).tocDigest
 
@@ -272,7 +272,7 @@ private final class ContainerdEnvironment {
         for tool in ["/usr/bin/containerd", "/usr/bin/ctr", "/usr/sbin/runc", "/bin/busybox", "/usr/bin/ctr-remote", "/usr/bin/docker-registry", "/usr/bin/skopeo"] where !FileManager.default.fileExists(atPath: tool) {
             throw ContainerdTestError("\(tool) is missing: install containerd, runc, busybox-static, stargz-snapshotter and docker-registry (scripts/setup.sh does)")
         }
-        try Self.run("/usr/bin/python3", [packageRoot + "/Tests/SnapshotterTests/Fixtures/make_busybox_image.py", imageArchive, "bbtest"])
+        try TestSupport.run("/usr/bin/python3", [packageRoot + "/Tests/SnapshotterTests/Fixtures/make_busybox_image.py", imageArchive, "bbtest"])
         let config = """
             version = 2
             root = "\(directory)/containerd-root"
@@ -315,14 +315,14 @@ private final class ContainerdEnvironment {
         let layout = directory + "/layout"
         if !FileManager.default.fileExists(atPath: layout + "/index.json") {
             try FileManager.default.createDirectory(atPath: layout, withIntermediateDirectories: true)
-            try Self.run("/bin/tar", ["-xf", imageArchive, "-C", layout])
+            try TestSupport.run("/bin/tar", ["-xf", imageArchive, "-C", layout])
         }
         return layout
     }
 
     @discardableResult
     func ctrRemote(_ arguments: [String]) throws -> String {
-        try Self.run("/usr/bin/ctr-remote", ["--address", directory + "/containerd.sock", "--namespace", "estargz-test"] + arguments)
+        try TestSupport.run("/usr/bin/ctr-remote", ["--address", directory + "/containerd.sock", "--namespace", "estargz-test"] + arguments)
     }
 
     /// How ctr prints sizes (containerd's `progress.Bytes`: 1024-based, "%02.1f UNIT").
@@ -367,7 +367,7 @@ private final class ContainerdEnvironment {
 
     @discardableResult
     func ctr(_ arguments: [String]) throws -> String {
-        try Self.run("/usr/bin/ctr", ["--address", directory + "/containerd.sock", "--namespace", "estargz-test"] + arguments)
+        try TestSupport.run("/usr/bin/ctr", ["--address", directory + "/containerd.sock", "--namespace", "estargz-test"] + arguments)
     }
 
     func tearDown() {
@@ -380,7 +380,7 @@ private final class ContainerdEnvironment {
         if let mounts = try? String(contentsOfFile: "/proc/mounts", encoding: .utf8) {
             for line in mounts.split(separator: "\n").reversed() {
                 let target = line.split(separator: " ")[1]
-                if target.hasPrefix(directory) { _ = try? Self.run("/bin/umount", ["-l", String(target)]) }
+                if target.hasPrefix(directory) { _ = try? TestSupport.run("/bin/umount", ["-l", String(target)]) }
             }
         }
         try? FileManager.default.removeItem(atPath: directory)
@@ -405,24 +405,6 @@ private final class ContainerdEnvironment {
         }
         throw ContainerdTestError("\(socket) did not appear")
     }
-
-    @discardableResult
-    static func run(_ executable: String, _ arguments: [String]) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        let output = Pipe(), errors = Pipe()
-        process.standardOutput = output
-        process.standardError = errors
-        try process.run()
-        let out = output.fileHandleForReading.readDataToEndOfFile()
-        let err = errors.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw ContainerdTestError("\(executable) \(arguments.joined(separator: " ")) failed (\(process.terminationStatus)): \(String(decoding: err, as: UTF8.self))")
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
 }
 
 private struct ContainerdTestError: Error, CustomStringConvertible {
@@ -444,14 +426,14 @@ extension ContainerdTests {
         try environment.ctr(["images", "push", "--plain-http", reference])
 
         // Every entry of the source layer is listed; file contents are byte-identical.
-        let listing = try ContainerdEnvironment.run(environment.estargz, ["ls", reference])
+        let listing = try TestSupport.run(environment.estargz, ["ls", reference])
         for path in ["bin", "tmp", "proc", "dev", "sys", "etc", "bin/busybox", "etc/message", "bin/sh", "bin/echo", "bin/cat", "bin/ls"] {
             #expect(listing.contains(path), "\(path) missing from:\n\(listing)")
         }
-        let message = try ContainerdEnvironment.run(environment.estargz, ["cat", reference, "etc/message"])
+        let message = try TestSupport.run(environment.estargz, ["cat", reference, "etc/message"])
         #expect(message == "hello from the layer\n")
-        let busybox = try ContainerdEnvironment.run("/bin/sh", ["-c", "'\(environment.estargz)' cat \(reference) bin/busybox | sha256sum"])
-        let expected = try ContainerdEnvironment.run("/bin/sh", ["-c", "sha256sum < /bin/busybox"])
+        let busybox = try TestSupport.run("/bin/sh", ["-c", "'\(environment.estargz)' cat \(reference) bin/busybox | sha256sum"])
+        let expected = try TestSupport.run("/bin/sh", ["-c", "sha256sum < /bin/busybox"])
         #expect(busybox == expected)
     }
 }
