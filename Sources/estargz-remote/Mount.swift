@@ -105,7 +105,7 @@ struct Mount: ParsableCommand {
         var clients: [RegistryClient] = []
         // Registry clients are shut down after the unmount, whatever happens.
         defer { for client in clients { try? client.syncShutdown() } }
-        do {
+        mount = try runReportingRemoteErrors {
             let cache = try makeCache()
             // Parsed, not `RegistryOptions()`: options never parsed cannot be read.
             let registry = try RegistryOptions.parse((plainHTTP ? ["--plain-http"] : []) + (platform.map { ["--platform", $0] } ?? [])
@@ -121,11 +121,9 @@ struct Mount: ParsableCommand {
                     // cooperative-pool threads either.
                     let client = registry.makeClient()
                     clients.append(client)
-                    let image = try runReportingRemoteErrors {
-                        let reference = try ImageReference(parsing: source)
-                        return try runBlocking {
-                            try await RemoteImage.open(client: client, reference: reference, platform: chosenPlatform, cache: cache)
-                        }
+                    let reference = try ImageReference(parsing: source)
+                    let image = try runBlocking {
+                        try await RemoteImage.open(client: client, reference: reference, platform: chosenPlatform, cache: cache)
                     }
                     remoteImages.append(image)
                     layers.append(contentsOf: image.layers.map(\.reader))
@@ -136,16 +134,7 @@ struct Mount: ParsableCommand {
                 throw ExitCode.failure
             }
             let fs = try LazyFileSystem(layers: layers, mode: overlay ? .overlayLayer : .merged, options: options)
-            mount = try fs.mount(at: mountpoint)
-        } catch let error as EStargzError {
-            printError(error.description)
-            throw ExitCode.failure
-        } catch let error as LazyFSError {
-            printError(error.description)
-            throw ExitCode.failure
-        } catch let error as RegistryError {
-            printError(error.description)
-            throw ExitCode.failure
+            return try fs.mount(at: mountpoint)
         }
 
         // Signals are handled on a queue, not in a signal handler, so unmounting may block and allocate.

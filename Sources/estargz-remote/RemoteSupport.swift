@@ -4,6 +4,7 @@ import EStargzCommands
 import EStargzCore
 import EStargzRemote
 import Foundation
+import LazyFS
 
 extension RegistryOptions {
     func makeCache() throws -> any ChunkCache {
@@ -60,7 +61,7 @@ func runBlocking<T: Sendable>(_ operation: @escaping @Sendable () async throws -
     return try result!.get()
 }
 
-/// Like `runReportingErrors`, for registry errors too.
+/// Like `runReportingErrors`, for registry and mount errors too.
 func runReportingRemoteErrors<T>(_ body: () throws -> T) throws -> T {
     do {
         return try body()
@@ -68,6 +69,9 @@ func runReportingRemoteErrors<T>(_ body: () throws -> T) throws -> T {
         printError(error.description)
         throw ExitCode.failure
     } catch let error as EStargzError {
+        printError(error.description)
+        throw ExitCode.failure
+    } catch let error as LazyFSError {
         printError(error.description)
         throw ExitCode.failure
     }
