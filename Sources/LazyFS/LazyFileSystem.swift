@@ -67,6 +67,8 @@ public final class LazyFileSystem: Sendable {
 
     /// The layers, lowest first.
     public let layers: [LayerReader]
+    /// Each layer's cache when it is the in-memory kind, whose chunks a read can copy a slice of.
+    private let memoryCaches: [MemoryChunkCache?]
     /// Merged tree or one overlayfs lower layer.
     public let mode: Mode
     /// What the file system was created with.
@@ -87,6 +89,7 @@ public final class LazyFileSystem: Sendable {
     /// A file system over readers the caller opened (and gave whatever ``ChunkCache`` they chose).
     public init(layers: [LayerReader], mode: Mode = .merged, options: Options = Options()) throws {
         self.layers = layers
+        memoryCaches = layers.map { $0.cache as? MemoryChunkCache }
         self.mode = mode
         self.options = options
         let inodes = try InodeTable.build(layers: layers, mode: mode)
@@ -177,7 +180,7 @@ public final class LazyFileSystem: Sendable {
             let chunk = chunks[index]
             let pieceEnd = min(end, chunk.fileOffset + chunk.size)
             let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[Int(position - offset) ..< Int(pieceEnd - offset)])
-            let sliceCache = layers[inode.layer].cache as? MemoryChunkCache
+            let sliceCache = memoryCaches[inode.layer]
             let start = Int(position - chunk.fileOffset)
             // A kernel request is often a slice of a chunk: copy just that slice when the chunk is cached.
             func cachedSlice() -> Bool {
@@ -274,10 +277,11 @@ public final class LazyFileSystem: Sendable {
             for (index, layer) in layers.enumerated() {
                 let end = options.prefetch ? layer.prefetchRegionEnd : nil
                 // Landmarks are never shown, so never read.
-                for (file, chunk) in layer.allChunks() where file.path != Landmark.prefetch && file.path != Landmark.noPrefetch {
+                let landmarks = Set([Landmark.prefetch, Landmark.noPrefetch].compactMap { layer.entry(at: $0)?.id })
+                for (file, chunk) in layer.allChunks() where !landmarks.contains(file.id) {
                     if let end, chunk.blobEnd <= end {
                         guard !counters.cancelled.load(ordering: .relaxed) else { return }
-                        fetch(chunk, of: file, in: layer)
+                        fetch(chunk, of: file, inLayer: index)
                     } else if options.backgroundFetch {
                         remaining.append((index, file, chunk))
                     }
@@ -285,12 +289,13 @@ public final class LazyFileSystem: Sendable {
             }
             for item in remaining {
                 guard !counters.cancelled.load(ordering: .relaxed) else { return }
-                fetch(item.chunk, of: item.file, in: layers[item.layer])
+                fetch(item.chunk, of: item.file, inLayer: item.layer)
             }
         }
     }
 
-    private func fetch(_ chunk: ChunkLocation, of file: LayerEntry, in layer: LayerReader) {
+    private func fetch(_ chunk: ChunkLocation, of file: LayerEntry, inLayer index: Int) {
+        let layer = layers[index]
         // Start nothing while a read is fetching a chunk it needs: the read keeps the link (and the
         // source's request slots) to itself. A read never waits for a prefetch of another chunk.
         while counters.foregroundFetches.load(ordering: .relaxed) > 0 && !counters.cancelled.load(ordering: .relaxed) {
@@ -301,7 +306,7 @@ public final class LazyFileSystem: Sendable {
         do {
             // A whole-chunk read verifies the chunk and leaves it in the reader's cache; as the
             // chunk's one fetch, so a read that needs it meanwhile waits for it instead of fetching it again.
-            let cache = layer.cache as? MemoryChunkCache
+            let cache = memoryCaches[index]
             let fetched = try flights.once(chunk.digest, unless: { cache?.contains(chunk.digest) ?? false }) {
                 try layer.read(file, into: buffer, at: chunk.fileOffset)
             }
