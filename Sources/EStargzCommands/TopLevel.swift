@@ -20,6 +20,7 @@ extension CommandConfiguration {
 /// them; `estargz` lists them in its help with these abstracts and hands them over.
 public enum RemoteSubcommand: String, CaseIterable, Sendable {
     case image, mount, snapshotter
+    case fuseManager = "fuse-manager"
 
     /// The command's name on the command line.
     public var name: String { rawValue }
@@ -30,6 +31,7 @@ public enum RemoteSubcommand: String, CaseIterable, Sendable {
         case .image: "Convert and inspect whole images in registries and OCI layouts."
         case .mount: "Mount eStargz layers through FUSE and read them lazily, verifying every chunk."
         case .snapshotter: "Serve a containerd snapshotter (proxy plugin) on a unix socket."
+        case .fuseManager: "Hold the snapshotter's lazy FUSE mounts in a process that outlives it."
         }
     }
 }

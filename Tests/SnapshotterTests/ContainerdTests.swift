@@ -252,27 +252,30 @@ extension ContainerdTests {
     }
 }
 
-private func fileSize(_ path: String) -> Int64 {
+func fileSize(_ path: String) -> Int64 {
     ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int64) ?? 0
 }
 
 /// Temporary containerd + snapshotter, torn down whatever happens.
-private final class ContainerdEnvironment {
+final class ContainerdEnvironment {
     let directory: String
     let packageRoot: String
     let image = "docker.io/library/bbtest:latest"
     var imageArchive: String { directory + "/image.tar" }
-    private var snapshotter: Process?
+    private(set) var snapshotter: Process?
     private var containerd: Process?
 
-    init() throws {
+    /// `dataFiles`: the image's layer also holds data/f000 … (make_busybox_image.py DATA_FILES).
+    /// `containerdConfig`: TOML appended to containerd's config.
+    init(dataFiles: Int = 0, containerdConfig: String = "") throws {
         directory = "/tmp/estargz-containerd-\(UUID().uuidString.prefix(8))"
         packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         for tool in ["/usr/bin/containerd", "/usr/bin/ctr", "/usr/sbin/runc", "/bin/busybox", "/usr/bin/ctr-remote", "/usr/bin/docker-registry", "/usr/bin/skopeo"] where !FileManager.default.fileExists(atPath: tool) {
             throw ContainerdTestError("\(tool) is missing: install containerd, runc, busybox-static, stargz-snapshotter and docker-registry (scripts/setup.sh does)")
         }
-        try TestSupport.run("/usr/bin/python3", [packageRoot + "/Tests/SnapshotterTests/Fixtures/make_busybox_image.py", imageArchive, "bbtest"])
+        try TestSupport.run("/usr/bin/python3", [packageRoot + "/Tests/SnapshotterTests/Fixtures/make_busybox_image.py", imageArchive, "bbtest"]
+                            + (dataFiles > 0 ? [String(dataFiles)] : []))
         let config = """
             version = 2
             root = "\(directory)/containerd-root"
@@ -283,7 +286,7 @@ private final class ContainerdEnvironment {
             [proxy_plugins.estargz]
               type = "snapshot"
               address = "\(directory)/snapshotter.sock"
-            """
+            """ + "\n" + containerdConfig
         try config.write(toFile: directory + "/config.toml", atomically: true, encoding: .utf8)
     }
 
@@ -292,7 +295,7 @@ private final class ContainerdEnvironment {
         return FileManager.default.isExecutableFile(atPath: beside) ? beside : packageRoot + "/.build/debug/estargz"
     }
 
-    private var registry: TestRegistry?
+    private(set) var registry: TestRegistry?
 
     /// Debian's docker-registry on a free loopback port, storing under DIR/registry; returns the port.
     func startRegistry() throws -> Int {
@@ -333,8 +336,10 @@ private final class ContainerdEnvironment {
         return String(format: "%.1f", value) + " " + units[unit]
     }
 
-    func startSnapshotter() throws {
-        snapshotter = try Self.start(estargz, ["snapshotter", "--root", directory + "/snapshotter", "--address", directory + "/snapshotter.sock"],
+    /// Starts `estargz snapshotter` (with `--config CONFIG` when given; its log is appended to).
+    func startSnapshotter(config: String? = nil) throws {
+        snapshotter = try Self.start(estargz, ["snapshotter", "--root", directory + "/snapshotter", "--address", directory + "/snapshotter.sock"]
+                                     + (config.map { ["--config", $0] } ?? []),
                                      log: directory + "/snapshotter.log")
         try Self.waitFor(directory + "/snapshotter.sock")
     }
@@ -344,6 +349,41 @@ private final class ContainerdEnvironment {
         snapshotter?.waitUntilExit()
         snapshotter = nil
         unlink(directory + "/snapshotter.sock")  // so the next start is waited for, not a stale file
+    }
+
+    /// A crash: SIGKILL, no cleanup by the snapshotter (its mounts and socket stay as they are).
+    func killSnapshotter() {
+        guard let snapshotter else { return }
+        kill(snapshotter.processIdentifier, SIGKILL)
+        snapshotter.waitUntilExit()
+        self.snapshotter = nil
+        unlink(directory + "/snapshotter.sock")
+    }
+
+    func stopContainerd() {
+        containerd?.terminate()
+        containerd?.waitUntilExit()
+        containerd = nil
+        unlink(directory + "/containerd.sock")
+    }
+
+    /// The fuse manager the snapshotter started (`[fuse_manager] enable = true`), from its pid file.
+    var fuseManagerPID: Int32? {
+        (try? String(contentsOfFile: directory + "/snapshotter/fuse-manager.sock.pid", encoding: .utf8))
+            .flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    }
+
+    /// Stops the fuse manager, if one runs: SIGTERM (it unmounts its layers), SIGKILL after 5 s.
+    func stopFuseManager() {
+        guard let pid = fuseManagerPID else { return }
+        func alive() -> Bool {
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return false }
+            return !stat.contains(") Z ")
+        }
+        kill(pid, SIGTERM)
+        for _ in 0 ..< 100 where alive() { usleep(50_000) }
+        if alive() { kill(pid, SIGKILL) }
+        unlink(directory + "/snapshotter/fuse-manager.sock.pid")
     }
 
     func startContainerd() throws {
@@ -375,6 +415,7 @@ private final class ContainerdEnvironment {
         containerd?.terminate()
         containerd?.waitUntilExit()
         try? stopSnapshotter()
+        stopFuseManager()
         registry?.stop()
         // Whatever containerd left mounted below our directory.
         if let mounts = try? String(contentsOfFile: "/proc/mounts", encoding: .utf8) {
@@ -387,18 +428,19 @@ private final class ContainerdEnvironment {
     }
 
     static func start(_ executable: String, _ arguments: [String], log: String) throws -> Process {
-        FileManager.default.createFile(atPath: log, contents: nil)
+        if !FileManager.default.fileExists(atPath: log) { FileManager.default.createFile(atPath: log, contents: nil) }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        try handle.seekToEnd()
         process.standardOutput = handle
         process.standardError = handle
         try process.run()
         return process
     }
 
-    private static func waitFor(_ socket: String) throws {
+    static func waitFor(_ socket: String) throws {
         for _ in 0 ..< 200 {
             if FileManager.default.fileExists(atPath: socket) { return }
             usleep(50_000)
@@ -407,7 +449,7 @@ private final class ContainerdEnvironment {
     }
 }
 
-private struct ContainerdTestError: Error, CustomStringConvertible {
+struct ContainerdTestError: Error, CustomStringConvertible {
     var description: String
     init(_ description: String) { self.description = description }
 }

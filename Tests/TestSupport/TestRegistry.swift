@@ -67,14 +67,47 @@ public final class TestRegistry: @unchecked Sendable {
             \(authYAML)
             """
         try config.write(toFile: "\(dir)/config.yml", atomically: true, encoding: .utf8)
+        do { try startServer() } catch { stop(); throw error }
+    }
+
+    /// The `docker-registry` process itself (not the token issuer).
+    private var server: Process?
+
+    private func startServer() throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/docker-registry")
-        process.arguments = ["serve", "\(dir)/config.yml"]
+        process.arguments = ["serve", "\(directory.path)/config.yml"]
         process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
         process.standardError = FileHandle(forWritingAtPath: "/dev/null")
         try process.run()
         processes.append(process)
-        do { try waitUntilListening(port, process: process) } catch { stop(); throw error }
+        server = process
+        try waitUntilListening(port, process: process)
+    }
+
+    /// An outage: kills the registry (its storage stays), so connections are refused until ``restart()``.
+    public func kill() {
+        guard let server else { return }
+        Glibc.kill(server.processIdentifier, SIGKILL)
+        server.waitUntilExit()
+        processes.removeAll { $0 === server }
+        self.server = nil
+    }
+
+    /// Starts the registry again on the same port with the same storage, after ``kill()``.
+    public func restart() throws {
+        guard server == nil else { return }
+        try startServer()
+    }
+
+    /// A hung registry: stops the process (SIGSTOP), so connections open but nothing is answered.
+    public func freeze() {
+        if let server { Glibc.kill(server.processIdentifier, SIGSTOP) }
+    }
+
+    /// Lets a frozen registry answer again.
+    public func thaw() {
+        if let server { Glibc.kill(server.processIdentifier, SIGCONT) }
     }
 
     /// Key and self-signed certificate for the issuer, then the issuer itself.
@@ -104,7 +137,9 @@ public final class TestRegistry: @unchecked Sendable {
 
     /// Stops the registry and the issuer and removes ``directory``; safe to call twice.
     public func stop() {
+        thaw()
         terminate(processes)
+        server = nil
         processes = []
         directory.remove()
     }

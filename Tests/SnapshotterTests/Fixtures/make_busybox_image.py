@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Writes a one-layer OCI image archive (for `ctr images import`) holding the host's static
-busybox as /bin/busybox, named docker.io/library/NAME:latest.  Usage: make_busybox_image.py OUT.tar NAME"""
+busybox as /bin/busybox, named docker.io/library/NAME:latest.  Usage: make_busybox_image.py OUT.tar NAME [DATA_FILES]
+With DATA_FILES, the layer also holds data/f000 … (incompressible, 1 KiB to 512 KiB each, the same
+bytes every run: seeded by the file's number), for load and fault tests to read and compare."""
 import gzip, hashlib, io, json, random, sys, tarfile
 
 out, name = sys.argv[1], sys.argv[2]
+data_files = int(sys.argv[3]) if len(sys.argv) > 3 else 0
 
 def add_bytes(tar, path, data, mode=0o644):
     info = tarfile.TarInfo(path)
@@ -22,6 +25,13 @@ with tarfile.open(fileobj=layer_tar, mode="w", format=tarfile.PAX_FORMAT) as t:
     add_bytes(t, "etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
     # Incompressible bytes, so a flipped byte in its chunk is easy to place (corruption tests).
     add_bytes(t, "etc/random", random.Random(7).randbytes(256 * 1024))
+    if data_files:
+        info = tarfile.TarInfo("data")
+        info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 1_700_000_000
+        t.addfile(info)
+    for i in range(data_files):
+        rng = random.Random(1000 + i)
+        add_bytes(t, "data/f%03d" % i, rng.randbytes(rng.randint(1024, 512 * 1024)))
     for applet in ("sh", "echo", "cat", "ls"):
         info = tarfile.TarInfo("bin/" + applet)
         info.type, info.linkname, info.mtime = tarfile.SYMTYPE, "busybox", 1_700_000_000
