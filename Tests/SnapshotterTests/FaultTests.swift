@@ -296,7 +296,7 @@ extension FaultTests {
             while [ ! -e /host/stop ]; do
               i=$((i+1))
               for f in *; do
-                \(bb) dd if=$f iflag=direct bs=1M 2>>/host/errors | \(bb) sha256sum | \(bb) sed "s/-$/$f/"
+                \(bb) dd if=$f iflag=direct bs=1M status=none 2>>/host/errors | \(bb) sha256sum | \(bb) sed "s/-$/$f/"
               done > /host/round 2>>/host/errors
               if \(bb) cmp -s /host/round /host/expected; then echo ok >> /host/rounds
               else echo "bad $i" >> /host/rounds; \(bb) cp /host/round /host/bad.$i; fi
@@ -322,7 +322,8 @@ extension FaultTests {
             }
             return rounds().count >= count
         }
-        #expect(waitForRounds(2), "the container reads: \(rounds())")
+        let ctrLog = { (try? String(contentsOfFile: host + "/ctr.log", encoding: .utf8)) ?? "" }
+        try #require(waitForRounds(2), "the container reads: \(rounds()), ctr: \(ctrLog())")
         var duringRestarts = 0
         for restart in 1 ... 2 {
             let before = rounds().count
@@ -330,6 +331,7 @@ extension FaultTests {
             // The snapshotter is down: the container keeps reading from the manager's mounts.
             let downSince = Date()
             #expect(waitForRounds(before + 1), "restart \(restart): reads go on with the snapshotter dead")
+            while Date().timeIntervalSince(downSince) < 1.5 { usleep(50_000) }
             let whileDown = rounds().count - before
             try environment.startSnapshotter(config: config)
             duringRestarts += whileDown
@@ -347,7 +349,7 @@ extension FaultTests {
         let errors = (try? String(contentsOfFile: host + "/errors", encoding: .utf8)) ?? "?"
         print("restarts survived: 2; rounds \(all.count) (\(all.count * image.files) file reads, \(duringRestarts) rounds while the snapshotter was down); "
               + "bad rounds \(all.filter { $0 != "ok" }.count); read errors: \(errors.isEmpty ? "none" : errors)")
-        #expect(reader.terminationStatus == 0, "\((try? String(contentsOfFile: host + "/ctr.log", encoding: .utf8)) ?? "")")
+        #expect(reader.terminationStatus == 0, "\(ctrLog())")
         #expect(all.count >= 4 && all.allSatisfy { $0 == "ok" }, "every round read every byte right: \(all)")
         #expect(errors.isEmpty, "no read error: \(errors)")
         let log = String(decoding: try readFile(environment.directory + "/snapshotter.log"), as: UTF8.self)
