@@ -267,15 +267,21 @@ final class ContainerdEnvironment {
 
     /// `dataFiles`: the image's layer also holds data/f000 … (make_busybox_image.py DATA_FILES).
     /// `containerdConfig`: TOML appended to containerd's config.
-    init(dataFiles: Int = 0, containerdConfig: String = "") throws {
+    /// `rootfsTar`: the image's one layer is this rootfs instead (make_rootfs_image.py).
+    init(dataFiles: Int = 0, rootfsTar: String? = nil, containerdConfig: String = "") throws {
         directory = "/tmp/estargz-containerd-\(UUID().uuidString.prefix(8))"
         packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         for tool in ["/usr/bin/containerd", "/usr/bin/ctr", "/usr/sbin/runc", "/bin/busybox", "/usr/bin/ctr-remote", "/usr/bin/docker-registry", "/usr/bin/skopeo"] where !FileManager.default.fileExists(atPath: tool) {
             throw ContainerdTestError("\(tool) is missing: install containerd, runc, busybox-static, stargz-snapshotter and docker-registry (scripts/setup.sh does)")
         }
-        try TestSupport.run("/usr/bin/python3", [packageRoot + "/Tests/SnapshotterTests/Fixtures/make_busybox_image.py", imageArchive, "bbtest"]
-                            + (dataFiles > 0 ? [String(dataFiles)] : []))
+        if let rootfsTar {
+            try TestSupport.run("/usr/bin/python3", [packageRoot + "/Tests/SnapshotterTests/Fixtures/make_rootfs_image.py", rootfsTar,
+                                                     imageArchive, "bbtest"])
+        } else {
+            try TestSupport.run("/usr/bin/python3", [packageRoot + "/Tests/SnapshotterTests/Fixtures/make_busybox_image.py", imageArchive, "bbtest"]
+                                + (dataFiles > 0 ? [String(dataFiles)] : []))
+        }
         let config = """
             version = 2
             root = "\(directory)/containerd-root"
