@@ -19,9 +19,40 @@ public actor OverlaySnapshotter {
 
     /// Opens (or creates) the snapshotter's state under `root`. With `remote`, layers that
     /// containerd describes as eStargz are mounted lazily instead of being downloaded.
+    /// Commits made before the last crash that containerd may never have seen (it rolls its own
+    /// metadata back when a Commit fails): the active key → the committed name. Until containerd
+    /// shows which way it went, the active key still answers as the active snapshot it was.
+    private var uncertainCommits: [String: String]
+    /// The key of the last commit in this run, whose alias is dropped once the next change is saved
+    /// (by then the commit's reply has gone out).
+    private var lastCommitKey: String?
+
     public init(root: String, remote: (any LayerMounting)? = nil) throws {
         store = try SnapshotStore(root: URL(fileURLWithPath: root))
         self.remote = remote
+        uncertainCommits = store.commitAliases
+    }
+
+    /// The snapshot `key`, or the active snapshot an uncertain commit turned into a committed one.
+    private func lookup(_ key: String) -> SnapshotRecord? {
+        if let record = store.record(key) { return record }
+        guard let name = uncertainCommits[key], var record = store.record(name), record.kind == .committed else { return nil }
+        record.key = key
+        record.kind = .active
+        return record
+    }
+
+    private func dropCommitAlias(_ key: String) {
+        uncertainCommits[key] = nil
+        store.setCommitAlias(key, to: nil)
+    }
+
+    /// Called before each change is saved: the previous commit's reply has gone out.
+    private func settle() {
+        if let key = lastCommitKey {
+            store.setCommitAlias(key, to: nil)
+            lastCommitKey = nil
+        }
     }
 
     /// Creates a writable snapshot `key` on top of the committed `parent` ("" for none).
@@ -73,6 +104,7 @@ public actor OverlaySnapshotter {
     }
 
     private func prepareRemote(target: String, parent: String, labels: [String: String], remote: any LayerMounting) throws {
+        settle()
         if !parent.isEmpty {
             guard store.record(parent)?.kind == .committed else { throw SnapshotterError.notFound("parent \(parent)") }
         }
@@ -102,7 +134,7 @@ public actor OverlaySnapshotter {
 
     /// The mounts of an active snapshot or view.
     public func mounts(key: String) throws -> [SnapshotMount] {
-        guard let record = store.record(key) else { throw SnapshotterError.notFound(key) }
+        guard let record = lookup(key) else { throw SnapshotterError.notFound(key) }
         guard record.kind != .committed else {
             throw SnapshotterError.failedPrecondition("\(key) is committed; only active snapshots and views have mounts")
         }
@@ -110,8 +142,28 @@ public actor OverlaySnapshotter {
     }
 
     /// Turns the active snapshot `key` into the committed snapshot `name`.
+    ///
+    /// A crash after the commit is saved and before containerd hears of it leaves containerd with
+    /// the active snapshot and us with the committed one. So the commit is remembered (key → name)
+    /// until the next change, and across a crash until containerd shows which way it went: the key
+    /// still answers as active (Stat, Mounts), a second Commit of it renames the committed snapshot,
+    /// and containerd's garbage collection removing the name (unknown to it) turns it back into the
+    /// active snapshot instead of deleting it.
     public func commit(name: String, key: String, labels: [String: String]) throws {
         guard !name.isEmpty else { throw SnapshotterError.invalidArgument("empty name") }
+        settle()
+        if store.record(key) == nil, let earlier = uncertainCommits[key], var record = store.record(earlier) {
+            // Committed before a crash, and containerd did not see it: commit again under `name`.
+            guard earlier == name || store.record(name) == nil else { throw SnapshotterError.alreadyExists(name) }
+            store.remove(earlier)
+            record.key = name
+            record.labels.merge(labels) { _, new in new }
+            record.updated = Date()
+            store.put(record)
+            dropCommitAlias(key)
+            try store.save()
+            return
+        }
         guard var record = store.record(key) else { throw SnapshotterError.notFound(key) }
         guard record.kind == .active else {
             throw SnapshotterError.failedPrecondition("\(key) is a \(record.kind.rawValue) snapshot, not active")
@@ -126,14 +178,35 @@ public actor OverlaySnapshotter {
         record.size = usage.size
         record.inodes = usage.inodes
         store.put(record)
+        store.setCommitAlias(key, to: name)
+        lastCommitKey = key
         try store.save()
     }
 
     /// Removes a snapshot that no other snapshot has as parent.
     public func remove(key: String) throws {
-        guard let record = store.record(key) else { throw SnapshotterError.notFound(key) }
+        settle()
+        if store.record(key) == nil, uncertainCommits[key] != nil {
+            // containerd removes the active snapshot whose commit it never saw; the committed
+            // one, unknown to it, goes when its garbage collection finds it.
+            dropCommitAlias(key)
+            try store.save()
+            return
+        }
+        guard var record = store.record(key) else { throw SnapshotterError.notFound(key) }
         if let child = store.records.values.first(where: { $0.parent == key }) {
             throw SnapshotterError.failedPrecondition("\(key) is the parent of \(child.key)")
+        }
+        if let active = uncertainCommits.first(where: { $0.value == key })?.key {
+            // A commit containerd never saw, removed by its garbage collection: what containerd
+            // knows is the active snapshot, so that is what the data becomes again.
+            store.remove(key)
+            record.key = active
+            record.kind = .active
+            store.put(record)
+            dropCommitAlias(active)
+            try store.save()
+            return
         }
         store.remove(key)
         try store.save()
@@ -145,7 +218,7 @@ public actor OverlaySnapshotter {
 
     /// A snapshot's metadata.
     public func stat(key: String) throws -> SnapshotRecord {
-        guard let record = store.record(key) else { throw SnapshotterError.notFound(key) }
+        guard let record = lookup(key) else { throw SnapshotterError.notFound(key) }
         return record
     }
 
@@ -165,6 +238,7 @@ public actor OverlaySnapshotter {
             }
         }
         record.updated = Date()
+        settle()
         store.put(record)
         try store.save()
         return record
@@ -174,7 +248,7 @@ public actor OverlaySnapshotter {
     /// mounted (remote) layer reports its files' apparent size and entry count from the TOC, i.e.
     /// what it would take extracted, not the chunks fetched so far (see ``RemoteLayers/usage(of:)``).
     public func usage(key: String) throws -> (size: Int64, inodes: Int64) {
-        guard let record = store.record(key) else { throw SnapshotterError.notFound(key) }
+        guard let record = lookup(key) else { throw SnapshotterError.notFound(key) }
         if record.kind == .committed { return (record.size, record.inodes) }
         return Self.diskUsage(store.directory(of: record).appendingPathComponent("fs").path)
     }
@@ -206,6 +280,10 @@ public actor OverlaySnapshotter {
     private func create(key: String, parent: String, labels: [String: String], kind: SnapshotKind) throws -> [SnapshotMount] {
         guard !key.isEmpty else { throw SnapshotterError.invalidArgument("empty key") }
         guard store.record(key) == nil else { throw SnapshotterError.alreadyExists(key) }
+        settle()
+        dropCommitAlias(key)
+        // containerd builds on the committed parent: it saw that commit.
+        for (active, name) in uncertainCommits where name == parent { dropCommitAlias(active) }
         if !parent.isEmpty {
             guard let parentRecord = store.record(parent) else { throw SnapshotterError.notFound("parent \(parent)") }
             guard parentRecord.kind == .committed else {

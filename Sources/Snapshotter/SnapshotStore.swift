@@ -34,6 +34,17 @@ struct SnapshotStore: Sendable {
     private struct Contents: Codable {
         var nextID: Int = 1
         var snapshots: [String: SnapshotRecord] = [:]
+        /// Commits containerd may not have seen: active key → committed name (see ``OverlaySnapshotter/commit(name:key:labels:)``).
+        var commitAliases: [String: String] = [:]
+
+        init() {}
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            nextID = try container.decode(Int.self, forKey: .nextID)
+            snapshots = try container.decode([String: SnapshotRecord].self, forKey: .snapshots)
+            commitAliases = try container.decodeIfPresent([String: String].self, forKey: .commitAliases) ?? [:]
+        }
     }
 
     let root: URL
@@ -69,6 +80,11 @@ struct SnapshotStore: Sendable {
     mutating func put(_ record: SnapshotRecord) { contents.snapshots[record.key] = record }
 
     mutating func remove(_ key: String) { contents.snapshots[key] = nil }
+
+    /// Commits whose reply containerd may not have received: the active key → the committed name.
+    var commitAliases: [String: String] { contents.commitAliases }
+
+    mutating func setCommitAlias(_ key: String, to name: String?) { contents.commitAliases[key] = name }
 
     /// Writes the state durably.
     func save() throws {

@@ -89,6 +89,42 @@ private func temporaryRoot() -> String {
     }
 }
 
+extension OverlaySnapshotterTests {
+    /// A crash between saving a commit and containerd hearing of it (containerd then rolls its own
+    /// metadata back): after the restart the active key still answers; containerd's garbage
+    /// collection removing the committed name (unknown to it) gives the data back to the active
+    /// key, and committing again works. Had containerd seen the commit, building on the committed
+    /// snapshot settles it and the active key is gone.
+    @Test func aCommitContainerdNeverSawIsNotLost() async throws {
+        let root = temporaryRoot()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        do {
+            let before = try OverlaySnapshotter(root: root)
+            let mounts = try await before.prepare(key: "ns/1/a", parent: "", labels: [:])
+            try "data".write(toFile: mounts[0].source + "/file", atomically: true, encoding: .utf8)
+            try await before.commit(name: "ns/2/c", key: "ns/1/a", labels: [:])
+            await #expect(throws: SnapshotterError.notFound("ns/1/a")) { try await before.stat(key: "ns/1/a") }
+        }  // the crash: the reply never reached containerd
+        let after = try OverlaySnapshotter(root: root)
+        #expect(try await after.stat(key: "ns/1/a").kind == .active)
+        let mounts = try await after.mounts(key: "ns/1/a")
+        #expect(try String(contentsOfFile: mounts[0].source + "/file", encoding: .utf8) == "data")
+        try await after.remove(key: "ns/2/c")  // containerd's GC: an orphan to it
+        #expect(await after.list().map(\.key) == ["ns/1/a"])
+        #expect(try String(contentsOfFile: mounts[0].source + "/file", encoding: .utf8) == "data")
+        try await after.commit(name: "ns/3/c", key: "ns/1/a", labels: [:])
+        #expect(await after.list().map(\.key) == ["ns/3/c"])
+
+        // The other way: containerd saw the commit and builds on it.
+        _ = try await after.prepare(key: "ns/4/b", parent: "ns/3/c", labels: [:])
+        try await after.commit(name: "ns/5/d", key: "ns/4/b", labels: [:])
+        let again = try OverlaySnapshotter(root: root)
+        _ = try await again.prepare(key: "ns/6/e", parent: "ns/5/d", labels: [:])
+        await #expect(throws: SnapshotterError.notFound("ns/4/b")) { try await again.stat(key: "ns/4/b") }
+        #expect(await again.list().map(\.key) == ["ns/3/c", "ns/5/d", "ns/6/e"])
+    }
+}
+
 @Suite struct SnapshotServiceTests {
     @Test func servesTheSnapshotsAPIOnAUnixSocket() async throws {
         let root = temporaryRoot()
