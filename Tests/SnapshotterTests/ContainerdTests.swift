@@ -430,7 +430,9 @@ final class ContainerdEnvironment {
                 if target.hasPrefix(directory) { _ = try? TestSupport.run("/bin/umount", ["-l", String(target)]) }
             }
         }
-        try? FileManager.default.removeItem(atPath: directory)
+        if ProcessInfo.processInfo.environment["ESTARGZ_KEEP_TEST_DIRECTORY"] != "1" {
+            try? FileManager.default.removeItem(atPath: directory)
+        }
     }
 
     static func start(_ executable: String, _ arguments: [String], log: String) throws -> Process {
