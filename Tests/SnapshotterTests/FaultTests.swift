@@ -397,6 +397,34 @@ extension FaultTests {
     }
 }
 
+extension FaultTests {
+    /// Benchmarks/soak.py for a few seconds: 64 threads reading random ranges of random files
+    /// through one lazy mount with O_DIRECT. Every byte equals the source, no read fails, each
+    /// chunk is fetched once (the registry sends at most the blob, however many readers want a
+    /// chunk at once) and the mount's RSS stays bounded. The 60 s soak is the script's default.
+    @Test(.timeLimit(.minutes(2))) func sixtyFourReadersThroughOneMount() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+        let beside = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path + "/estargz"
+        let estargz = FileManager.default.isExecutableFile(atPath: beside) ? beside : root + "/.build/debug/estargz"
+        let output = root + "/.build/soak-\(getpid()).json"
+        defer { unlink(output) }
+        let status = shell("python3 '\(root)/Benchmarks/soak.py' --estargz '\(estargz)' --threads 64 --duration 6 --files 40 --json '\(output)' >/dev/null")
+        let data = try Data(contentsOf: URL(fileURLWithPath: output))
+        let result = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        func number(_ key: String) -> Int64 { (result[key] as? NSNumber)?.int64Value ?? -1 }
+        print("soak (6 s, 64 threads): \(number("reads")) reads, \(number("bytes")) bytes, \(number("mismatches")) wrong, "
+              + "\(number("errors")) errors; registry \(number("registryBytesFetched")) of \(number("blobBytes")) blob bytes in "
+              + "\(number("registryRequests")) requests; chunks verified \(number("chunksVerified")) of \(number("chunks")); "
+              + "peak RSS \(number("peakRSSKiB") / 1024) MiB")
+        #expect(status == 0, "\(result["firstError"] ?? "")")
+        #expect(number("reads") > 1000)
+        #expect(number("mismatches") == 0 && number("errors") == 0 && number("readErrors") == 0)
+        #expect(number("registryBytesFetched") <= number("blobBytes"), "no block fetched twice")
+        #expect(number("chunksVerified") <= number("chunks"), "no chunk verified twice")
+        #expect(number("peakRSSKiB") > 0 && number("peakRSSKiB") < 300 << 10, "RSS bounded")
+    }
+}
+
 extension ContainerdEnvironment {
     /// `name` made unique to this environment: runc keeps container state by namespace and ID in
     /// one place for every containerd on the machine, and tests elsewhere use the same namespace.
