@@ -4,14 +4,17 @@ import EStargzCore
 /// `estargz convert`: a tar or tar.gz layer to an eStargz blob.
 public struct Convert: ParsableCommand {
     public static let configuration = CommandConfiguration(
-        abstract: "Convert a tar or tar.gz layer into an eStargz blob.",
-        discussion: "Prints the TOC digest (annotate the layer with it) and the diffID."
+        abstract: "Convert a tar or tar.gz layer into an eStargz (or, with --zstdchunked, zstd:chunked) blob.",
+        discussion: """
+            Prints the TOC digest (annotate the layer with it) and the diffID; for zstd:chunked also the \
+            io.containers.zstd-chunked.manifest-checksum and -position annotations.
+            """
     )
 
     @Argument(help: "The input layer: a .tar or .tar.gz file ('-' reads standard input).")
     var input: String
 
-    @Argument(help: "Where to write the eStargz blob.")
+    @Argument(help: "Where to write the blob.")
     var output: String
 
     @OptionGroup var layerFormat: LayerFormatOptions
@@ -19,7 +22,7 @@ public struct Convert: ParsableCommand {
     @Option(help: "A file listing paths to put first (one per line), so a runtime prefetches them.")
     var prioritizedFiles: String?
 
-    @Flag(help: "Print one JSON object with tocDigest, diffID, uncompressedSize and compressedSize.")
+    @Flag(help: "Print one JSON object with tocDigest, diffID, uncompressedSize, compressedSize, mediaType and annotations.")
     var json = false
 
     public init() {}
@@ -53,12 +56,17 @@ public struct Convert: ParsableCommand {
                 ("diffID", .string(result.diffID.description)),
                 ("uncompressedSize", .number(result.uncompressedSize)),
                 ("compressedSize", .number(result.compressedSize)),
+                ("mediaType", .string(options.compression.mediaType)),
+                ("annotations", .object(result.annotations.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) })),
             ]))
         } else {
             print("TOC digest:        \(result.tocDigest)")
             print("diffID:            \(result.diffID)")
             print("uncompressed size: \(result.uncompressedSize)")
             print("compressed size:   \(result.compressedSize)")
+            for (key, value) in result.annotations.sorted(by: { $0.key < $1.key }) {
+                print("\(key): \(value)")
+            }
         }
     }
 }

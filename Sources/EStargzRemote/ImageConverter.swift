@@ -1,7 +1,7 @@
 import EStargzCore
 import Foundation
 
-/// Converts every layer of an image to eStargz and writes the new image: OCI manifest with the
+/// Converts every layer of an image to eStargz (or zstd:chunked) and writes the new image: OCI manifest with the
 /// stargz annotations on each layer, the new diffIDs in the config. A multi-platform index is
 /// converted for every platform (or only the one asked for) and written as an OCI index.
 public enum ImageConverter {
@@ -210,10 +210,13 @@ public enum ImageConverter {
         }.value
         if case .registry = source { unlink(input) }
         let (digest, size) = try fileDigest(output)
-        let descriptor = Descriptor(mediaType: MediaType.ociLayerGzip, digest: digest, size: size, annotations: [
+        // zstd:chunked layers also carry the manifest checksum and position containers/storage reads,
+        // as the reference's nativeconverter/zstdchunked writes them.
+        let annotations = [
             StargzAnnotation.tocDigest: conversion.tocDigest.description,
             StargzAnnotation.uncompressedSize: String(conversion.uncompressedSize),
-        ])
+        ].merging(conversion.annotations) { first, _ in first }
+        let descriptor = Descriptor(mediaType: layerOptions.compression.mediaType, digest: digest, size: size, annotations: annotations)
         progress("\(label): \(layer.size) → \(size) bytes, toc \(conversion.tocDigest)")
         return LayerResult(source: layer, descriptor: descriptor, conversion: conversion)
     }

@@ -7,10 +7,12 @@ import Foundation
 struct ImageConvert: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "convert",
-        abstract: "Convert every layer of an image to eStargz and push (or write) the new image.",
+        abstract: "Convert every layer of an image to eStargz (or zstd:chunked) and push (or write) the new image.",
         discussion: """
             Layers get the annotations containerd.io/snapshot/stargz/toc.digest and \
-            io.containers.estargz.uncompressed-size; the config gets the new diffIDs.
+            io.containers.estargz.uncompressed-size; the config gets the new diffIDs. With --zstdchunked \
+            layers are zstd:chunked (media type application/vnd.oci.image.layer.v1.tar+zstd) and also get \
+            io.containers.zstd-chunked.manifest-checksum and -position, as ctr-remote and nerdctl write them.
 
             A multi-platform SRC (an OCI index or Docker manifest list) is converted for every platform \
             and DST gets an OCI index referencing the new manifests (a layer shared by platforms is \

@@ -1,6 +1,6 @@
 import Dispatch
 
-/// One gzip member being compressed on a worker: its uncompressed bytes, and, when it
+/// One gzip member (zstd:chunked: zstd frame) being compressed on a worker: its uncompressed bytes, and, when it
 /// starts with a chunk, which TOC entry that chunk belongs to and how long it is.
 private final class MemberJob: @unchecked Sendable {
     let plain: [UInt8]
@@ -26,6 +26,7 @@ struct BlobBuild {
     private let tar: SeekableTar
     private let output: BufferedOutput
     private let chunkSize: Int
+    private let compression: LayerCompression
     private let level: Int
     private let maximumInFlight: Int
     private let queue = DispatchQueue.global(qos: .userInitiated)
@@ -49,7 +50,8 @@ struct BlobBuild {
         self.tar = tar
         self.output = output
         self.chunkSize = options.chunkSize
-        self.level = options.compressionLevel
+        self.compression = options.compression
+        self.level = options.compression == .gzip ? options.compressionLevel : options.zstdCompressionLevel
         self.maximumInFlight = max(2, options.concurrency * 2)
         self.progress = progress
         self.totalBytes = totalBytes
@@ -139,6 +141,17 @@ struct BlobBuild {
         let tocEntryCount = toc.entries.count
         toc = TOC()  // free the entries before the JSON is copied into the TOC member (peak memory)
         let tocDigest = SHA256Digest.of(json)
+        if compression == .zstdChunked {
+            // The TOC is not part of the tar stream (nor of the diffID): a skippable frame.
+            let compressed = try ZstdChunkedTOC.compress(json: json, level: level)
+            let end = ZstdChunkedFooter.tocAndFooter(compressedTOC: compressed, tocSize: json.count, dataEnd: output.written)
+            json = []
+            try output.write(end.bytes)
+            try output.flush()
+            return LayerWriter.Result(tocDigest: tocDigest, diffID: diffID.finalize(), uncompressedSize: uncompressedSize,
+                                      compressedSize: output.written, missingPrioritizedFiles: [], tocEntryCount: tocEntryCount,
+                                      annotations: end.annotations)
+        }
         var tocTar = try TOCMember.tarBytes(json: json)
         json = []
         diffID.update(tocTar)
@@ -170,13 +183,13 @@ struct BlobBuild {
         currentTOCIndex = nil
         while pending.count >= maximumInFlight { try writeOldest() }
         pending.append(job)
-        let level = self.level
+        let level = self.level, compression = self.compression
         queue.async {
             job.plain.withUnsafeBytes { plain in
                 if job.chunkLength > 0 {
                     job.chunkDigest = SHA256Digest.of(UnsafeRawBufferPointer(rebasing: plain[0 ..< job.chunkLength]))
                 }
-                do throws(KernelError) { job.compressed = try Kernel.compressGzipMember(plain, level: level) } catch { job.failure = error }
+                do throws(KernelError) { job.compressed = try compression.compress(plain, level: level) } catch { job.failure = error }
             }
             job.done.signal()
         }

@@ -20,9 +20,17 @@ public enum FooterFormat: Sendable, Equatable {
     case estargz
     /// The 47-byte footer of the original stargz format.
     case legacyStargz
+    /// The 48-byte zstd:chunked footer (a skippable frame; see ``ZstdChunkedFooter``).
+    case zstdChunked
 
     /// Bytes the footer occupies at the end of the blob.
-    public var size: Int { self == .estargz ? 51 : 47 }
+    public var size: Int {
+        switch self {
+        case .estargz: return 51
+        case .legacyStargz: return 47
+        case .zstdChunked: return ZstdChunkedFooter.size
+        }
+    }
 }
 
 enum Footer {
@@ -38,7 +46,8 @@ enum Footer {
     }
 
     /// Parses the footer at the end of `tail` (the blob's last bytes; at least 47 of them),
-    /// trying eStargz first and then legacy stargz, as the reference does.
+    /// trying eStargz first and then legacy stargz, as the reference does. (A blob ending with the
+    /// zstd:chunked magic goes to ``ZstdChunkedFooter`` instead.)
     static func parse(_ tail: [UInt8]) throws(EStargzError) -> (format: FooterFormat, tocOffset: Int64) {
         var reasons: [String] = []
         for format in [FooterFormat.estargz, .legacyStargz] where tail.count >= format.size {
@@ -70,6 +79,8 @@ enum Footer {
         case .legacyStargz:
             guard xlen == 22 else { throw FooterMismatch("\(name): extra field is not 22 bytes") }
             payload = f[12 ..< 34]
+        case .zstdChunked:
+            throw FooterMismatch("zstd:chunked footers are parsed by ZstdChunkedFooter")
         }
         guard Array(payload.suffix(6)) == magic else { throw FooterMismatch("\(name): STARGZ magic missing") }
         var offset: Int64 = 0

@@ -1,11 +1,11 @@
 import Dispatch
 import Synchronization
 
-/// Reads an eStargz (or legacy stargz) layer through any ``RandomAccessSource``,
+/// Reads an eStargz, legacy stargz or zstd:chunked layer through any ``RandomAccessSource``,
 /// touching only the bytes it needs: the footer and TOC when it opens, then only
 /// the chunks a read overlaps. Every chunk is decompressed straight into the
 /// destination and its SHA-256 checked against the TOC before any byte of it is
-/// returned; a mismatch is an error, never wrong bytes.
+/// returned; a mismatch is an error, never wrong bytes. The format is told by the footer.
 ///
 /// ```swift
 /// let layer = try LayerReader(source: try FileSource(path: "layer.esgz"), tocDigest: annotatedDigest)
@@ -33,10 +33,12 @@ public final class LayerReader: Sendable {
     public let source: any RandomAccessSource
     /// SHA-256 of the TOC JSON as stored in the blob (verified against the trusted digest when one was given).
     public let tocDigest: SHA256Digest
-    /// Blob offset of the TOC's gzip member.
+    /// Blob offset of the TOC's gzip member (zstd:chunked: of the TOC's zstd frame).
     public let tocOffset: Int64
     /// Which footer the blob ends with.
     public let footerFormat: FooterFormat
+    /// How the blob's chunks and TOC are compressed (told by the footer).
+    public let compression: LayerCompression
     /// Number of entries in the TOC (chunk entries included).
     public let tocEntryCount: Int
     /// Whether the TOC member was inflated whole (else it was streamed); for tests and diagnostics.
@@ -63,6 +65,22 @@ public final class LayerReader: Sendable {
         // One speculative read of the tail usually brings the footer and the whole TOC.
         let tailSize = min(blobSize, max(Int64(FooterFormat.estargz.size), source.openingTailSize))
         let tail = try source.read(at: blobSize - tailSize, count: Int(tailSize))
+        if ZstdChunkedFooter.hasMagic(tail) {
+            let footer = try ZstdChunkedFooter.parse(tail, blobSize: blobSize)
+            guard footer.compressedTOCSize <= limits.maximumCompressedTOCSize else {
+                throw EStargzError.limitExceeded("compressed TOC of \(footer.compressedTOCSize) bytes")
+            }
+            let (table, digest) = try ZstdChunkedTOC.loadTable(source: source, footer: footer, tail: tail,
+                                                               tailStart: blobSize - tailSize, expected: expected, limits: limits)
+            self.tocDigest = digest
+            self.tocOffset = footer.tocOffset
+            self.footerFormat = .zstdChunked
+            self.compression = .zstdChunked
+            self.tocEntryCount = table.entryCount
+            self.table = table
+            self.tocWasInflatedWhole = true
+            return
+        }
         let (format, tocOffset) = try Footer.parse(tail)
         let tocEnd = blobSize - Int64(format.size)
         guard tocOffset >= 0, tocOffset < tocEnd else {
@@ -79,6 +97,7 @@ public final class LayerReader: Sendable {
         self.tocDigest = digest
         self.tocOffset = tocOffset
         self.footerFormat = format
+        self.compression = .gzip
         self.tocEntryCount = table.entryCount
         self.table = table
         self.tocWasInflatedWhole = whole
@@ -335,7 +354,7 @@ public final class LayerReader: Sendable {
         let expected = table.digests[Int(chunk.digest - 1)]
         let actual: SHA256Digest
         do {
-            actual = try Kernel.inflateChunk(compressed, into: destination, expecting: nil)
+            actual = try compression.decodeChunk(compressed, into: destination)
         } catch {
             counters.verificationFailures.add(1, ordering: .relaxed)
             throw EStargzError.corruptChunk(entry: path, offset: chunk.blobOffset, reason: error.description)
@@ -397,9 +416,9 @@ public struct ChunkLocation: Sendable, Equatable {
     public var fileOffset: Int64
     /// Uncompressed size of the chunk.
     public var size: Int64
-    /// Blob offset of the gzip member that starts with the chunk.
+    /// Blob offset of the gzip member (zstd:chunked: zstd frame) that starts with the chunk.
     public var blobOffset: Int64
-    /// Blob offset where the next chunk's member (or the TOC) starts.
+    /// Blob offset where the next chunk's member or frame (or the TOC) starts.
     public var blobEnd: Int64
     /// SHA-256 of the chunk's uncompressed bytes.
     public var digest: SHA256Digest

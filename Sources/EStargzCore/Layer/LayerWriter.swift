@@ -6,7 +6,9 @@ import Glibc
 /// Converts a tar or tar.gz layer into an eStargz blob, compatible with the
 /// reference's `estargz.Build`: the same TOC, landmark files and member layout
 /// (every chunk of a regular file starts a new gzip member, so it can be fetched
-/// and inflated on its own), with the members compressed on all cores.
+/// and inflated on its own), with the members compressed on all cores. With
+/// ``Options/compression`` `.zstdChunked` it writes zstd:chunked instead (zstd
+/// frames, as the reference's `estargz/zstdchunked`); see ``LayerCompression``.
 ///
 /// ```swift
 /// let result = try LayerWriter.convert(inputPath: "layer.tar", outputPath: "layer.esgz")
@@ -24,6 +26,10 @@ public enum LayerWriter {
         /// gzip level 1...9 (default 9 like the reference); levels map to the kernel's fastest
         /// compressor setting that is at least as small as zlib at that level.
         public var compressionLevel: Int = 9
+        /// How chunks and the TOC are compressed: eStargz (gzip, the default) or zstd:chunked.
+        public var compression: LayerCompression = .gzip
+        /// zstd level for zstd:chunked (default 3, zstd's default; any level libzstd accepts).
+        public var zstdCompressionLevel: Int = LayerCompression.zstdChunked.defaultLevel
         /// Files to put first, in this order (their parents and hardlink targets come along),
         /// followed by `.prefetch.landmark`. Empty: `.no.prefetch.landmark` goes first.
         public var prioritizedFiles: [String] = []
@@ -51,6 +57,9 @@ public enum LayerWriter {
         public var missingPrioritizedFiles: [String]
         /// Number of TOC entries written.
         public var tocEntryCount: Int
+        /// Format-specific annotations for the layer's descriptor (zstd:chunked:
+        /// `io.containers.zstd-chunked.manifest-checksum` and `-position`; none for eStargz).
+        public var annotations: [String: String] = [:]
     }
 
     /// Converts the tar or tar.gz at `inputPath` into an eStargz blob at `outputPath`.
@@ -82,8 +91,9 @@ public enum LayerWriter {
                                options: Options = Options(),
                                progress: ((_ bytesDone: Int64, _ bytesTotal: Int64) -> Void)? = nil) throws -> Result {
         guard options.chunkSize > 0 else { throw EStargzError.invalidArgument("chunk size must be positive") }
-        guard (1 ... 9).contains(options.compressionLevel) else {
-            throw EStargzError.invalidArgument("compression level \(options.compressionLevel) is not in 1...9")
+        let level = options.compression == .gzip ? options.compressionLevel : options.zstdCompressionLevel
+        guard options.compression.levels.contains(level) else {
+            throw EStargzError.invalidArgument("\(options.compression) compression level \(level) is not in \(options.compression.levels)")
         }
         let tar = try SeekableTar.open(input, path: inputPath, temporaryDirectory: options.temporaryDirectory)
         defer { if tar.owned { close(tar.fd) } }

@@ -164,9 +164,17 @@ extension TOCMember {
                                             limit: limits.maximumTOCSize),
               reader.offset + jsonCount <= Int64(size) else { return nil }
         let json = Int(reader.offset) ..< Int(reader.offset + jsonCount)
+        owned = false
+        return try parseWhole(document: document, json: json, tocOffset: tocOffset, expected: expected, limits: limits)
+    }
+
+    /// Hashes and parses the TOC JSON at `json` in `document`, which this takes over (it is freed
+    /// as soon as the table no longer needs it, also on error): the whole-TOC path of every format.
+    /// `tocOffset` bounds the chunks' blob offsets (the end of the data region).
+    static func parseWhole(document: UnsafeMutableRawBufferPointer, json: Range<Int>, tocOffset: Int64,
+                           expected: SHA256Digest?, limits: LayerReader.Limits) throws -> (NodeTable, SHA256Digest) {
         // Hashed on the other core while this one parses; joined before the document is freed.
         let hashing = BackgroundSHA256(UnsafeRawBufferPointer(rebasing: document[json]))
-        owned = false
         var parser = TOCStreamParser(document: document, json: json,
                                      builder: NodeTableBuilder(tocOffset: tocOffset, limits: limits))
         do {
