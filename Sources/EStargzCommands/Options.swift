@@ -38,11 +38,21 @@ public struct LayerFormatOptions: ParsableArguments, Sendable {
     @Option(help: "Largest chunk of a regular file, in bytes.")
     public var chunkSize: Int = 4 << 20
 
+    @Option(name: .customLong("estargz-min-chunk-size"),
+            help: ArgumentHelp("Let small files and chunks share a gzip member until it holds BYTES of uncompressed data (entries get innerOffset; smaller blob, fewer members). 0: one member per chunk.",
+                               valueName: "BYTES"))
+    public var minimumChunkSize: Int = 0
+
     public init() {}
 
     /// Sets the writer's compression level and chunk size from these options.
     public func apply(to options: inout LayerWriter.Options) {
         options.compressionLevel = level
         options.chunkSize = chunkSize
+        options.minimumChunkSize = minimumChunkSize
+    }
+
+    public func validate() throws {
+        guard minimumChunkSize >= 0 else { throw ValidationError("--estargz-min-chunk-size must not be negative") }
     }
 }
