@@ -43,7 +43,7 @@ public enum EStargzError: Error, Sendable, Equatable, CustomStringConvertible {
         case let .tocDigestMismatch(expected, actual):
             return "TOC digest mismatch: expected \(expected), got \(actual)"
         case .externalTOCRequired:
-            return "the layer's TOC is external (in the image's TOC image, the image name + \"-esgztoc\"), and it was not found"
+            return "the layer's TOC is external (in the image's TOC image, its tag + \"-esgztoc\"; for a local blob: --external-toc FILE) and none was given"
         case let .chunkDigestMismatch(entry, chunkOffset, expected, actual):
             return "chunk digest mismatch in \(entry) at chunk offset \(chunkOffset): expected \(expected), got \(actual)"
         case let .corruptChunk(entry, offset, reason):

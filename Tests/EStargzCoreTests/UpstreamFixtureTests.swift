@@ -63,4 +63,31 @@ import Testing
                                     externalTOC: try #require(result.externalTOC))
         #expect(try Self.listing(layer) == (try Self.expectedFiles()))
     }
+
+    /// Upstream reads ours: only where the upstream tool was built (`ESTARGZ_UPSTREAM_BIN`, see
+    /// the fixtures' README; Debian has no upstream with these options, so CI skips this).
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["ESTARGZ_UPSTREAM_BIN"] != nil, "needs ESTARGZ_UPSTREAM_BIN"))
+    func upstreamReadsOurLayers() throws {
+        let tool = ProcessInfo.processInfo.environment["ESTARGZ_UPSTREAM_BIN"]!
+        let dir = TemporaryDirectory()
+        let blob = try readFile(Self.directory + "lossless.esgz")
+        try writeFile(dir.file("upstream.gz"), blob)
+        _ = try run("/bin/sh", ["-c", "gunzip -c < '\(dir.file("upstream.gz"))' > '\(dir.file("source.tar"))'"])
+        let expected = try Self.expectedFiles()
+        for (name, external, keep) in [("min", false, false), ("ext", true, false), ("keep", true, true)] {
+            var options = LayerWriter.Options()
+            options.chunkSize = keep ? 4 << 20 : 8192
+            options.minimumChunkSize = 16384
+            options.externalTOC = external
+            options.keepDiffID = keep
+            let result = try LayerWriter.convert(inputPath: dir.file("source.tar"), outputPath: dir.file(name), options: options)
+            var arguments = ["verify", dir.file(name), "-toc-digest", result.tocDigest.description]
+            if let toc = result.externalTOC {
+                try writeFile(dir.file(name + ".toc"), toc)
+                arguments += ["-toc", dir.file(name + ".toc")]
+            }
+            let lines = try run(tool, arguments).split(separator: "\n").map(String.init).filter { !$0.contains("landmark") }
+            #expect(lines == expected, "\(name)")
+        }
+    }
 }
