@@ -25,11 +25,27 @@ public struct Convert: ParsableCommand {
     @Flag(help: "Print one JSON object with tocDigest, diffID, uncompressedSize, compressedSize, mediaType and annotations.")
     var json = false
 
+    @Option(name: .customLong("estargz-external-toc"),
+            help: ArgumentHelp("Leave the TOC out of the blob (it ends with the external-TOC footer) and write it to TOCFILE, a TOC image layer.",
+                               valueName: "TOCFILE"))
+    var externalTOC: String?
+
+    @Flag(name: .customLong("estargz-keep-diff-id"),
+          help: "With --estargz-external-toc: keep the input tar's bytes exactly (the diffID does not change).")
+    var keepDiffID = false
+
     public init() {}
+
+    public func validate() throws {
+        if keepDiffID && externalTOC == nil { throw ValidationError("--estargz-keep-diff-id must be used with --estargz-external-toc") }
+        if keepDiffID && prioritizedFiles != nil { throw ValidationError("--estargz-keep-diff-id cannot reorder files for --prioritized-files") }
+    }
 
     public func run() throws {
         var options = LayerWriter.Options()
         layerFormat.apply(to: &options)
+        options.externalTOC = externalTOC != nil
+        options.keepDiffID = keepDiffID
         if let prioritizedFiles {
             let text = try readTextFile(prioritizedFiles)
             options.prioritizedFiles = text.split(separator: "\n").map { String($0).trimmingSpaces() }.filter { !$0.isEmpty }
@@ -50,6 +66,13 @@ public struct Convert: ParsableCommand {
             }
         }
         progress.finish()
+        if let externalTOC, let toc = result.externalTOC {
+            try runReportingErrors {
+                let fd = try createOutput(externalTOC)
+                defer { _ = closeFile(fd) }
+                try writeAll(fd, toc, path: externalTOC)
+            }
+        }
         if json {
             print(JSONText.object([
                 ("tocDigest", .string(result.tocDigest.description)),

@@ -45,6 +45,11 @@ public struct LayerFormatOptions: ParsableArguments, Sendable {
                                valueName: "N"))
     public var zstdLevel: Int?
 
+    @Option(name: .customLong("estargz-min-chunk-size"),
+            help: ArgumentHelp("Let small files and chunks share a gzip member until it holds BYTES of uncompressed data (entries get innerOffset; smaller blob, fewer members). 0: one member per chunk.",
+                               valueName: "BYTES"))
+    public var minimumChunkSize: Int = 0
+
     public init() {}
 
     public func validate() throws {
@@ -63,5 +68,10 @@ public struct LayerFormatOptions: ParsableArguments, Sendable {
         options.chunkSize = chunkSize
         options.compression = compression
         if let zstdLevel { options.zstdCompressionLevel = zstdLevel }
+        options.minimumChunkSize = minimumChunkSize
+    }
+
+    public func validate() throws {
+        guard minimumChunkSize >= 0 else { throw ValidationError("--estargz-min-chunk-size must not be negative") }
     }
 }

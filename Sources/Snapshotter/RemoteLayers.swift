@@ -89,7 +89,15 @@ public final class RemoteLayers: Sendable {
         let clock = ContinuousClock(), started = clock.now
         let source = try Self.blocking { try await RangeReader.open(client: client, repository: reference, digest: digest, options: readerOptions) }
         let fetched = clock.now
-        let layer = try LayerReader(source: source, tocDigest: toc, cache: cache)
+        let layer: LayerReader
+        do {
+            layer = try LayerReader(source: source, tocDigest: toc, cache: cache)
+        } catch EStargzError.externalTOCRequired {
+            // The TOC is in the image's TOC image (`TAG-esgztoc`) on the same registry.
+            let finder = try ExternalTOCFinder(client: client, image: reference)
+            let external = try Self.blocking { try await finder.toc(forLayer: digest) }
+            layer = try LayerReader(source: source, tocDigest: toc, cache: cache, externalTOC: external)
+        }
         let opened = clock.now
         // The region's bytes start flowing now, while the mount is set up and Prepare returns.
         let ahead = prefetch && (layer.prefetchRegionEnd ?? 0) > 0 ? Self.fetchAhead(source, upTo: layer.prefetchRegionEnd!) : nil

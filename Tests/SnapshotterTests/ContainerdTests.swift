@@ -437,3 +437,27 @@ extension ContainerdTests {
         #expect(busybox == expected)
     }
 }
+
+extension ContainerdTests {
+    /// An image converted with an external TOC, keep-diff-id and shared members, pulled with
+    /// `ctr-remote image rpull` into our snapshotter: the layer is mounted lazily, its TOC found in
+    /// the `-esgztoc` image with no setting, and a container runs on it.
+    @Test func externalTOCImageRunsLazilyThroughTheSnapshotter() throws {
+        let environment = try ContainerdEnvironment()
+        defer { environment.tearDown() }
+        let registry = try environment.startRegistry()
+        let layout = try environment.imageLayout()
+        let reference = "127.0.0.1:\(registry)/bbtest:ext"
+        try TestSupport.run(environment.estargz, ["image", "convert", "oci:" + layout, reference, "--estargz-external-toc",
+                                                  "--estargz-keep-diff-id", "--estargz-min-chunk-size", "50000"])
+
+        try environment.startSnapshotter()
+        try environment.startContainerd()
+        try environment.ctrRemote(["image", "rpull", "--plain-http", "--snapshotter", "estargz", reference])
+        let mounts = try String(contentsOfFile: "/proc/mounts", encoding: .utf8)
+        #expect(mounts.split(separator: "\n").contains { $0.contains(environment.directory + "/snapshotter/snapshots/") && $0.contains("fuse") },
+                "the layer is a lazy FUSE mount")
+        let output = try environment.ctr(["run", "--rm", "--snapshotter", "estargz", reference, "ext1", "/bin/cat", "/etc/message"])
+        #expect(output == "hello from the layer\n")
+    }
+}

@@ -75,13 +75,23 @@ public enum LayerCompression: String, Sendable, Equatable, CaseIterable, CustomS
         case .zstdChunked: return try Kernel.zstdDecompressChunk(compressed, into: destination, expecting: nil)
         }
     }
+
+    /// Decodes the unit at the start of `compressed` until `destination` is full, without checking
+    /// anything: for a chunk that starts `innerOffset` bytes into its unit, whose caller hashes only
+    /// the chunk's part. Throws `isTruncated` when the unit ends first.
+    func decodePrefix(_ compressed: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer) throws(KernelError) {
+        switch self {
+        case .gzip: try Kernel.inflatePrefix(compressed, into: destination)
+        case .zstdChunked: _ = try Kernel.zstdDecompressChunk(compressed, into: destination, expecting: nil)
+        }
+    }
 }
 
 extension FooterFormat {
     /// The compression of a blob that ends with this footer.
     public var compression: LayerCompression {
         switch self {
-        case .estargz, .legacyStargz: return .gzip
+        case .estargz, .legacyStargz, .externalTOC: return .gzip
         case .zstdChunked: return .zstdChunked
         }
     }

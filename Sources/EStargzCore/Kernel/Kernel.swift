@@ -225,6 +225,15 @@ enum Kernel {
         return Swift.withUnsafeBytes(of: &actual) { SHA256Digest(rawBytes: $0) }
     }
 
+    /// Inflates the gzip member at the start of `source` into all of `destination`, without
+    /// hashing: for a chunk that starts `innerOffset` bytes into its member, the caller hashes
+    /// only the chunk's part. Throws `isTruncated` when the member ends first.
+    static func inflatePrefix(_ source: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer) throws(KernelError) {
+        try KernelError.check(sgk_chunk_inflate(source.baseAddress?.assumingMemoryBound(to: UInt8.self), source.count,
+                                                destination.baseAddress?.assumingMemoryBound(to: UInt8.self), destination.count,
+                                                nil, nil))
+    }
+
     /// Inflates the one gzip member that is exactly `source` into exactly all of `destination`
     /// (libdeflate, one pass), checking the trailer's CRC-32 and ISIZE.
     ///

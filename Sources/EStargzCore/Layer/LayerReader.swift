@@ -33,7 +33,8 @@ public final class LayerReader: Sendable {
     public let source: any RandomAccessSource
     /// SHA-256 of the TOC JSON as stored in the blob (verified against the trusted digest when one was given).
     public let tocDigest: SHA256Digest
-    /// Blob offset of the TOC's gzip member (zstd:chunked: of the TOC's zstd frame).
+    /// Blob offset of the TOC's gzip member (zstd:chunked: of the TOC's zstd frame; with an external TOC:
+    /// of the footer, where the data ends).
     public let tocOffset: Int64
     /// Which footer the blob ends with.
     public let footerFormat: FooterFormat
@@ -54,8 +55,13 @@ public final class LayerReader: Sendable {
 
     /// Opens a layer: reads the footer and the TOC (one read when the TOC is small),
     /// verifies the TOC against `tocDigest` when given, and indexes it.
+    ///
+    /// A blob whose footer says its TOC is external (``FooterFormat/externalTOC``) is read with
+    /// `externalTOC`, the TOC image layer's bytes (a gzip member holding `stargz.index.json`),
+    /// which must then hash to `tocDigest`. Without it that is ``EStargzError/externalTOCRequired``,
+    /// so a caller that did not know can fetch the TOC and open again.
     public init(source: any RandomAccessSource, tocDigest expected: SHA256Digest? = nil,
-                cache: (any ChunkCache)? = nil, limits: Limits = Limits()) throws {
+                cache: (any ChunkCache)? = nil, limits: Limits = Limits(), externalTOC: [UInt8]? = nil) throws {
         self.source = source
         self.cache = cache
         let blobSize = source.size
@@ -82,6 +88,27 @@ public final class LayerReader: Sendable {
             return
         }
         let (format, tocOffset) = try Footer.parse(tail)
+        if format == .externalTOC {
+            guard let externalTOC else { throw EStargzError.externalTOCRequired }
+            guard let expected else {
+                throw EStargzError.invalidArgument("an external TOC is only accepted with the TOC digest to check it against")
+            }
+            guard Int64(externalTOC.count) <= limits.maximumCompressedTOCSize else {
+                throw EStargzError.limitExceeded("compressed TOC of \(externalTOC.count) bytes")
+            }
+            let dataEnd = blobSize - Int64(format.size)
+            let (table, digest, whole) = try TOCMember.loadTable(source: MemorySource(externalTOC), tocOffset: 0,
+                                                                 compressedSize: Int64(externalTOC.count), tail: externalTOC,
+                                                                 tailStart: 0, expected: expected, dataEnd: dataEnd, limits: limits)
+            self.tocDigest = digest
+            self.tocOffset = dataEnd
+            self.footerFormat = format
+            self.compression = .gzip
+            self.tocEntryCount = table.entryCount
+            self.table = table
+            self.tocWasInflatedWhole = whole
+            return
+        }
         let tocEnd = blobSize - Int64(format.size)
         guard tocOffset >= 0, tocOffset < tocEnd else {
             throw EStargzError.invalidFooter("TOC offset \(tocOffset) is outside the blob (TOC must end at \(tocEnd))")
@@ -344,7 +371,8 @@ public final class LayerReader: Sendable {
     /// but only a bounded prefix of it can be needed to produce `size` bytes (deflate expands
     /// incompressible data by a few bytes per 64 KiB), so a lying TOC cannot make us fetch or hold more.
     private func fetchEnd(_ chunk: ChunkRecord) -> Int64 {
-        chunk.blobOffset + min(chunk.blobEnd - chunk.blobOffset, chunk.size + chunk.size / 256 + 64 << 10)
+        let produced = chunk.innerOffset + chunk.size
+        return chunk.blobOffset + min(chunk.blobEnd - chunk.blobOffset, produced + produced / 256 + 64 << 10)
     }
 
     /// Inflates and verifies one chunk whose compressed bytes are `compressed` (from its member's start).
@@ -352,12 +380,31 @@ public final class LayerReader: Sendable {
                         into destination: UnsafeMutableRawBufferPointer) throws {
         var path: String { table.path(Int(chunk.owner)) }  // for messages only
         let expected = table.digests[Int(chunk.digest - 1)]
-        let actual: SHA256Digest
-        do {
-            actual = try compression.decodeChunk(compressed, into: destination)
-        } catch {
-            counters.verificationFailures.add(1, ordering: .relaxed)
-            throw EStargzError.corruptChunk(entry: path, offset: chunk.blobOffset, reason: error.description)
+        var actual: SHA256Digest
+        if chunk.innerOffset > 0 {
+            // The member holds other entries' bytes first: decode through them, hash only the chunk.
+            let inner = Int(chunk.innerOffset)
+            let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: inner + destination.count, alignment: 16)
+            defer { scratch.deallocate() }
+            do {
+                try compression.decodePrefix(compressed, into: scratch)
+            } catch {
+                counters.verificationFailures.add(1, ordering: .relaxed)
+                if error.isTruncated {
+                    throw EStargzError.invalidTOC("\(path): chunk at file offset \(chunk.fileOffset): innerOffset \(chunk.innerOffset) + size \(chunk.size) runs past the end of the member at blob offset \(chunk.blobOffset)")
+                }
+                throw EStargzError.corruptChunk(entry: path, offset: chunk.blobOffset, reason: error.description)
+            }
+            let bytes = UnsafeRawBufferPointer(rebasing: scratch[inner...])
+            actual = SHA256Digest.of(bytes)
+            if actual == expected { destination.copyMemory(from: bytes) }
+        } else {
+            do {
+                actual = try compression.decodeChunk(compressed, into: destination)
+            } catch {
+                counters.verificationFailures.add(1, ordering: .relaxed)
+                throw EStargzError.corruptChunk(entry: path, offset: chunk.blobOffset, reason: error.description)
+            }
         }
         guard actual == expected else {
             counters.verificationFailures.add(1, ordering: .relaxed)
