@@ -7,13 +7,20 @@ import Logging
 import Synchronization
 
 /// The labels through which containerd asks for a remote snapshot. containerd copies a layer
-/// descriptor's `containerd.io/snapshot/…` annotations into the Prepare labels; `ctr-remote
-/// image rpull` (and the reference's pull handler) adds the image reference and layer digest.
+/// descriptor's `containerd.io/snapshot/…` annotations into the Prepare labels; `estargz pull`
+/// and `ctr-remote image rpull` add the image reference and layer digest, containerd's CRI
+/// plugin (with `disable_snapshot_annotations = false`) its own `cri.*` ones.
 enum RemoteLabel {
     /// The committed snapshot containerd will look for (the layer's chain ID).
     static let targetSnapshot = "containerd.io/snapshot.ref"
     static let imageReference = "containerd.io/snapshot/remote/stargz.reference"
     static let layerDigest = "containerd.io/snapshot/remote/stargz.digest"
+    /// Every layer of the image, comma-separated (so a snapshotter may fetch ahead).
+    static let imageLayers = "containerd.io/snapshot/remote/stargz.layers"
+    /// What the CRI plugin sets for the same three.
+    static let criImageReference = "containerd.io/snapshot/cri.image-ref"
+    static let criLayerDigest = "containerd.io/snapshot/cri.layer-digest"
+    static let criImageLayers = "containerd.io/snapshot/cri.image-layers"
     /// The eStargz TOC digest annotation (the trusted root of every chunk digest).
     static let tocDigest = "containerd.io/snapshot/stargz/toc.digest"
     /// Marks a snapshot whose `fs` directory is a lazy mount.
@@ -69,8 +76,18 @@ public final class RemoteLayers: Sendable {
 
     /// Whether these labels describe a layer that can be mounted lazily.
     static func describesRemoteLayer(_ labels: [String: String]) -> Bool {
-        labels[RemoteLabel.imageReference] != nil && labels[RemoteLabel.layerDigest] != nil
+        reference(in: labels) != nil && layerDigest(in: labels) != nil
             && labels[RemoteLabel.tocDigest].flatMap(SHA256Digest.init(parsing:)) != nil
+    }
+
+    /// The image reference of a remote layer's labels: ours (and ctr-remote's), or the CRI plugin's.
+    static func reference(in labels: [String: String]) -> String? {
+        labels[RemoteLabel.imageReference] ?? labels[RemoteLabel.criImageReference]
+    }
+
+    /// The layer digest of a remote layer's labels: ours (and ctr-remote's), or the CRI plugin's.
+    static func layerDigest(in labels: [String: String]) -> String? {
+        labels[RemoteLabel.layerDigest] ?? labels[RemoteLabel.criLayerDigest]
     }
 
     /// Opens the layer the labels name (footer and TOC only, the TOC checked against its digest)
@@ -78,7 +95,7 @@ public final class RemoteLayers: Sendable {
     /// as ``usage(of:)`` defines it.
     @discardableResult
     func mount(labels: [String: String], at directory: String) throws -> (size: Int64, inodes: Int64) {
-        guard let referenceText = labels[RemoteLabel.imageReference], let digest = labels[RemoteLabel.layerDigest],
+        guard let referenceText = Self.reference(in: labels), let digest = Self.layerDigest(in: labels),
               let toc = labels[RemoteLabel.tocDigest].flatMap(SHA256Digest.init(parsing:)) else {
             throw SnapshotterError.invalidArgument("labels do not describe an eStargz layer")
         }

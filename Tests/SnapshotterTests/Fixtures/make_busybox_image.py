@@ -1,9 +1,15 @@
 #!/usr/bin/env python3
 """Writes a one-layer OCI image archive (for `ctr images import`) holding the host's static
-busybox as /bin/busybox, named docker.io/library/NAME:latest.  Usage: make_busybox_image.py OUT.tar NAME"""
+busybox as /bin/busybox, named docker.io/library/NAME:latest.  With --data-layer a second layer
+adds etc/second and 4 MiB of incompressible data/big that no test container reads (the part of an
+image a lazy pull never fetches).  --cmd JSON sets the config's Cmd (default ["/bin/sh"]; a
+pod sandbox image: ["/bin/sleep", "3600"]).
+Usage: make_busybox_image.py OUT.tar NAME [--data-layer] [--cmd JSON]"""
 import gzip, hashlib, io, json, random, sys, tarfile
 
 out, name = sys.argv[1], sys.argv[2]
+data_layer = "--data-layer" in sys.argv[3:]
+cmd = json.loads(sys.argv[sys.argv.index("--cmd") + 1]) if "--cmd" in sys.argv[3:] else ["/bin/sh"]
 
 def add_bytes(tar, path, data, mode=0o644):
     info = tarfile.TarInfo(path)
@@ -28,19 +34,32 @@ with tarfile.open(fileobj=layer_tar, mode="w", format=tarfile.PAX_FORMAT) as t:
         t.addfile(info)
 layer = layer_tar.getvalue()
 layer_gz = gzip.compress(layer, mtime=0)
+layers = [(layer, layer_gz)]
+if data_layer:
+    data_tar = io.BytesIO()
+    with tarfile.open(fileobj=data_tar, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for d in ("etc", "data"):
+            info = tarfile.TarInfo(d)
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 1_700_000_000
+            t.addfile(info)
+        add_bytes(t, "etc/second", b"hello from the second layer\n")
+        add_bytes(t, "data/big", random.Random(11).randbytes(4 << 20))
+    data = data_tar.getvalue()
+    layers.append((data, gzip.compress(data, mtime=0)))
 
 def digest(b):
     return "sha256:" + hashlib.sha256(b).hexdigest()
 
 config = json.dumps({
     "architecture": "amd64", "os": "linux",
-    "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]},
-    "rootfs": {"type": "layers", "diff_ids": [digest(layer)]},
+    "config": {"Cmd": cmd, "Env": ["PATH=/bin"]},
+    "rootfs": {"type": "layers", "diff_ids": [digest(tar) for tar, _ in layers]},
 }).encode()
 manifest = json.dumps({
     "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
     "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest(config), "size": len(config)},
-    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest(layer_gz), "size": len(layer_gz)}],
+    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest(gz), "size": len(gz)}
+               for _, gz in layers],
 }).encode()
 index = json.dumps({
     "schemaVersion": 2,
@@ -54,5 +73,5 @@ index = json.dumps({
 with tarfile.open(out, "w") as t:
     add_bytes(t, "oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
     add_bytes(t, "index.json", index)
-    for blob in (config, manifest, layer_gz):
+    for blob in [config, manifest] + [gz for _, gz in layers]:
         add_bytes(t, "blobs/sha256/" + hashlib.sha256(blob).hexdigest(), blob)
