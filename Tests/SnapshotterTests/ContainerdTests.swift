@@ -325,11 +325,16 @@ final class ContainerdEnvironment {
     let packageRoot: String
     let image = "docker.io/library/bbtest:latest"
     var imageArchive: String { directory + "/image.tar" }
-    private var snapshotter: Process?
+    private(set) var snapshotter: Process?
     private var containerd: Process?
+    /// TOML appended to containerd's config.
+    private let containerdConfig: String
 
     /// With `dataLayer`, the image has a second layer holding 4 MiB no container reads.
-    init(dataLayer: Bool = false) throws {
+    /// `dataFiles`: the image's first layer also holds data/f000 … (make_busybox_image.py --data-files).
+    /// `containerdConfig`: TOML appended to containerd's config.
+    init(dataLayer: Bool = false, dataFiles: Int = 0, containerdConfig: String = "") throws {
+        self.containerdConfig = containerdConfig
         directory = "/tmp/estargz-containerd-\(UUID().uuidString.prefix(8))"
         packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -337,7 +342,7 @@ final class ContainerdEnvironment {
             throw ContainerdTestError("\(tool) is missing: install containerd, runc, busybox-static, stargz-snapshotter and docker-registry (scripts/setup.sh does)")
         }
         try TestSupport.run("/usr/bin/python3", [packageRoot + "/Tests/SnapshotterTests/Fixtures/make_busybox_image.py", imageArchive, "bbtest"]
-                            + (dataLayer ? ["--data-layer"] : []))
+                            + (dataLayer ? ["--data-layer"] : []) + (dataFiles > 0 ? ["--data-files", String(dataFiles)] : []))
     }
 
     var estargz: String {
@@ -402,8 +407,10 @@ final class ContainerdEnvironment {
         return String(format: "%.1f", value) + " " + units[unit]
     }
 
-    func startSnapshotter() throws {
-        snapshotter = try Self.start(estargz, ["snapshotter", "--root", directory + "/snapshotter", "--address", directory + "/snapshotter.sock"],
+    /// Starts `estargz snapshotter` (with `--config CONFIG` when given; its log is appended to).
+    func startSnapshotter(config: String? = nil) throws {
+        snapshotter = try Self.start(estargz, ["snapshotter", "--root", directory + "/snapshotter", "--address", directory + "/snapshotter.sock"]
+                                     + (config.map { ["--config", $0] } ?? []),
                                      log: directory + "/snapshotter.log")
         try Self.waitFor(directory + "/snapshotter.sock")
     }
@@ -414,6 +421,42 @@ final class ContainerdEnvironment {
         snapshotter = nil
         unlink(directory + "/snapshotter.sock")  // so the next start is waited for, not a stale file
     }
+
+    /// A crash: SIGKILL, no cleanup by the snapshotter (its mounts and socket stay as they are).
+    func killSnapshotter() {
+        guard let snapshotter else { return }
+        kill(snapshotter.processIdentifier, SIGKILL)
+        snapshotter.waitUntilExit()
+        self.snapshotter = nil
+        unlink(directory + "/snapshotter.sock")
+    }
+
+    func stopContainerd() {
+        containerd?.terminate()
+        containerd?.waitUntilExit()
+        containerd = nil
+        unlink(directory + "/containerd.sock")
+    }
+
+    /// The fuse manager the snapshotter started (`[fuse_manager] enable = true`), from its pid file.
+    var fuseManagerPID: Int32? {
+        (try? String(contentsOfFile: directory + "/snapshotter/fuse-manager.sock.pid", encoding: .utf8))
+            .flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    }
+
+    /// Stops the fuse manager, if one runs: SIGTERM (it unmounts its layers), SIGKILL after 5 s.
+    func stopFuseManager() {
+        guard let pid = fuseManagerPID else { return }
+        func alive() -> Bool {
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return false }
+            return !stat.contains(") Z ")
+        }
+        kill(pid, SIGTERM)
+        for _ in 0 ..< 100 where alive() { usleep(50_000) }
+        if alive() { kill(pid, SIGKILL) }
+        unlink(directory + "/snapshotter/fuse-manager.sock.pid")
+    }
+
 
     /// containerd's config: our snapshotter as the `estargz` proxy plugin; the CRI plugin off, or
     /// with `cri` on as a Kubernetes node runs it (see README.md): the sandbox image, the estargz
@@ -448,6 +491,7 @@ final class ContainerdEnvironment {
 
                 """
         }
+        config += "\n" + containerdConfig
         try config.write(toFile: directory + "/config.toml", atomically: true, encoding: .utf8)
     }
 
@@ -481,6 +525,7 @@ final class ContainerdEnvironment {
         containerd?.terminate()
         containerd?.waitUntilExit()
         try? stopSnapshotter()
+        stopFuseManager()
         registry?.stop()
         // Whatever containerd left mounted below our directory.
         if let mounts = try? String(contentsOfFile: "/proc/mounts", encoding: .utf8) {
@@ -493,18 +538,19 @@ final class ContainerdEnvironment {
     }
 
     static func start(_ executable: String, _ arguments: [String], log: String) throws -> Process {
-        FileManager.default.createFile(atPath: log, contents: nil)
+        if !FileManager.default.fileExists(atPath: log) { FileManager.default.createFile(atPath: log, contents: nil) }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        try handle.seekToEnd()
         process.standardOutput = handle
         process.standardError = handle
         try process.run()
         return process
     }
 
-    private static func waitFor(_ socket: String) throws {
+    static func waitFor(_ socket: String) throws {
         for _ in 0 ..< 200 {
             if FileManager.default.fileExists(atPath: socket) { return }
             usleep(50_000)

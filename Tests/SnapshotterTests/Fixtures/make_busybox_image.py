@@ -4,11 +4,14 @@ busybox as /bin/busybox, named docker.io/library/NAME:latest.  With --data-layer
 adds etc/second and 4 MiB of incompressible data/big that no test container reads (the part of an
 image a lazy pull never fetches).  --cmd JSON sets the config's Cmd (default ["/bin/sh"]; a
 pod sandbox image: ["/bin/sleep", "3600"]).
-Usage: make_busybox_image.py OUT.tar NAME [--data-layer] [--cmd JSON]"""
+With --data-files N, the first layer also holds data/f000 … (incompressible, 1 KiB to 512 KiB each, the
+same bytes every run: seeded by the file's number), for load and fault tests to read and compare.
+Usage: make_busybox_image.py OUT.tar NAME [--data-layer] [--cmd JSON] [--data-files N]"""
 import gzip, hashlib, io, json, random, sys, tarfile
 
 out, name = sys.argv[1], sys.argv[2]
 data_layer = "--data-layer" in sys.argv[3:]
+data_files = int(sys.argv[sys.argv.index("--data-files") + 1]) if "--data-files" in sys.argv[3:] else 0
 cmd = json.loads(sys.argv[sys.argv.index("--cmd") + 1]) if "--cmd" in sys.argv[3:] else ["/bin/sh"]
 
 def add_bytes(tar, path, data, mode=0o644):
@@ -32,6 +35,13 @@ with tarfile.open(fileobj=layer_tar, mode="w", format=tarfile.PAX_FORMAT) as t:
         info = tarfile.TarInfo("bin/" + applet)
         info.type, info.linkname, info.mtime = tarfile.SYMTYPE, "busybox", 1_700_000_000
         t.addfile(info)
+    if data_files:
+        info = tarfile.TarInfo("data")
+        info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 1_700_000_000
+        t.addfile(info)
+    for i in range(data_files):
+        rng = random.Random(1000 + i)
+        add_bytes(t, "data/f%03d" % i, rng.randbytes(rng.randint(1024, 512 * 1024)))
 layer = layer_tar.getvalue()
 layer_gz = gzip.compress(layer, mtime=0)
 layers = [(layer, layer_gz)]
