@@ -1,9 +1,14 @@
 #!/usr/bin/env python3
 """Writes a one-layer OCI image archive (for `ctr images import`) holding the host's static
-busybox as /bin/busybox, named docker.io/library/NAME:latest.  Usage: make_busybox_image.py OUT.tar NAME"""
+busybox as /bin/busybox, named docker.io/library/NAME:latest.  Usage: make_busybox_image.py OUT.tar NAME [CONFIG [PAD]]
+CONFIG: a JSON object for the image config's "config" (Entrypoint, Cmd, Env, WorkingDir, User), or - for the default;
+with one the layer also has a user daemon (2:3) and etc/group (root 0, daemon 3, staff 50).
+PAD: MiB of incompressible bytes in /padding.bin, which no test workload reads (so lazy pulls show)."""
 import gzip, hashlib, io, json, random, sys, tarfile
 
 out, name = sys.argv[1], sys.argv[2]
+process_config = json.loads(sys.argv[3]) if len(sys.argv) > 3 and sys.argv[3] != "-" else None
+padding_mib = int(sys.argv[4]) if len(sys.argv) > 4 else 0
 
 def add_bytes(tar, path, data, mode=0o644):
     info = tarfile.TarInfo(path)
@@ -19,9 +24,14 @@ with tarfile.open(fileobj=layer_tar, mode="w", format=tarfile.PAX_FORMAT) as t:
     add_bytes(t, "bin/busybox", open("/bin/busybox", "rb").read(), 0o755)
     add_bytes(t, "etc/message", b"hello from the layer\n")
     # runc looks the container's user up here (no etc/group: a runtime file may be missing).
-    add_bytes(t, "etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
+    add_bytes(t, "etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n"
+              + (b"daemon:x:2:3:daemon:/:/bin/sh\n" if process_config else b""))
+    if process_config:
+        add_bytes(t, "etc/group", b"root:x:0:\ndaemon:x:3:\nstaff:x:50:\n")
     # Incompressible bytes, so a flipped byte in its chunk is easy to place (corruption tests).
     add_bytes(t, "etc/random", random.Random(7).randbytes(256 * 1024))
+    if padding_mib:
+        add_bytes(t, "padding.bin", random.Random(11).randbytes(padding_mib << 20))
     for applet in ("sh", "echo", "cat", "ls"):
         info = tarfile.TarInfo("bin/" + applet)
         info.type, info.linkname, info.mtime = tarfile.SYMTYPE, "busybox", 1_700_000_000
@@ -34,7 +44,7 @@ def digest(b):
 
 config = json.dumps({
     "architecture": "amd64", "os": "linux",
-    "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]},
+    "config": process_config or {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]},
     "rootfs": {"type": "layers", "diff_ids": [digest(layer)]},
 }).encode()
 manifest = json.dumps({
