@@ -24,9 +24,11 @@ enum RemoteLabel {
 /// Lazily mounted eStargz layers: each remote snapshot's `fs` directory is a LazyFS mount (one
 /// layer, overlayfs-style whiteouts) reading its blob from the registry chunk by chunk.
 public final class RemoteLayers: Sendable {
-    private let client: RegistryClient
+    let client: RegistryClient
     private let cache: MemoryChunkCache
     private let mounts = Mutex<[String: LazyMount]>([:])
+    /// The registry reader of each layer mounted so far (by mount directory), for ``registryStatistics``.
+    private let sources = Mutex<[String: RangeReader]>([:])
     private let prefetch: Bool
     private let backgroundFetch: Bool
     private let readerOptions: RangeReader.Options
@@ -67,6 +69,17 @@ public final class RemoteLayers: Sendable {
     /// Hits and misses of the in-memory chunk tier (a miss goes to the disk cache, then the registry).
     var memoryCacheCounts: (hits: Int64, misses: Int64) { cache.counts }
 
+    /// What the layers mounted so far fetched from their registries: bytes, range requests, and the
+    /// sizes of their blobs (what downloading them whole would have cost).
+    public var registryStatistics: (bytesFetched: Int64, requests: Int64, blobBytes: Int64) {
+        sources.withLock { sources in
+            sources.values.reduce((Int64(0), Int64(0), Int64(0))) { total, source in
+                let s = source.statistics
+                return (total.0 + s.bytesFetched, total.1 + s.requests, total.2 + source.size)
+            }
+        }
+    }
+
     /// Whether these labels describe a layer that can be mounted lazily.
     static func describesRemoteLayer(_ labels: [String: String]) -> Bool {
         labels[RemoteLabel.imageReference] != nil && labels[RemoteLabel.layerDigest] != nil
@@ -102,6 +115,7 @@ public final class RemoteLayers: Sendable {
             built = clock.now
             let mount = try fileSystem.mount(at: directory)
             mounts.withLock { $0[directory] = mount }
+            sources.withLock { $0[directory] = source }
         } catch {
             ahead?.cancel()
             throw error
@@ -187,7 +201,7 @@ public final class RemoteLayers: Sendable {
         try? await client.shutdown()
     }
 
-    private static func blocking<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) throws -> T {
+    static func blocking<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) throws -> T {
         let result = Mutex<Result<T, any Error>?>(nil)
         let done = DispatchSemaphore(value: 0)
         Task.detached {

@@ -19,7 +19,7 @@ struct CLIHandOffTests {
     /// Help, handed over or not, is what `estargz-remote` (the whole command set) prints.
     @Test func helpIsTheSameFromBothExecutables() throws {
         for arguments in [["--help"], ["ls", "--help"], ["cat", "--help"], ["convert", "--help"], ["help", "image"],
-                          ["image", "convert", "--help"], ["mount", "--help"], ["snapshotter", "--help"]] {
+                          ["image", "convert", "--help"], ["mount", "--help"], ["snapshotter", "--help"], ["store", "--help"]] {
             #expect(try run(Self.estargz, arguments) == run(Self.remote, arguments), "\(arguments)")
         }
     }
