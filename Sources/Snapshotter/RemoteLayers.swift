@@ -31,7 +31,7 @@ enum RemoteLabel {
 /// Lazily mounted eStargz layers: each remote snapshot's `fs` directory is a LazyFS mount (one
 /// layer, overlayfs-style whiteouts) reading its blob from the registry chunk by chunk.
 public final class RemoteLayers: LayerMounting {
-    private let client: RegistryClient
+    let client: RegistryClient
     private let cache: MemoryChunkCache
     private let mounts = Mutex<[String: LazyMount]>([:])
     private let sources = Mutex<[String: RangeReader]>([:])
@@ -78,13 +78,13 @@ public final class RemoteLayers: LayerMounting {
     /// Hits and misses of the in-memory chunk tier (a miss goes to the disk cache, then the registry).
     var memoryCacheCounts: (hits: Int64, misses: Int64) { cache.counts }
 
-    /// What the registry readers of the layers mounted now have fetched: bytes, requests, and the
-    /// blobs' total size.
+    /// What the layers mounted so far fetched from their registries: bytes, range requests, and the
+    /// sizes of their blobs (what downloading them whole would have cost).
     public var registryStatistics: (bytesFetched: Int64, requests: Int64, blobBytes: Int64) {
         sources.withLock { sources in
-            sources.values.reduce((Int64(0), Int64(0), Int64(0))) {
-                let s = $1.statistics
-                return ($0.0 + s.bytesFetched, $0.1 + s.requests, $0.2 + $1.size)
+            sources.values.reduce((Int64(0), Int64(0), Int64(0))) { total, source in
+                let s = source.statistics
+                return (total.0 + s.bytesFetched, total.1 + s.requests, total.2 + source.size)
             }
         }
     }
@@ -235,7 +235,7 @@ public final class RemoteLayers: LayerMounting {
         try? await client.shutdown()
     }
 
-    private static func blocking<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) throws -> T {
+    static func blocking<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) throws -> T {
         let result = Mutex<Result<T, any Error>?>(nil)
         let done = DispatchSemaphore(value: 0)
         Task.detached {

@@ -63,6 +63,13 @@ struct MountHandOff: ParsableCommand {
     func run() throws { HandOff.execute() }
 }
 
+struct StoreHandOff: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: RemoteSubcommand.store.name,
+                                                    abstract: RemoteSubcommand.store.abstract)
+    @Argument(parsing: .captureForPassthrough) var arguments: [String] = []
+    func run() throws { HandOff.execute() }
+}
+
 struct SnapshotterHandOff: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: RemoteSubcommand.snapshotter.name,
                                                     abstract: RemoteSubcommand.snapshotter.abstract)
