@@ -1,5 +1,6 @@
 import EStargzCore
 import EStargzRemote
+import LazyFS
 import Foundation
 import TestSupport
 import Testing
@@ -69,5 +70,47 @@ struct OptionMountTests {
         let message = String(decoding: try readFile(dir.file("bad.err")), as: UTF8.self)
         #expect(message.contains("no TOC for layer") || message.contains("TOC digest mismatch"), "\(message)")
         #expect(shell("grep -q ' \(failed) fuse' /proc/mounts") != 0)
+    }
+
+    /// A TOC (trusted by digest) whose `innerOffset` points past the end of its shared member: that
+    /// file's reads are EIO through the FUSE mount, and the files around it read fine.
+    @Test func innerOffsetOutsideItsMemberIsEIO() throws {
+        let dir = TemporaryDirectory()
+        var tar = TarBuilder()
+        try tar.append(header("./", .directory, mode: 0o755))
+        var files: [String: [UInt8]] = [:]
+        for i in 0 ..< 20 {
+            let content = Array(String(repeating: "row \(i)\n", count: 30 + i).utf8)
+            files["f\(i)"] = content
+            try tar.append(header("f\(i)", .regular), content: content)
+        }
+        try writeFile(dir.file("layer.tar"), tar.finish())
+        var options = LayerWriter.Options()
+        options.minimumChunkSize = 64 << 10
+        options.externalTOC = true
+        let result = try LayerWriter.convert(inputPath: dir.file("layer.tar"), outputPath: dir.file("layer.esgz"), options: options)
+        // Unpack the external TOC, push one entry's innerOffset out of its member, pack it again.
+        try writeFile(dir.file("toc.tar.gz"), try #require(result.externalTOC))
+        #expect(shell("tar -xzf '\(dir.file("toc.tar.gz"))' -C '\(dir.directory("toc"))'") == 0)
+        var toc = try TOCJSON.decode(try readFile(dir.file("toc/stargz.index.json")))
+        let victim = try #require(toc.entries.firstIndex { $0.name == "f10" })
+        #expect(toc.entries[victim].innerOffset > 0, "f10 shares a member")
+        toc.entries[victim].innerOffset += 1 << 20
+        let json = TOCJSON.encode(toc)
+        var forged = TarBuilder()
+        try forged.append(header("stargz.index.json", .regular), content: json)
+        try writeFile(dir.file("forged.tar"), forged.finish())
+        #expect(shell("gzip -n -c '\(dir.file("forged.tar"))' > '\(dir.file("forged.tar.gz"))'") == 0)
+        let layer = try LayerReader(source: try FileSource(path: dir.file("layer.esgz")), tocDigest: SHA256Digest.of(json),
+                                    externalTOC: try readFile(dir.file("forged.tar.gz")))
+        let mountpoint = dir.directory("mnt")
+        try withMount(try LazyFileSystem(layers: [layer]), at: mountpoint) { _ in
+            #expect(readRange(mountpoint + "/f10", offset: 0, count: 100) == .failure(Errno(EIO)))
+            #expect(readRange(mountpoint + "/f10", offset: 0, count: 100) == .failure(Errno(EIO)), "nothing unverified was cached")
+            for name in ["f9", "f11", "f0", "f19"] {
+                let content = files[name]!
+                #expect(readRange(mountpoint + "/" + name, offset: 0, count: content.count + 1) == .success(content), "\(name)")
+            }
+        }
     }
 }

@@ -613,3 +613,33 @@ extension ContainerdTests {
         #expect(output == "hello from the layer\n")
     }
 }
+
+extension ContainerdTests {
+    /// `image optimize --estargz-min-chunk-size`: small files share members, and the workload's files
+    /// still all sit before the prefetch landmark (which always starts its own member).
+    @Test func optimizeWithSharedMembersKeepsThePrioritizedRegion() throws {
+        let environment = try ContainerdEnvironment()
+        defer { environment.tearDown() }
+        let layout = try environment.imageLayout()
+        let output = environment.directory + "/optimized-min"
+        try TestSupport.run(environment.estargz, ["image", "optimize", "oci:" + layout, "oci:" + output + ":opt",
+                                                  "--estargz-min-chunk-size", "50000", "--period", "20", "--", "/bin/cat", "/etc/message"])
+        let index = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: output + "/index.json"))) as? [String: Any]
+        let manifestDigest = try #require(((index?["manifests"] as? [[String: Any]])?.last?["digest"] as? String)?.dropFirst(7))
+        let manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: output + "/blobs/sha256/" + manifestDigest))) as? [String: Any]
+        let layerDigest = try #require(((manifest?["layers"] as? [[String: Any]])?.first?["digest"] as? String)?.dropFirst(7))
+        let layer = try LayerReader(source: try FileSource(path: output + "/blobs/sha256/" + layerDigest))
+        let end = try #require(layer.prefetchRegionEnd)
+        for path in ["etc/message", "bin/busybox", "etc/passwd"] {
+            let entry = try #require(layer.entry(at: path))
+            #expect(layer.chunks(of: entry).allSatisfy { $0.blobEnd <= end }, "\(path) should be prefetched")
+            #expect(try layer.read(path: path).count == Int(entry.size))
+        }
+        let random = try #require(layer.entry(at: "etc/random"))
+        #expect(layer.chunks(of: random).allSatisfy { $0.blobOffset >= end })
+        // Members are shared: more chunks than distinct member offsets.
+        let all = layer.allChunks()
+        #expect(Set(all.map(\.chunk.blobOffset)).count < all.count)
+        try layer.verifyAllChunks()
+    }
+}

@@ -143,7 +143,9 @@ struct BlobBuild {
             chunkEntry.chunkSize = remaining >= Int64(chunkSize) ? Int64(chunkSize) : 0
             toc.entries.append(chunkEntry)
             currentChunks.append(MemberChunk(tocIndex: toc.entries.count - 1, start: current.count, length: length))
-            current.reserveCapacity(current.count + length + 4096)
+            if current.capacity < current.count + length + 4096 {  // grows geometrically when members are shared
+                current.reserveCapacity(max(current.count + length + 4096, current.isEmpty ? 0 : current.capacity * 2))
+            }
             appendPlain(chunk)
             written += Int64(length)
             contentDone += Int64(length)
