@@ -30,7 +30,7 @@ public struct RegistryOptions: ParsableArguments, Sendable {
     }
 }
 
-/// `--level`, `--chunk-size`, `--zstdchunked` and `--zstd-level`, for every command that writes layers.
+/// `--level`, `--chunk-size`, `--zstdchunked`, `--zstd-level` and `--estargz-min-chunk-size`, for every command that writes layers.
 public struct LayerFormatOptions: ParsableArguments, Sendable {
     @Option(help: "gzip compression level, 1 (fastest) to 9 (smallest).")
     public var level: Int = 9
@@ -53,6 +53,7 @@ public struct LayerFormatOptions: ParsableArguments, Sendable {
     public init() {}
 
     public func validate() throws {
+        guard minimumChunkSize >= 0 else { throw ValidationError("--estargz-min-chunk-size must not be negative") }
         if zstdLevel != nil && !zstdchunked { throw ValidationError("--zstd-level needs --zstdchunked") }
         if zstdchunked, let zstdLevel, !LayerCompression.zstdChunked.levels.contains(zstdLevel) {
             throw ValidationError("--zstd-level \(zstdLevel) is not in \(LayerCompression.zstdChunked.levels)")
@@ -69,9 +70,5 @@ public struct LayerFormatOptions: ParsableArguments, Sendable {
         options.compression = compression
         if let zstdLevel { options.zstdCompressionLevel = zstdLevel }
         options.minimumChunkSize = minimumChunkSize
-    }
-
-    public func validate() throws {
-        guard minimumChunkSize >= 0 else { throw ValidationError("--estargz-min-chunk-size must not be negative") }
     }
 }
