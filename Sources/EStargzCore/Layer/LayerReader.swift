@@ -391,7 +391,7 @@ public final class LayerReader: Sendable {
             } catch {
                 counters.verificationFailures.add(1, ordering: .relaxed)
                 if error.isTruncated {
-                    throw EStargzError.invalidTOC("\(path): chunk at file offset \(chunk.fileOffset): innerOffset \(chunk.innerOffset) + size \(chunk.size) runs past the end of the member at blob offset \(chunk.blobOffset)")
+                    throw EStargzError.invalidTOC("\(path): chunk at file offset \(chunk.fileOffset): innerOffset \(chunk.innerOffset) + size \(chunk.size) runs past the end of the \(compression == .gzip ? "gzip member" : "zstd frame") at blob offset \(chunk.blobOffset)")
                 }
                 throw EStargzError.corruptChunk(entry: path, offset: chunk.blobOffset, reason: error.description)
             }
