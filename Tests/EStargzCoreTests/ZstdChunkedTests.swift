@@ -270,3 +270,32 @@ import TestSupport
         #expect(throws: EStargzError.self) { _ = try broken.read(path: "usr/lib/multi.bin", offset: chunk.fileOffset, count: 1) }
     }
 }
+
+/// zstd input to the writer: a .tar.zst, and a zstd:chunked blob converted back to eStargz.
+@Suite struct ZstdInputTests {
+    @Test func tarZstAndZstdChunkedBlobsAreAcceptedAsInput() throws {
+        let dir = TemporaryDirectory()
+        let (tar, files) = try LayerRoundTripTests.sampleTar()
+        try writeFile(dir.file("layer.tar"), tar)
+        #expect(shell("zstd -q -19 -c '\(dir.file("layer.tar"))' > '\(dir.file("layer.tar.zst"))'") == 0)
+        var options = LayerWriter.Options()
+        options.chunkSize = LayerRoundTripTests.chunkSize
+        let fromTar = try LayerWriter.convert(inputPath: dir.file("layer.tar"), outputPath: dir.file("a.esgz"), options: options)
+        let fromZst = try LayerWriter.convert(inputPath: dir.file("layer.tar.zst"), outputPath: dir.file("b.esgz"), options: options)
+        #expect(fromZst.tocDigest == fromTar.tocDigest && fromZst.diffID == fromTar.diffID)
+
+        // zstd:chunked -> eStargz: the same files (the TOC skippable frame is not part of the tar).
+        let (_, _, zstdPath) = try convert(tar, in: dir, options: ZstdChunkedLayerTests.options(), name: "chunked")
+        _ = try LayerWriter.convert(inputPath: zstdPath, outputPath: dir.file("back.esgz"), options: options)
+        let back = try LayerReader(source: try FileSource(path: dir.file("back.esgz")))
+        #expect(back.compression == .gzip)
+        for (name, content) in files { #expect(try back.read(path: name) == content, "\(name)") }
+
+        // A truncated .tar.zst is an error that says so.
+        let zst = try readFile(dir.file("layer.tar.zst"))
+        try writeFile(dir.file("cut.tar.zst"), Array(zst.prefix(zst.count / 2)))
+        #expect(throws: EStargzError.self) {
+            _ = try LayerWriter.convert(inputPath: dir.file("cut.tar.zst"), outputPath: dir.file("cut.esgz"), options: options)
+        }
+    }
+}
