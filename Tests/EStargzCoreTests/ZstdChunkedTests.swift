@@ -299,3 +299,65 @@ import TestSupport
         }
     }
 }
+
+/// The zstd:chunked TOC read whole and streamed (big TOCs) give the same table; the streamed
+/// path refuses lying frames the same way.
+@Suite struct ZstdChunkedStreamingTOCTests {
+    static func open(_ blob: [UInt8], streamed: Bool, tailSize: Int64? = nil) throws -> LayerReader {
+        var limits = LayerReader.Limits()
+        if streamed { limits.maximumWholeTOCSize = 0 }
+        let source = MemorySource(blob)
+        return try LayerReader(source: source, limits: limits)
+    }
+
+    @Test func wholeAndStreamedTOCsBuildTheSameTable() throws {
+        let (blob, _, result) = try ZstdChunkedLayerTests.sample()
+        let whole = try Self.open(blob, streamed: false)
+        let streamed = try Self.open(blob, streamed: true)
+        #expect(whole.tocWasInflatedWhole && !streamed.tocWasInflatedWhole)
+        #expect(streamed.tocDigest == result.tocDigest && whole.tocDigest == result.tocDigest)
+        var a: [String] = [], b: [String] = []
+        whole.walk { path, entry in a.append("\(path) \(entry.kind) \(entry.size)"); return true }
+        streamed.walk { path, entry in b.append("\(path) \(entry.kind) \(entry.size)"); return true }
+        #expect(a == b && a.count > 10)
+        try streamed.verifyAllChunks()
+        // A trusted digest that does not match is the error on this path too.
+        var limits = LayerReader.Limits()
+        limits.maximumWholeTOCSize = 0
+        let wrong = SHA256Digest.of([1, 2, 3])
+        #expect(throws: EStargzError.tocDigestMismatch(expected: wrong.description, actual: result.tocDigest.description)) {
+            _ = try LayerReader(source: MemorySource(blob), tocDigest: wrong, limits: limits)
+        }
+    }
+
+    @Test func streamedTOCRefusesTruncatedAndOversizedFrames() throws {
+        let (blob, footer, _) = try ZstdChunkedLayerTests.sample()
+        let data = blob[0 ..< Int(footer.dataEnd)]
+        let toc = Array(blob[Int(footer.tocOffset) ..< Int(footer.tocOffset + footer.compressedTOCSize)])
+        let size = Int(footer.tocSize)
+        func error(_ blob: [UInt8]) -> EStargzError? {
+            #expect(throws: EStargzError.self) { _ = try Self.open(blob, streamed: true) }
+        }
+        // Truncated frame; a footer that claims fewer bytes than the frame holds (after the
+        // declared-size check: a frame without one, as a streaming encoder writes it).
+        guard case .invalidTOC? = error(ZstdChunkedLayerTests.assemble(data: data, compressedTOC: Array(toc.prefix(toc.count - 9)), tocSize: size)) else {
+            Issue.record("truncated frame accepted"); return
+        }
+        // The real TOC JSON followed by 8 MiB of spaces in one frame (no content size, as a
+        // streaming encoder writes it), behind a footer that gives the JSON's size: the JSON parses,
+        // and the bytes behind it are refused, on both paths, without decoding them all.
+        let dir = TemporaryDirectory()
+        var json = [UInt8](repeating: 0, count: size)
+        try toc.withUnsafeBytes { src in try json.withUnsafeMutableBytes { try Kernel.zstdDecompress(src, into: $0) } }
+        try writeFile(dir.file("padded"), json + [UInt8](repeating: 0x20, count: 8 << 20))
+        #expect(shell("cat '\(dir.file("padded"))' | zstd -q -c > '\(dir.file("bomb.zst"))'") == 0)
+        let bomb = try readFile(dir.file("bomb.zst"))
+        let padded = ZstdChunkedLayerTests.assemble(data: data, compressedTOC: bomb, tocSize: size)
+        guard case let .limitExceeded(reason)? = error(padded) else { Issue.record("streamed: padded TOC frame accepted"); return }
+        #expect(reason.contains("more than the footer's \(size) bytes"))
+        guard case .limitExceeded? = ZstdChunkedLayerTests.openError(padded) else { Issue.record("whole: padded TOC frame accepted"); return }
+        guard case .invalidTOC? = error(ZstdChunkedLayerTests.assemble(data: data, compressedTOC: toc, claimed: toc.count + 1, tocSize: size)) else {
+            Issue.record("lying skippable frame accepted"); return
+        }
+    }
+}
