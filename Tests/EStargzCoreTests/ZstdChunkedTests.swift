@@ -361,3 +361,27 @@ import TestSupport
         }
     }
 }
+
+/// A source whose opening tail holds only the footer and a few bytes of the TOC frame (as a
+/// registry source with a small tail): the rest of the frame is read, then joined with the tail.
+private struct SmallTailSource: RandomAccessSource {
+    let inner: MemorySource
+    var size: Int64 { inner.size }
+    var openingTailSize: Int64 { 64 }
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws { try inner.read(into: buffer, at: offset) }
+}
+
+@Suite struct ZstdChunkedSmallTailTests {
+    @Test(arguments: [false, true]) func tocFrameReadBeyondTheTail(streamed: Bool) throws {
+        let (blob, footer, result) = try ZstdChunkedLayerTests.sample()
+        #expect(footer.compressedTOCSize > 64)
+        var limits = LayerReader.Limits()
+        if streamed { limits.maximumWholeTOCSize = 0 }
+        let layer = try LayerReader(source: SmallTailSource(inner: MemorySource(blob)), tocDigest: result.tocDigest, limits: limits)
+        #expect(layer.tocWasInflatedWhole == !streamed)
+        #expect(layer.tocDigest == result.tocDigest)
+        try layer.verifyAllChunks()
+        let (_, files) = try LayerRoundTripTests.sampleTar()
+        #expect(try layer.read(path: "usr/lib/multi.bin") == files["usr/lib/multi.bin"])
+    }
+}
