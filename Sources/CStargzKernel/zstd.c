@@ -197,3 +197,57 @@ int sgk_zstd_frame_content_size(const uint8_t *src, size_t src_len, uint64_t *si
 }
 
 const char *sgk_zstd_implementation(void) { return ZSTD_versionString(); }
+
+/* ------------------------------------------------------- streaming decode */
+
+struct sgk_zstd_stream {
+    ZSTD_DStream *ds;
+    uint64_t total_out;
+    int at_boundary; /* a frame ended and nothing of the next was consumed yet */
+};
+
+sgk_zstd_stream *sgk_zstd_stream_new(void) {
+    sgk_zstd_stream *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    if (!(s->ds = ZSTD_createDStream())) {
+        free(s);
+        return NULL;
+    }
+    s->at_boundary = 1;
+    return s;
+}
+
+void sgk_zstd_stream_free(sgk_zstd_stream *s) {
+    if (!s) return;
+    ZSTD_freeDStream(s->ds);
+    free(s);
+}
+
+uint64_t sgk_zstd_stream_total_out(const sgk_zstd_stream *s) { return s ? s->total_out : 0; }
+
+int sgk_zstd_stream_step(sgk_zstd_stream *s,
+                         const uint8_t *in, size_t in_len, size_t *in_used,
+                         uint8_t *out, size_t out_len, size_t *out_used,
+                         int *frame_end) {
+    static uint8_t dummy;
+    if (!s || (!in && in_len) || (!out && out_len) || !in_used || !out_used || !frame_end) return SGK_ERR_ARGUMENT;
+    ZSTD_inBuffer ib = {in ? in : &dummy, in_len, 0};
+    ZSTD_outBuffer ob = {out ? out : &dummy, out_len, 0};
+    int status = SGK_OK;
+    for (;;) {
+        size_t before_in = ib.pos, before_out = ob.pos;
+        size_t r = ZSTD_decompressStream(s->ds, &ob, &ib);
+        if (ZSTD_isError(r)) { status = zstd_error_status(r); break; }
+        if (ib.pos > before_in) s->at_boundary = 0;
+        if (r == 0) s->at_boundary = 1; /* a frame (or skippable frame) is complete */
+        if (ib.pos == ib.size || ob.pos == ob.size) break;
+        if (ib.pos == before_in && ob.pos == before_out) break;
+    }
+    /* As the gzip inflater: an error after good bytes is reported by the next call. */
+    if (status != SGK_OK && (ib.pos || ob.pos)) status = SGK_OK;
+    s->total_out += ob.pos;
+    *in_used = ib.pos;
+    *out_used = ob.pos;
+    *frame_end = (status == SGK_OK && s->at_boundary) ? 1 : 0;
+    return status;
+}

@@ -270,3 +270,118 @@ import TestSupport
         #expect(throws: EStargzError.self) { _ = try broken.read(path: "usr/lib/multi.bin", offset: chunk.fileOffset, count: 1) }
     }
 }
+
+/// zstd input to the writer: a .tar.zst, and a zstd:chunked blob converted back to eStargz.
+@Suite struct ZstdInputTests {
+    @Test func tarZstAndZstdChunkedBlobsAreAcceptedAsInput() throws {
+        let dir = TemporaryDirectory()
+        let (tar, files) = try LayerRoundTripTests.sampleTar()
+        try writeFile(dir.file("layer.tar"), tar)
+        #expect(shell("zstd -q -19 -c '\(dir.file("layer.tar"))' > '\(dir.file("layer.tar.zst"))'") == 0)
+        var options = LayerWriter.Options()
+        options.chunkSize = LayerRoundTripTests.chunkSize
+        let fromTar = try LayerWriter.convert(inputPath: dir.file("layer.tar"), outputPath: dir.file("a.esgz"), options: options)
+        let fromZst = try LayerWriter.convert(inputPath: dir.file("layer.tar.zst"), outputPath: dir.file("b.esgz"), options: options)
+        #expect(fromZst.tocDigest == fromTar.tocDigest && fromZst.diffID == fromTar.diffID)
+
+        // zstd:chunked -> eStargz: the same files (the TOC skippable frame is not part of the tar).
+        let (_, _, zstdPath) = try convert(tar, in: dir, options: ZstdChunkedLayerTests.options(), name: "chunked")
+        _ = try LayerWriter.convert(inputPath: zstdPath, outputPath: dir.file("back.esgz"), options: options)
+        let back = try LayerReader(source: try FileSource(path: dir.file("back.esgz")))
+        #expect(back.compression == .gzip)
+        for (name, content) in files { #expect(try back.read(path: name) == content, "\(name)") }
+
+        // A truncated .tar.zst is an error that says so.
+        let zst = try readFile(dir.file("layer.tar.zst"))
+        try writeFile(dir.file("cut.tar.zst"), Array(zst.prefix(zst.count / 2)))
+        #expect(throws: EStargzError.self) {
+            _ = try LayerWriter.convert(inputPath: dir.file("cut.tar.zst"), outputPath: dir.file("cut.esgz"), options: options)
+        }
+    }
+}
+
+/// The zstd:chunked TOC read whole and streamed (big TOCs) give the same table; the streamed
+/// path refuses lying frames the same way.
+@Suite struct ZstdChunkedStreamingTOCTests {
+    static func open(_ blob: [UInt8], streamed: Bool, tailSize: Int64? = nil) throws -> LayerReader {
+        var limits = LayerReader.Limits()
+        if streamed { limits.maximumWholeTOCSize = 0 }
+        let source = MemorySource(blob)
+        return try LayerReader(source: source, limits: limits)
+    }
+
+    @Test func wholeAndStreamedTOCsBuildTheSameTable() throws {
+        let (blob, _, result) = try ZstdChunkedLayerTests.sample()
+        let whole = try Self.open(blob, streamed: false)
+        let streamed = try Self.open(blob, streamed: true)
+        #expect(whole.tocWasInflatedWhole && !streamed.tocWasInflatedWhole)
+        #expect(streamed.tocDigest == result.tocDigest && whole.tocDigest == result.tocDigest)
+        var a: [String] = [], b: [String] = []
+        whole.walk { path, entry in a.append("\(path) \(entry.kind) \(entry.size)"); return true }
+        streamed.walk { path, entry in b.append("\(path) \(entry.kind) \(entry.size)"); return true }
+        #expect(a == b && a.count > 10)
+        try streamed.verifyAllChunks()
+        // A trusted digest that does not match is the error on this path too.
+        var limits = LayerReader.Limits()
+        limits.maximumWholeTOCSize = 0
+        let wrong = SHA256Digest.of([1, 2, 3])
+        #expect(throws: EStargzError.tocDigestMismatch(expected: wrong.description, actual: result.tocDigest.description)) {
+            _ = try LayerReader(source: MemorySource(blob), tocDigest: wrong, limits: limits)
+        }
+    }
+
+    @Test func streamedTOCRefusesTruncatedAndOversizedFrames() throws {
+        let (blob, footer, _) = try ZstdChunkedLayerTests.sample()
+        let data = blob[0 ..< Int(footer.dataEnd)]
+        let toc = Array(blob[Int(footer.tocOffset) ..< Int(footer.tocOffset + footer.compressedTOCSize)])
+        let size = Int(footer.tocSize)
+        func error(_ blob: [UInt8]) -> EStargzError? {
+            #expect(throws: EStargzError.self) { _ = try Self.open(blob, streamed: true) }
+        }
+        // Truncated frame; a footer that claims fewer bytes than the frame holds (after the
+        // declared-size check: a frame without one, as a streaming encoder writes it).
+        guard case .invalidTOC? = error(ZstdChunkedLayerTests.assemble(data: data, compressedTOC: Array(toc.prefix(toc.count - 9)), tocSize: size)) else {
+            Issue.record("truncated frame accepted"); return
+        }
+        // The real TOC JSON followed by 8 MiB of spaces in one frame (no content size, as a
+        // streaming encoder writes it), behind a footer that gives the JSON's size: the JSON parses,
+        // and the bytes behind it are refused, on both paths, without decoding them all.
+        let dir = TemporaryDirectory()
+        var json = [UInt8](repeating: 0, count: size)
+        try toc.withUnsafeBytes { src in try json.withUnsafeMutableBytes { try Kernel.zstdDecompress(src, into: $0) } }
+        try writeFile(dir.file("padded"), json + [UInt8](repeating: 0x20, count: 8 << 20))
+        #expect(shell("cat '\(dir.file("padded"))' | zstd -q -c > '\(dir.file("bomb.zst"))'") == 0)
+        let bomb = try readFile(dir.file("bomb.zst"))
+        let padded = ZstdChunkedLayerTests.assemble(data: data, compressedTOC: bomb, tocSize: size)
+        guard case let .limitExceeded(reason)? = error(padded) else { Issue.record("streamed: padded TOC frame accepted"); return }
+        #expect(reason.contains("more than the footer's \(size) bytes"))
+        guard case .limitExceeded? = ZstdChunkedLayerTests.openError(padded) else { Issue.record("whole: padded TOC frame accepted"); return }
+        guard case .invalidTOC? = error(ZstdChunkedLayerTests.assemble(data: data, compressedTOC: toc, claimed: toc.count + 1, tocSize: size)) else {
+            Issue.record("lying skippable frame accepted"); return
+        }
+    }
+}
+
+/// A source whose opening tail holds only the footer and a few bytes of the TOC frame (as a
+/// registry source with a small tail): the rest of the frame is read, then joined with the tail.
+private struct SmallTailSource: RandomAccessSource {
+    let inner: MemorySource
+    var size: Int64 { inner.size }
+    var openingTailSize: Int64 { 64 }
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws { try inner.read(into: buffer, at: offset) }
+}
+
+@Suite struct ZstdChunkedSmallTailTests {
+    @Test(arguments: [false, true]) func tocFrameReadBeyondTheTail(streamed: Bool) throws {
+        let (blob, footer, result) = try ZstdChunkedLayerTests.sample()
+        #expect(footer.compressedTOCSize > 64)
+        var limits = LayerReader.Limits()
+        if streamed { limits.maximumWholeTOCSize = 0 }
+        let layer = try LayerReader(source: SmallTailSource(inner: MemorySource(blob)), tocDigest: result.tocDigest, limits: limits)
+        #expect(layer.tocWasInflatedWhole == !streamed)
+        #expect(layer.tocDigest == result.tocDigest)
+        try layer.verifyAllChunks()
+        let (_, files) = try LayerRoundTripTests.sampleTar()
+        #expect(try layer.read(path: "usr/lib/multi.bin") == files["usr/lib/multi.bin"])
+    }
+}

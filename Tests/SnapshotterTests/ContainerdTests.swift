@@ -209,12 +209,14 @@ extension ContainerdTests {
     }
 
     /// The layout's one layer is eStargz whose prefetch region holds exactly the workload's files.
-    private func expectPrioritized(layout output: String) throws {
+    private func expectPrioritized(layout output: String, compression: LayerCompression = .gzip) throws {
         let index = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: output + "/index.json"))) as? [String: Any]
         let manifestDigest = try #require(((index?["manifests"] as? [[String: Any]])?.last?["digest"] as? String)?.dropFirst(7))
         let manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: output + "/blobs/sha256/" + manifestDigest))) as? [String: Any]
         let layerDigest = try #require(((manifest?["layers"] as? [[String: Any]])?.first?["digest"] as? String)?.dropFirst(7))
         let layer = try LayerReader(source: try FileSource(path: output + "/blobs/sha256/" + layerDigest))
+        #expect(layer.compression == compression)
+        #expect((manifest?["layers"] as? [[String: Any]])?.first?["mediaType"] as? String == compression.mediaType)
         let end = try #require(layer.prefetchRegionEnd)
         // What the workload read, and etc/passwd, which the runtime reads to start any container.
         for path in ["etc/message", "bin/busybox", "etc/passwd"] {
@@ -641,5 +643,41 @@ extension ContainerdTests {
         let all = layer.allChunks()
         #expect(Set(all.map(\.chunk.blobOffset)).count < all.count)
         try layer.verifyAllChunks()
+    }
+}
+
+extension ContainerdTests {
+    /// A zstd:chunked image through containerd and our snapshotter: the layer is mounted lazily
+    /// (the format is told by its footer) and a container runs on it.
+    @Test func rpullMountsZstdChunkedLayersLazily() throws {
+        let environment = try ContainerdEnvironment()
+        defer { environment.tearDown() }
+        let registry = try environment.startRegistry()
+        let layout = try environment.imageLayout()
+        let reference = "127.0.0.1:\(registry)/bbtest:zstdchunked"
+        try TestSupport.run(environment.estargz, ["image", "convert", "oci:" + layout, reference, "--zstdchunked"])
+        let manifest = try TestSupport.run("/usr/bin/skopeo", ["inspect", "--raw", "--tls-verify=false", "docker://" + reference])
+        #expect(manifest.contains("application/vnd.oci.image.layer.v1.tar+zstd") && manifest.contains("zstd-chunked.manifest-position"))
+
+        try environment.startSnapshotter()
+        try environment.startContainerd()
+        try environment.ctrRemote(["image", "rpull", "--plain-http", "--snapshotter", "estargz", reference])
+        let mounts = try String(contentsOfFile: "/proc/mounts", encoding: .utf8)
+        #expect(mounts.split(separator: "\n").contains { $0.contains(environment.directory + "/snapshotter/snapshots/") && $0.contains("fuse") })
+        let output = try environment.ctr(["run", "--rm", "--snapshotter", "estargz", reference, "zstd1", "/bin/cat", "/etc/message"])
+        #expect(output == "hello from the layer\n")
+        let busybox = try environment.ctr(["run", "--rm", "--snapshotter", "estargz", reference, "zstd2", "/bin/sh", "-c", "/bin/busybox | head -c 7"])
+        #expect(busybox == "BusyBox")
+    }
+
+    /// `image optimize --zstdchunked`: the workload's files first, in a zstd:chunked layer.
+    @Test func optimizeWritesZstdChunked() throws {
+        let environment = try ContainerdEnvironment()
+        defer { environment.tearDown() }
+        let layout = try environment.imageLayout()
+        let output = environment.directory + "/optimized-zstd"
+        try TestSupport.run(environment.estargz, ["image", "optimize", "oci:" + layout, "oci:" + output + ":opt", "--zstdchunked",
+                                                  "--period", "20", "--", "/bin/cat", "/etc/message"])
+        try expectPrioritized(layout: output, compression: .zstdChunked)
     }
 }

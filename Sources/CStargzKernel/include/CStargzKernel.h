@@ -141,6 +141,19 @@ int sgk_zstd_decompress(const uint8_t *src, size_t src_len,
  * header does not say. SGK_ERR_FORMAT if src does not start with a valid zstd
  * frame header, SGK_ERR_TRUNCATED if it ends inside it. */
 int sgk_zstd_frame_content_size(const uint8_t *src, size_t src_len, uint64_t *size);
+/* Streaming decode of one or more concatenated zstd frames (a .tar.zst, or a
+ * whole zstd:chunked blob; skippable frames are skipped), the twin of
+ * sgk_inflater_*. Windows above 128 MiB (zstd --long) are refused. *frame_end
+ * is 1 when a frame ended exactly at the end of the consumed input; an error
+ * met after this call consumed or produced bytes is returned by the next call. */
+typedef struct sgk_zstd_stream sgk_zstd_stream;
+sgk_zstd_stream *sgk_zstd_stream_new(void);
+void sgk_zstd_stream_free(sgk_zstd_stream *stream);
+int sgk_zstd_stream_step(sgk_zstd_stream *stream,
+                         const uint8_t *in, size_t in_len, size_t *in_used,
+                         uint8_t *out, size_t out_len, size_t *out_used,
+                         int *frame_end);
+uint64_t sgk_zstd_stream_total_out(const sgk_zstd_stream *stream);
 /* The libzstd version in use, e.g. "1.5.4". */
 const char *sgk_zstd_implementation(void);
 

@@ -122,8 +122,11 @@ enum ZstdChunkedTOC {
     ///
     /// A zstd bomb costs nothing: decoding stops at the first byte past `tocSize`, which is itself
     /// bounded by `limits.maximumTOCSize` and by what `compressedTOCSize` bytes can plausibly hold.
+    /// TOCs up to `limits.maximumWholeTOCSize` are decoded whole in one pass and parsed in place;
+    /// larger ones stream (read in 1 MiB pieces, decoded, hashed and parsed window by window), so a
+    /// 100,000-entry TOC is never whole in memory. `whole` tells which path built the table.
     static func loadTable(source: any RandomAccessSource, footer: ZstdChunkedFooter, tail: [UInt8], tailStart: Int64,
-                          expected: SHA256Digest?, limits: LayerReader.Limits) throws -> (table: NodeTable, digest: SHA256Digest) {
+                          expected: SHA256Digest?, limits: LayerReader.Limits) throws -> (table: NodeTable, digest: SHA256Digest, whole: Bool) {
         let headerStart = footer.dataEnd
         let end = footer.tocOffset + footer.compressedTOCSize
         guard footer.tocSize <= limits.maximumTOCSize else {
@@ -133,6 +136,11 @@ enum ZstdChunkedTOC {
         // claims more from a small frame is lying, and nothing is allocated for it.
         guard footer.tocSize <= footer.compressedTOCSize * 2048 + (1 << 20) else {
             throw EStargzError.invalidTOC("zstd:chunked TOC of \(footer.tocSize) bytes cannot come from a \(footer.compressedTOCSize)-byte frame")
+        }
+        if footer.tocSize > Int64(limits.maximumWholeTOCSize) {
+            let (table, digest) = try loadStreaming(source: source, footer: footer, tail: tail, tailStart: tailStart,
+                                                    expected: expected, limits: limits)
+            return (table, digest, false)
         }
         var frame: [UInt8]
         if headerStart >= tailStart {
@@ -172,7 +180,125 @@ enum ZstdChunkedTOC {
             throw error
         }
         frame = []
-        return try TOCMember.parseWhole(document: document, json: 0 ..< size, tocOffset: headerStart,
-                                        expected: expected, limits: limits)
+        let (table, digest) = try TOCMember.parseWhole(document: document, json: 0 ..< size, tocOffset: headerStart,
+                                                       expected: expected, limits: limits)
+        return (table, digest, true)
+    }
+
+    /// The streaming path: the frame read in 1 MiB pieces (the tail's copy when it holds them),
+    /// decoded by a zstd stream decoder, hashed and parsed through the parser's window; big TOCs
+    /// are read, decoded and hashed on the other core, a few windows ahead.
+    private static func loadStreaming(source: any RandomAccessSource, footer: ZstdChunkedFooter, tail: [UInt8], tailStart: Int64,
+                                      expected: SHA256Digest?, limits: LayerReader.Limits) throws -> (NodeTable, SHA256Digest) {
+        let what = "zstd:chunked TOC frame at offset \(footer.tocOffset)"
+        let headerStart = footer.dataEnd
+        let end = footer.tocOffset + footer.compressedTOCSize
+        let pieceSize: Int64 = 1 << 20
+        var next = headerStart
+        if headerStart < tailStart { source.willRead(headerStart ..< tailStart) }
+        func nextPiece() throws -> [UInt8] {
+            guard next < end else { return [] }
+            // Up to 1 MiB, never across the start of the tail (which is already here).
+            let count = Int(next >= tailStart ? min(pieceSize, end - next) : min(pieceSize, end - next, tailStart - next))
+            defer { next += Int64(count) }
+            if next >= tailStart { return Array(tail[Int(next - tailStart) ..< Int(next - tailStart) + count]) }
+            return try source.read(at: next, count: count)
+        }
+        var piece = try nextPiece()
+        guard piece.count >= ZstdChunkedFooter.skippableHeaderSize,
+              Array(piece[0 ..< ZstdChunkedFooter.skippableHeaderSize]) == ZstdChunkedFooter.skippableHeader(length: Int(footer.compressedTOCSize)) else {
+            throw EStargzError.invalidTOC("zstd:chunked: the skippable frame at offset \(headerStart) does not hold the footer's \(footer.compressedTOCSize)-byte TOC")
+        }
+        var used = ZstdChunkedFooter.skippableHeaderSize
+        guard piece[used...].starts(with: [0x28, 0xb5, 0x2f, 0xfd]) else {
+            throw EStargzError.invalidTOC("zstd:chunked TOC at offset \(footer.tocOffset) is not a zstd frame")
+        }
+        let decoder: ZstdStreamDecoder
+        do { decoder = try ZstdStreamDecoder() } catch { throw EStargzError.compression(error.description) }
+        let size = footer.tocSize
+        var delivered: Int64 = 0
+        var frameEnded = false
+        var hasher = SHA256Hasher()
+        let fill: TOCStreamParser.Fill = { (buffer: UnsafeMutableRawBufferPointer) throws(EStargzError) -> Int in
+            let wanted = Int(min(Int64(buffer.count), size - delivered))
+            guard wanted > 0 else { return 0 }
+            while true {
+                if used == piece.count {
+                    do { piece = try nextPiece() } catch let error as EStargzError { throw error } catch { throw .invalidTOC("\(what): \(error)") }
+                    used = 0
+                    if piece.isEmpty { throw .invalidTOC("\(what) is truncated: it ends after \(delivered) of the footer's \(size) bytes") }
+                }
+                let step: (consumed: Int, produced: Int, memberEnded: Bool)
+                do {
+                    step = try piece.withUnsafeBytes { all in
+                        try decoder.decode(UnsafeRawBufferPointer(rebasing: all[used...]),
+                                           into: UnsafeMutableRawBufferPointer(rebasing: buffer[0 ..< wanted]))
+                    }
+                } catch {
+                    throw .invalidTOC("\(what) does not decompress: \(error)")
+                }
+                used += step.consumed
+                if step.memberEnded { frameEnded = true }
+                if step.produced > 0 {
+                    hasher.update(UnsafeRawBufferPointer(rebasing: buffer[0 ..< step.produced]))
+                    delivered += Int64(step.produced)
+                    return step.produced
+                }
+                if frameEnded { throw .invalidTOC("\(what) is truncated: it holds \(delivered) of the footer's \(size) bytes") }
+                if step.consumed == 0 && used < piece.count { throw .invalidTOC("\(what) is truncated") }
+            }
+        }
+        let readAhead = TOCReadAhead(fill: fill)
+        defer { readAhead.finish() }
+        let nextJSON: TOCStreamParser.Fill = { (buffer: UnsafeMutableRawBufferPointer) throws(EStargzError) -> Int in
+            try readAhead.read(into: buffer)
+        }
+        var parser = TOCStreamParser(totalSize: Int(size), builder: NodeTableBuilder(tocOffset: headerStart, limits: limits),
+                                     fill: nextJSON)
+        func digestOfAll() throws -> SHA256Digest {
+            var scratch = [UInt8](repeating: 0, count: 64 << 10)
+            while try scratch.withUnsafeMutableBytes({ try nextJSON($0) }) > 0 {}
+            readAhead.finish()
+            return hasher.finalize()
+        }
+        do {
+            try parser.parse()
+        } catch {
+            parser.release()
+            if let expected, let actual = try? digestOfAll(), actual != expected {
+                throw EStargzError.tocDigestMismatch(expected: expected.description, actual: actual.description)
+            }
+            throw error
+        }
+        readAhead.finish()
+        // All of the footer's bytes were parsed: the frame must end there (no bomb behind them).
+        var probe = [UInt8](repeating: 0, count: 1)
+        while !frameEnded {
+            if used == piece.count {
+                piece = try nextPiece()
+                used = 0
+                if piece.isEmpty { throw EStargzError.invalidTOC("\(what) is truncated after its \(size) bytes") }
+            }
+            let step: (consumed: Int, produced: Int, memberEnded: Bool)
+            do {
+                step = try piece.withUnsafeBytes { all in
+                    try probe.withUnsafeMutableBytes { try decoder.decode(UnsafeRawBufferPointer(rebasing: all[used...]), into: $0) }
+                }
+            } catch {
+                throw EStargzError.invalidTOC("\(what) does not decompress: \(error)")
+            }
+            if step.produced > 0 { throw EStargzError.limitExceeded("\(what) holds more than the footer's \(size) bytes") }
+            used += step.consumed
+            if step.memberEnded { frameEnded = true }
+            if step.consumed == 0 && !frameEnded && used < piece.count { throw EStargzError.invalidTOC("\(what) is truncated") }
+        }
+        guard used == piece.count, next == end else { throw EStargzError.invalidTOC("\(what): bytes follow the frame") }
+        let digest = hasher.finalize()
+        if let expected, expected != digest {
+            throw EStargzError.tocDigestMismatch(expected: expected.description, actual: digest.description)
+        }
+        var builder = parser.takeBuilder()
+        parser.release()
+        return (try builder.finish(), digest)
     }
 }

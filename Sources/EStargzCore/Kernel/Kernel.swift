@@ -410,3 +410,46 @@ final class GzipStreamDecoder {
     /// Total uncompressed bytes produced so far.
     var totalOut: UInt64 { sgk_inflater_total_out(inflater) }
 }
+
+// MARK: - Streaming zstd
+
+/// A decoder of a compressed stream fed piece by piece (gzip members or zstd frames).
+protocol StreamDecoder: AnyObject {
+    /// Consumes some of `input` and produces some into `output`; `memberEnded` is true when a
+    /// member or frame ended exactly at the end of the consumed input.
+    func decode(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws(KernelError)
+        -> (consumed: Int, produced: Int, memberEnded: Bool)
+    /// Total uncompressed bytes produced so far.
+    var totalOut: UInt64 { get }
+}
+
+extension GzipStreamDecoder: StreamDecoder {}
+
+/// Streaming decoder of concatenated zstd frames (.tar.zst input, whole zstd:chunked blobs);
+/// skippable frames are skipped. The zstd twin of ``GzipStreamDecoder``.
+final class ZstdStreamDecoder: StreamDecoder {
+    private let stream: OpaquePointer
+
+    /// A decoder positioned before the first frame.
+    init() throws(KernelError) {
+        guard let s = sgk_zstd_stream_new() else { throw KernelError(status: SGK_ERR_NOMEM.rawValue) }
+        stream = s
+    }
+
+    deinit { sgk_zstd_stream_free(stream) }
+
+    func decode(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws(KernelError)
+        -> (consumed: Int, produced: Int, memberEnded: Bool)
+    {
+        var used = 0, made = 0
+        var end: Int32 = 0
+        try KernelError.check(sgk_zstd_stream_step(
+            stream,
+            input.baseAddress?.assumingMemoryBound(to: UInt8.self), input.count, &used,
+            output.baseAddress?.assumingMemoryBound(to: UInt8.self), output.count, &made,
+            &end))
+        return (used, made, end != 0)
+    }
+
+    var totalOut: UInt64 { sgk_zstd_stream_total_out(stream) }
+}

@@ -120,6 +120,8 @@ struct BlobBuild {
         var fileDigest = SHA256Hasher()
         var written: Int64 = 0
         let size = header.size
+        // A file of one chunk has its chunk's digest, which a worker computes: no second pass here.
+        let singleChunk = size > 0 && size <= Int64(chunkSize)
         var first = true
         var firstIndex = toc.entries.count
         let startsMember = minimumChunkSize == 0 || Landmark.isLandmark(TarPath.clean(header.name))
@@ -136,7 +138,7 @@ struct BlobBuild {
             case let .bytes(bytes):
                 chunk = Array(bytes[Int(written) ..< Int(written) + length])
             }
-            fileDigest.update(chunk)
+            if !singleChunk { fileDigest.update(chunk) }
             var chunkEntry = first ? entry : TOCEntry(name: header.name, type: .chunk)
             chunkEntry.chunkOffset = written
             // As the reference: chunkSize is recorded unless this is a shorter, final chunk.
@@ -156,7 +158,7 @@ struct BlobBuild {
             firstIndex = toc.entries.count
             toc.entries.append(entry)
         }
-        toc.entries[firstIndex].digest = fileDigest.finalize().description
+        if !singleChunk { toc.entries[firstIndex].digest = fileDigest.finalize().description }
         if raw == nil { appendPlain([UInt8](repeating: 0, count: TarWriter.paddingLength(forContentSize: size))) }
     }
 
@@ -241,7 +243,10 @@ struct BlobBuild {
             toc.entries[index].offset = output.written
             toc.entries[index].innerOffset = Int64(chunk.start)
             let text = digest.description
-            // A single-chunk file's chunk digest is its file digest: share the string's storage.
+            // A single-chunk file's chunk digest is its file digest (one string, shared storage).
+            if toc.entries[index].type == .regular && toc.entries[index].size == Int64(chunk.length) {
+                toc.entries[index].digest = text
+            }
             toc.entries[index].chunkDigest = toc.entries[index].digest == text ? toc.entries[index].digest : text
         }
         try output.write(job.compressed)

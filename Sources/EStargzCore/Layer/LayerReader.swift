@@ -76,15 +76,15 @@ public final class LayerReader: Sendable {
             guard footer.compressedTOCSize <= limits.maximumCompressedTOCSize else {
                 throw EStargzError.limitExceeded("compressed TOC of \(footer.compressedTOCSize) bytes")
             }
-            let (table, digest) = try ZstdChunkedTOC.loadTable(source: source, footer: footer, tail: tail,
-                                                               tailStart: blobSize - tailSize, expected: expected, limits: limits)
+            let (table, digest, whole) = try ZstdChunkedTOC.loadTable(source: source, footer: footer, tail: tail,
+                                                                      tailStart: blobSize - tailSize, expected: expected, limits: limits)
             self.tocDigest = digest
             self.tocOffset = footer.tocOffset
             self.footerFormat = .zstdChunked
             self.compression = .zstdChunked
             self.tocEntryCount = table.entryCount
             self.table = table
-            self.tocWasInflatedWhole = true
+            self.tocWasInflatedWhole = whole
             return
         }
         let (format, tocOffset) = try Footer.parse(tail)

@@ -185,15 +185,13 @@ struct SeekableTar {
         if isRegular {
             magicCount = pread(fd, &magic, 4, 0)
             if magicCount < 0 { throw EStargzError.io(operation: "pread", path: path, errno: errno) }
-            if !(magicCount >= 2 && magic[0] == 0x1f && magic[1] == 0x8b) {
-                if magicCount == 4, magic == [0x28, 0xb5, 0x2f, 0xfd] {
-                    throw EStargzError.invalidArgument("\(path) is zstd-compressed; decompress it first (only tar and tar.gz are accepted)")
-                }
+            let zstd = magicCount == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd]
+            if !(magicCount >= 2 && magic[0] == 0x1f && magic[1] == 0x8b) && !zstd {
                 guard lseek(fd, 0, SEEK_SET) == 0 else { throw EStargzError.io(operation: "lseek", path: path, errno: errno) }
                 return SeekableTar(fd: fd, path: path, size: Int64(info.st_size), owned: false)
             }
         }
-        // Not seekable, or gzip: spool the plain tar to an anonymous file.
+        // Not seekable, gzip or zstd: spool the plain tar to an anonymous file.
         let spool = try FileIO.anonymousTemporaryFile(in: temporaryDirectory)
         do {
             let size = try inflateOrCopy(from: fd, path: path, to: spool)
@@ -205,7 +203,8 @@ struct SeekableTar {
         }
     }
 
-    /// Copies `fd` to `spool`, inflating it when it starts like gzip (all members).
+    /// Copies `fd` to `spool`, decompressing it when it starts like gzip (all members) or zstd (all
+    /// frames, skippable ones skipped: a zstd:chunked blob's TOC is not part of its tar).
     private static func inflateOrCopy(from fd: Int32, path: String, to spool: Int32) throws -> Int64 {
         let inputBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
         let outputBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
@@ -213,8 +212,9 @@ struct SeekableTar {
         var available = try FileIO.readSome(fd, inputBuffer, path: path)
         var start = 0
         let gzip = available >= 2 && inputBuffer[0] == 0x1f && inputBuffer[1] == 0x8b
+        let zstd = available >= 4 && inputBuffer[0] == 0x28 && inputBuffer[1] == 0xb5 && inputBuffer[2] == 0x2f && inputBuffer[3] == 0xfd
         var total: Int64 = 0
-        if !gzip {
+        if !gzip && !zstd {
             while available > 0 {
                 try FileIO.writeAll(spool, UnsafeRawBufferPointer(rebasing: inputBuffer[0 ..< available]), path: "temporary file")
                 total += Int64(available)
@@ -222,8 +222,9 @@ struct SeekableTar {
             }
             return total
         }
-        let decoder: GzipStreamDecoder
-        do { decoder = try GzipStreamDecoder() } catch { throw EStargzError.compression(error.description) }
+        let decoder: any StreamDecoder
+        do { decoder = zstd ? try ZstdStreamDecoder() : try GzipStreamDecoder() } catch { throw EStargzError.compression(error.description) }
+        let format = zstd ? "zstd" : "gzip"
         var atMemberBoundary = false
         while true {
             if start == available {
@@ -235,7 +236,7 @@ struct SeekableTar {
             do {
                 step = try decoder.decode(UnsafeRawBufferPointer(rebasing: inputBuffer[start ..< available]), into: outputBuffer)
             } catch {
-                throw EStargzError.invalidArgument("\(path): corrupt gzip data after \(decoder.totalOut) uncompressed bytes: \(error.description)")
+                throw EStargzError.invalidArgument("\(path): corrupt \(format) data after \(decoder.totalOut) uncompressed bytes: \(error.description)")
             }
             start += step.consumed
             if step.produced > 0 {
@@ -245,7 +246,7 @@ struct SeekableTar {
             if step.consumed > 0 || step.produced > 0 { atMemberBoundary = step.memberEnded }
         }
         guard atMemberBoundary else {
-            throw EStargzError.truncated(what: "gzip stream \(path)", offset: total, needed: 1)
+            throw EStargzError.truncated(what: "\(format) stream \(path)", offset: total, needed: 1)
         }
         return total
     }
