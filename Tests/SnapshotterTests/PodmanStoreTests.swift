@@ -46,6 +46,12 @@ struct PodmanStoreTests {
         #expect(stats["layersMounted"] == 1, "\(stats)")
         #expect(blob > 8 << 20, "\(stats)")
         #expect(fetched > 0 && fetched * 4 < blob, "the run fetched a small part of the layer: \(stats)")
+
+        // Podman's layer points into the store for good: after a restart of the store the image runs
+        // again, its layer mounted lazily anew on the first lookup.
+        try environment.startStore()
+        #expect(try environment.podman(["run", "--rm", lazy, "/bin/cat", "/etc/message"]) == "hello from the layer\n")
+        #expect(try environment.stopStore()["layersMounted"] == 1)
     }
 }
 
