@@ -8,7 +8,7 @@ import Testing
 @Suite(.serialized) struct OptimizeWorkloadTests {
     /// What every test workload prints, one `key=value` per line.
     static let report = #"echo "args=$0 $*"; echo "user=$(busybox id -u):$(busybox id -g)"; echo "cwd=$(pwd)"; "#
-        + #"echo "greeting=$GREETING"; echo "extra=$EXTRA"; echo "fromfile=$FROMFILE"; echo "netns=$(busybox readlink /proc/self/ns/net)"; "#
+        + #"echo "greeting=$GREETING"; echo "extra=$EXTRA"; echo "fromfile=$FROMFILE"; echo "netns=$(busybox readlink /proc/self/ns/net)"; echo "netdevs=$(busybox ls /sys/class/net | busybox tr '\n' ' ')"; echo "loflags=$(cat /sys/class/net/lo/flags)"; "#
         + #"cat /etc/message; if [ -e /mnt/host/data ]; then echo "mounted=$(cat /mnt/host/data)"; "#
         + #"echo overwrite > /mnt/host/data 2>/dev/null && echo writable || echo read-only; fi"#
 
@@ -52,6 +52,7 @@ import Testing
         #expect(output.contains("hello from the layer\n"), "\(output)")
         let hostNamespace = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/net")
         #expect(seen["netns"]?.hasPrefix("net:[") == true && seen["netns"] != hostNamespace, "a new network namespace: \(output)")
+        #expect(seen["netdevs"] == "lo " && seen["loflags"] == "0x9", "only a loopback device, up: \(output)")
         // The workload's reads are recorded: what it read is prioritized in the converted layer.
         let layer = try LayerReader(source: try FileSource(path: try layerBlob(directory.path + "/out")))
         let end = try #require(layer.prefetchRegionEnd)
