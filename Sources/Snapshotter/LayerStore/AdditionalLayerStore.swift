@@ -23,6 +23,10 @@ import Synchronization
 /// pulls them the usual way. The top levels are a small FUSE file system of their own
 /// (``LayerStoreFileSystem``); each layer tree is a separate LazyFS mount, which the kernel's overlayfs
 /// stacks directly, so a container's file reads never pass through the store's own file system.
+/// `diff` is a symlink rather than a directory with the layer mounted on it because the mount must
+/// exist before the lookup of `diff` is answered, and mounting onto a path inside this file system
+/// from its own lookup would deadlock (the mount's path walk waits for that very lookup).
+/// containers/storage and overlayfs follow the symlink (`os.Stat`, the lowerdir path walk).
 public final class AdditionalLayerStore: @unchecked Sendable {
     /// The store's state directory (`layers/` holds the lazy mounts).
     public let root: String
