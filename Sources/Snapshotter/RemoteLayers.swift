@@ -7,13 +7,20 @@ import Logging
 import Synchronization
 
 /// The labels through which containerd asks for a remote snapshot. containerd copies a layer
-/// descriptor's `containerd.io/snapshot/…` annotations into the Prepare labels; `ctr-remote
-/// image rpull` (and the reference's pull handler) adds the image reference and layer digest.
+/// descriptor's `containerd.io/snapshot/…` annotations into the Prepare labels; `estargz pull`
+/// and `ctr-remote image rpull` add the image reference and layer digest, containerd's CRI
+/// plugin (with `disable_snapshot_annotations = false`) its own `cri.*` ones.
 enum RemoteLabel {
     /// The committed snapshot containerd will look for (the layer's chain ID).
     static let targetSnapshot = "containerd.io/snapshot.ref"
     static let imageReference = "containerd.io/snapshot/remote/stargz.reference"
     static let layerDigest = "containerd.io/snapshot/remote/stargz.digest"
+    /// Every layer of the image, comma-separated (so a snapshotter may fetch ahead).
+    static let imageLayers = "containerd.io/snapshot/remote/stargz.layers"
+    /// What the CRI plugin sets for the same three.
+    static let criImageReference = "containerd.io/snapshot/cri.image-ref"
+    static let criLayerDigest = "containerd.io/snapshot/cri.layer-digest"
+    static let criImageLayers = "containerd.io/snapshot/cri.image-layers"
     /// The eStargz TOC digest annotation (the trusted root of every chunk digest).
     static let tocDigest = "containerd.io/snapshot/stargz/toc.digest"
     /// Marks a snapshot whose `fs` directory is a lazy mount.
@@ -23,11 +30,10 @@ enum RemoteLabel {
 
 /// Lazily mounted eStargz layers: each remote snapshot's `fs` directory is a LazyFS mount (one
 /// layer, overlayfs-style whiteouts) reading its blob from the registry chunk by chunk.
-public final class RemoteLayers: Sendable {
+public final class RemoteLayers: LayerMounting {
     let client: RegistryClient
     private let cache: MemoryChunkCache
     private let mounts = Mutex<[String: LazyMount]>([:])
-    /// The registry reader of each layer mounted so far (by mount directory), for ``registryStatistics``.
     private let sources = Mutex<[String: RangeReader]>([:])
     private let prefetch: Bool
     private let backgroundFetch: Bool
@@ -56,7 +62,10 @@ public final class RemoteLayers: Sendable {
                 cacheCapacity: Int64 = 1 << 30, memoryCacheCapacity: Int = 128 << 20, prefetch: Bool = true,
                 backgroundFetch: Bool = false, fetchBlockSize: Int64 = 32 << 10, tailSize: Int64 = 64 << 10) throws {
         client = RegistryClient(options: registry)
-        let disk = try cacheDirectory.map { try DiskChunkCache(directory: $0, capacity: cacheCapacity) }
+        let logger = self.logger
+        let disk = try cacheDirectory.map {
+            try DiskChunkCache(directory: $0, capacity: cacheCapacity) { message in logger.warning("\(message)") }
+        }
         cache = MemoryChunkCache(capacity: memoryCacheCapacity, backing: disk)
         self.prefetch = prefetch
         self.backgroundFetch = backgroundFetch
@@ -82,16 +91,26 @@ public final class RemoteLayers: Sendable {
 
     /// Whether these labels describe a layer that can be mounted lazily.
     static func describesRemoteLayer(_ labels: [String: String]) -> Bool {
-        labels[RemoteLabel.imageReference] != nil && labels[RemoteLabel.layerDigest] != nil
+        reference(in: labels) != nil && layerDigest(in: labels) != nil
             && labels[RemoteLabel.tocDigest].flatMap(SHA256Digest.init(parsing:)) != nil
+    }
+
+    /// The image reference of a remote layer's labels: ours (and ctr-remote's), or the CRI plugin's.
+    static func reference(in labels: [String: String]) -> String? {
+        labels[RemoteLabel.imageReference] ?? labels[RemoteLabel.criImageReference]
+    }
+
+    /// The layer digest of a remote layer's labels: ours (and ctr-remote's), or the CRI plugin's.
+    static func layerDigest(in labels: [String: String]) -> String? {
+        labels[RemoteLabel.layerDigest] ?? labels[RemoteLabel.criLayerDigest]
     }
 
     /// Opens the layer the labels name (footer and TOC only, the TOC checked against its digest)
     /// and mounts it at `directory`. Blocks while the TOC is fetched. Returns the layer's usage
     /// as ``usage(of:)`` defines it.
     @discardableResult
-    func mount(labels: [String: String], at directory: String) throws -> (size: Int64, inodes: Int64) {
-        guard let referenceText = labels[RemoteLabel.imageReference], let digest = labels[RemoteLabel.layerDigest],
+    public func mount(labels: [String: String], at directory: String) throws -> (size: Int64, inodes: Int64) {
+        guard let referenceText = Self.reference(in: labels), let digest = Self.layerDigest(in: labels),
               let toc = labels[RemoteLabel.tocDigest].flatMap(SHA256Digest.init(parsing:)) else {
             throw SnapshotterError.invalidArgument("labels do not describe an eStargz layer")
         }
@@ -102,7 +121,15 @@ public final class RemoteLayers: Sendable {
         let clock = ContinuousClock(), started = clock.now
         let source = try Self.blocking { try await RangeReader.open(client: client, repository: reference, digest: digest, options: readerOptions) }
         let fetched = clock.now
-        let layer = try LayerReader(source: source, tocDigest: toc, cache: cache)
+        let layer: LayerReader
+        do {
+            layer = try LayerReader(source: source, tocDigest: toc, cache: cache)
+        } catch EStargzError.externalTOCRequired {
+            // The TOC is in the image's TOC image (`TAG-esgztoc`) on the same registry.
+            let finder = try ExternalTOCFinder(client: client, image: reference)
+            let external = try Self.blocking { try await finder.toc(forLayer: digest) }
+            layer = try LayerReader(source: source, tocDigest: toc, cache: cache, externalTOC: external)
+        }
         let opened = clock.now
         // The region's bytes start flowing now, while the mount is set up and Prepare returns.
         let ahead = prefetch && (layer.prefetchRegionEnd ?? 0) > 0 ? Self.fetchAhead(source, upTo: layer.prefetchRegionEnd!) : nil
@@ -180,9 +207,15 @@ public final class RemoteLayers: Sendable {
         return (size, Int64(seen.count))
     }
 
+    /// The directories with a layer mounted now.
+    public func mountedDirectories() -> Set<String> {
+        mounts.withLock { Set($0.keys) }
+    }
+
     /// Unmounts the layer mounted at `directory`, if any.
-    func unmount(_ directory: String) {
+    public func unmount(_ directory: String) {
         let mount = mounts.withLock { $0.removeValue(forKey: directory) }
+        sources.withLock { _ = $0.removeValue(forKey: directory) }
         mount?.unmount()
     }
 
@@ -192,6 +225,7 @@ public final class RemoteLayers: Sendable {
             defer { current.removeAll() }
             return Array(current.values)
         }
+        sources.withLock { $0.removeAll() }
         for mount in all { mount.unmount() }
     }
 

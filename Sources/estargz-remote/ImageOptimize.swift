@@ -8,7 +8,7 @@ import LazyFS
 struct ImageOptimize: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "optimize",
-        abstract: "Convert an image to eStargz with the files a workload reads put first.",
+        abstract: "Convert an image to eStargz (or zstd:chunked) with the files a workload reads put first.",
         discussion: """
             Mounts SRC's layers lazily (merged, with a writable overlay on top) and runs the image's own \
             workload chrooted into that tree, as a runtime would start its container: Entrypoint + Cmd, Env, \
@@ -79,9 +79,13 @@ struct ImageOptimize: ParsableCommand {
         layerFormat.apply(to: &options.layer)
         options.platform = try registry.parsedPlatform()
 
-        // 1. eStargz layers in a local layout (whatever SRC's layers were), to mount from.
+        // 1. eStargz layers in a local layout (whatever SRC's layers were), to mount from. Always
+        //    gzip at level 1: quick, and step 3 reads them back as its input whatever DST's format.
         let staging = ImageLocation.layout(directory: work + "/staging", tag: "staging")
-        let staged = try convert(source, to: staging, client: client, options: options)
+        var stagingOptions = options
+        stagingOptions.layer.compression = .gzip
+        stagingOptions.layer.compressionLevel = 1
+        let staged = try convert(source, to: staging, client: client, options: stagingOptions)
 
         // 2. Run the workload on them and record what it reads.
         let oci = try runReportingRemoteErrors { try OCILayout(directory: work + "/staging") }

@@ -31,9 +31,9 @@ import Testing
 }
 
 extension ContainerdTests {
-    /// The remote-snapshot path: an eStargz image in a real registry, pulled with `ctr-remote image
-    /// rpull`: the layer is mounted lazily (nothing downloaded) and a container runs on it.
-    @Test func rpullMountsEStargzLayersLazily() throws {
+    /// The remote-snapshot path: an eStargz image in a real registry, pulled with `estargz pull`:
+    /// the layer is mounted lazily (nothing downloaded) and a container runs on it.
+    @Test func pullMountsEStargzLayersLazily() throws {
         let environment = try ContainerdEnvironment()
         defer { environment.tearDown() }
         let registry = try environment.startRegistry()
@@ -44,7 +44,8 @@ extension ContainerdTests {
 
         try environment.startSnapshotter()
         try environment.startContainerd()
-        try environment.ctrRemote(["image", "rpull", "--plain-http", "--snapshotter", "estargz", reference])
+        let progress = try environment.pull(reference)
+        #expect(progress.contains("mounted lazily by estargz"), "\(progress)")
         // The layer's snapshot is a lazy FUSE mount below the snapshotter's root.
         let mounts = try String(contentsOfFile: "/proc/mounts", encoding: .utf8)
         #expect(mounts.split(separator: "\n").contains { $0.contains(environment.directory + "/snapshotter/snapshots/") && $0.contains("fuse") })
@@ -64,7 +65,8 @@ extension ContainerdTests {
         // A plain gzip image through the same path: not eStargz, so it is downloaded and unpacked.
         let plain = "127.0.0.1:\(registry)/bbtest:gzip"
         try TestSupport.run("/usr/bin/skopeo", ["copy", "--dest-tls-verify=false", "oci:" + layout, "docker://" + plain])
-        try environment.ctrRemote(["image", "rpull", "--plain-http", "--snapshotter", "estargz", plain])
+        let gzipProgress = try environment.pull(plain)
+        #expect(gzipProgress.contains("downloaded") && !gzipProgress.contains("lazily"), "\(gzipProgress)")
         let fromGzip = try environment.ctr(["run", "--rm", "--snapshotter", "estargz", plain, "plain1", "/bin/cat", "/etc/message"])
         #expect(fromGzip == "hello from the layer\n")
 
@@ -73,6 +75,67 @@ extension ContainerdTests {
         try environment.startSnapshotter()
         let again = try environment.ctrRetrying(["run", "--rm", "--snapshotter", "estargz", reference, "lazy2", "/bin/cat", "/etc/message"])
         #expect(again == "hello from the layer\n")
+    }
+}
+
+extension ContainerdTests {
+    /// `estargz pull` of a two-layer eStargz image: both layers are mounted lazily (the second on
+    /// the first), a container reads a file of each, and the registry serves a small part of the
+    /// image's bytes. A second pull finds the snapshots there.
+    @Test func pullFetchesASmallPartOfTheImage() throws {
+        let environment = try ContainerdEnvironment(dataLayer: true)
+        defer { environment.tearDown() }
+        let port = try environment.startRegistry(logAccess: true)
+        let layout = try environment.imageLayout()
+        let reference = "127.0.0.1:\(port)/bbdata:esgz"
+        try TestSupport.run(environment.estargz, ["image", "convert", "oci:" + layout, reference])
+        let imageBytes = try environment.registryBytes()
+        let registry = try #require(environment.registry)
+        let pushed = registry.blobBytesServed()
+        try environment.startSnapshotter()
+        try environment.startContainerd()
+
+        let progress = try environment.pull(reference)
+        #expect(progress.components(separatedBy: "mounted lazily by estargz").count == 3, "\(progress)")
+        #expect(progress.contains("done: \(reference)"), "\(progress)")
+        #expect(try environment.ctr(["images", "ls", "-q"]).split(separator: "\n").contains(Substring(reference)))
+        let output = try environment.ctr(["run", "--rm", "--snapshotter", "estargz", reference, "data1",
+                                          "/bin/cat", "/etc/message", "/etc/second"])
+        #expect(output == "hello from the layer\nhello from the second layer\n")
+        let fetched = registry.blobBytesServed() - pushed
+        print("estargz pull + ctr run (our eStargz image): \(fetched) of \(imageBytes) registry bytes fetched")
+        #expect(fetched > 0 && fetched < imageBytes / 3, "fetched \(fetched) of \(imageBytes) bytes")
+
+        let again = try environment.pull(reference)
+        #expect(again.components(separatedBy: ": exists").count == 3, "\(again)")
+        #expect(registry.blobBytesServed() - pushed < fetched + 4096, "a second pull fetches the config again, no layer bytes")
+    }
+
+    /// Interop: an image made by `ctr-remote image convert --estargz --oci` and pushed with `ctr`
+    /// is pulled lazily by `estargz pull` (into another namespace, away from the converted copy's
+    /// content) and runs with a small part of its bytes fetched.
+    @Test func pullOfACtrRemoteConvertedImage() throws {
+        let environment = try ContainerdEnvironment(dataLayer: true)
+        defer { environment.tearDown() }
+        let port = try environment.startRegistry(logAccess: true)
+        try environment.startSnapshotter()
+        try environment.startContainerd()
+        try environment.ctr(["images", "import", "--no-unpack", environment.imageArchive])
+        let reference = "127.0.0.1:\(port)/bbdata:ctr-remote-esgz"
+        try environment.ctrRemote(["image", "convert", "--estargz", "--oci", environment.image, reference])
+        try environment.ctr(["images", "push", "--plain-http", reference])
+        let imageBytes = try environment.registryBytes()
+        let registry = try #require(environment.registry)
+        let pushed = registry.blobBytesServed()
+
+        let progress = try environment.pull(reference, namespace: "pulled")
+        #expect(progress.components(separatedBy: "mounted lazily by estargz").count == 3, "\(progress)")
+        let output = try environment.ctr(["run", "--rm", "--snapshotter", "estargz", reference, "data2",
+                                          "/bin/cat", "/etc/message", "/etc/second"], namespace: "pulled")
+        #expect(output == "hello from the layer\nhello from the second layer\n")
+        let fetched = registry.blobBytesServed() - pushed
+        print("estargz pull + ctr run (ctr-remote image): \(fetched) of \(imageBytes) registry bytes fetched")
+        #expect(fetched > 0 && fetched < imageBytes / 3, "fetched \(fetched) of \(imageBytes) bytes")
     }
 }
 
@@ -101,7 +164,7 @@ extension ContainerdTests {
 
         try environment.startSnapshotter()
         try environment.startContainerd()
-        try environment.ctrRemote(["image", "rpull", "--plain-http", "--snapshotter", "estargz", reference])
+        try environment.pull(reference)
         let output = try environment.ctr(["run", "--rm", "--snapshotter", "estargz", reference, "corrupt1", "/bin/sh", "-c",
                                           "cat /etc/message; cat /etc/random > /dev/null 2>/tmp/err; echo status=$?; cat /tmp/err"])
         #expect(output.hasPrefix("hello from the layer\n"), "other files still read: \(output)")
@@ -252,39 +315,34 @@ extension ContainerdTests {
     }
 }
 
-private func fileSize(_ path: String) -> Int64 {
+func fileSize(_ path: String) -> Int64 {
     ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int64) ?? 0
 }
 
 /// Temporary containerd + snapshotter, torn down whatever happens.
-private final class ContainerdEnvironment {
+final class ContainerdEnvironment {
     let directory: String
     let packageRoot: String
     let image = "docker.io/library/bbtest:latest"
     var imageArchive: String { directory + "/image.tar" }
-    private var snapshotter: Process?
+    private(set) var snapshotter: Process?
     private var containerd: Process?
+    /// TOML appended to containerd's config.
+    private let containerdConfig: String
 
-    init() throws {
+    /// With `dataLayer`, the image has a second layer holding 4 MiB no container reads.
+    /// `dataFiles`: the image's first layer also holds data/f000 … (make_busybox_image.py --data-files).
+    /// `containerdConfig`: TOML appended to containerd's config.
+    init(dataLayer: Bool = false, dataFiles: Int = 0, containerdConfig: String = "") throws {
+        self.containerdConfig = containerdConfig
         directory = "/tmp/estargz-containerd-\(UUID().uuidString.prefix(8))"
         packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         for tool in ["/usr/bin/containerd", "/usr/bin/ctr", "/usr/sbin/runc", "/bin/busybox", "/usr/bin/ctr-remote", "/usr/bin/docker-registry", "/usr/bin/skopeo"] where !FileManager.default.fileExists(atPath: tool) {
             throw ContainerdTestError("\(tool) is missing: install containerd, runc, busybox-static, stargz-snapshotter and docker-registry (scripts/setup.sh does)")
         }
-        try TestSupport.run("/usr/bin/python3", [packageRoot + "/Tests/SnapshotterTests/Fixtures/make_busybox_image.py", imageArchive, "bbtest"])
-        let config = """
-            version = 2
-            root = "\(directory)/containerd-root"
-            state = "\(directory)/containerd-state"
-            disabled_plugins = ["io.containerd.grpc.v1.cri"]
-            [grpc]
-              address = "\(directory)/containerd.sock"
-            [proxy_plugins.estargz]
-              type = "snapshot"
-              address = "\(directory)/snapshotter.sock"
-            """
-        try config.write(toFile: directory + "/config.toml", atomically: true, encoding: .utf8)
+        try TestSupport.run("/usr/bin/python3", [packageRoot + "/Tests/SnapshotterTests/Fixtures/make_busybox_image.py", imageArchive, "bbtest"]
+                            + (dataLayer ? ["--data-layer"] : []) + (dataFiles > 0 ? ["--data-files", String(dataFiles)] : []))
     }
 
     var estargz: String {
@@ -292,11 +350,12 @@ private final class ContainerdEnvironment {
         return FileManager.default.isExecutableFile(atPath: beside) ? beside : packageRoot + "/.build/debug/estargz"
     }
 
-    private var registry: TestRegistry?
+    private(set) var registry: TestRegistry?
 
     /// Debian's docker-registry on a free loopback port, storing under DIR/registry; returns the port.
-    func startRegistry() throws -> Int {
-        let started = try TestRegistry(storage: directory + "/registry")
+    /// With `logAccess` it logs requests, so `registry.blobBytesServed()` counts what was fetched.
+    func startRegistry(logAccess: Bool = false) throws -> Int {
+        let started = try TestRegistry(storage: directory + "/registry", logAccess: logAccess)
         registry = started
         return started.port
     }
@@ -320,6 +379,21 @@ private final class ContainerdEnvironment {
         return layout
     }
 
+    /// The bytes of every blob the registry stores (its manifests, configs and layers).
+    func registryBytes() throws -> Int64 {
+        let blobs = directory + "/registry/docker/registry/v2/blobs"
+        let files = FileManager.default.enumerator(atPath: blobs)!.compactMap { $0 as? String }.filter { $0.hasSuffix("/data") }
+        return files.reduce(0) { $0 + fileSize(blobs + "/" + $1) }
+    }
+
+    /// `estargz pull` into our containerd; returns its progress lines (stderr).
+    @discardableResult
+    func pull(_ reference: String, namespace: String = "estargz-test") throws -> String {
+        let command = ([estargz, "pull", "--address", directory + "/containerd.sock", "--namespace", namespace, reference]
+            .map { "'\($0)'" } + ["2>&1"]).joined(separator: " ")
+        return try TestSupport.run("/bin/sh", ["-c", command])
+    }
+
     @discardableResult
     func ctrRemote(_ arguments: [String]) throws -> String {
         try TestSupport.run("/usr/bin/ctr-remote", ["--address", directory + "/containerd.sock", "--namespace", "estargz-test"] + arguments)
@@ -333,8 +407,10 @@ private final class ContainerdEnvironment {
         return String(format: "%.1f", value) + " " + units[unit]
     }
 
-    func startSnapshotter() throws {
-        snapshotter = try Self.start(estargz, ["snapshotter", "--root", directory + "/snapshotter", "--address", directory + "/snapshotter.sock"],
+    /// Starts `estargz snapshotter` (with `--config CONFIG` when given; its log is appended to).
+    func startSnapshotter(config: String? = nil) throws {
+        snapshotter = try Self.start(estargz, ["snapshotter", "--root", directory + "/snapshotter", "--address", directory + "/snapshotter.sock"]
+                                     + (config.map { ["--config", $0] } ?? []),
                                      log: directory + "/snapshotter.log")
         try Self.waitFor(directory + "/snapshotter.sock")
     }
@@ -346,7 +422,81 @@ private final class ContainerdEnvironment {
         unlink(directory + "/snapshotter.sock")  // so the next start is waited for, not a stale file
     }
 
-    func startContainerd() throws {
+    /// A crash: SIGKILL, no cleanup by the snapshotter (its mounts and socket stay as they are).
+    func killSnapshotter() {
+        guard let snapshotter else { return }
+        kill(snapshotter.processIdentifier, SIGKILL)
+        snapshotter.waitUntilExit()
+        self.snapshotter = nil
+        unlink(directory + "/snapshotter.sock")
+    }
+
+    func stopContainerd() {
+        containerd?.terminate()
+        containerd?.waitUntilExit()
+        containerd = nil
+        unlink(directory + "/containerd.sock")
+    }
+
+    /// The fuse manager the snapshotter started (`[fuse_manager] enable = true`), from its pid file.
+    var fuseManagerPID: Int32? {
+        (try? String(contentsOfFile: directory + "/snapshotter/fuse-manager.sock.pid", encoding: .utf8))
+            .flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    }
+
+    /// Stops the fuse manager, if one runs: SIGTERM (it unmounts its layers), SIGKILL after 5 s.
+    func stopFuseManager() {
+        guard let pid = fuseManagerPID else { return }
+        func alive() -> Bool {
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return false }
+            return !stat.contains(") Z ")
+        }
+        kill(pid, SIGTERM)
+        for _ in 0 ..< 100 where alive() { usleep(50_000) }
+        if alive() { kill(pid, SIGKILL) }
+        unlink(directory + "/snapshotter/fuse-manager.sock.pid")
+    }
+
+
+    /// containerd's config: our snapshotter as the `estargz` proxy plugin; the CRI plugin off, or
+    /// with `cri` on as a Kubernetes node runs it (see README.md): the sandbox image, the estargz
+    /// snapshotter with the layer annotations passed on, and `registry` reached over plain HTTP.
+    func writeConfig(cri: (sandboxImage: String, registry: String)? = nil) throws {
+        var config = """
+            version = 2
+            root = "\(directory)/containerd-root"
+            state = "\(directory)/containerd-state"
+            \(cri == nil ? "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]" : "")
+            [grpc]
+              address = "\(directory)/containerd.sock"
+            [proxy_plugins.estargz]
+              type = "snapshot"
+              address = "\(directory)/snapshotter.sock"
+
+            """
+        if let cri {
+            config += """
+                [plugins."io.containerd.grpc.v1.cri"]
+                  sandbox_image = "\(cri.sandboxImage)"
+                  stream_server_address = "127.0.0.1"
+                  stream_server_port = "0"
+                  [plugins."io.containerd.grpc.v1.cri".containerd]
+                    snapshotter = "estargz"
+                    disable_snapshot_annotations = false
+                  [plugins."io.containerd.grpc.v1.cri".cni]
+                    bin_dir = "\(directory)/cni/bin"
+                    conf_dir = "\(directory)/cni/conf"
+                  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."\(cri.registry)"]
+                    endpoint = ["http://\(cri.registry)"]
+
+                """
+        }
+        config += "\n" + containerdConfig
+        try config.write(toFile: directory + "/config.toml", atomically: true, encoding: .utf8)
+    }
+
+    func startContainerd(cri: (sandboxImage: String, registry: String)? = nil) throws {
+        try writeConfig(cri: cri)
         containerd = try Self.start("/usr/bin/containerd", ["--config", directory + "/config.toml"], log: directory + "/containerd.log")
         try Self.waitFor(directory + "/containerd.sock")
     }
@@ -366,8 +516,8 @@ private final class ContainerdEnvironment {
     }
 
     @discardableResult
-    func ctr(_ arguments: [String]) throws -> String {
-        try TestSupport.run("/usr/bin/ctr", ["--address", directory + "/containerd.sock", "--namespace", "estargz-test"] + arguments)
+    func ctr(_ arguments: [String], namespace: String = "estargz-test") throws -> String {
+        try TestSupport.run("/usr/bin/ctr", ["--address", directory + "/containerd.sock", "--namespace", namespace] + arguments)
     }
 
     func tearDown() {
@@ -375,6 +525,7 @@ private final class ContainerdEnvironment {
         containerd?.terminate()
         containerd?.waitUntilExit()
         try? stopSnapshotter()
+        stopFuseManager()
         registry?.stop()
         // Whatever containerd left mounted below our directory.
         if let mounts = try? String(contentsOfFile: "/proc/mounts", encoding: .utf8) {
@@ -387,18 +538,19 @@ private final class ContainerdEnvironment {
     }
 
     static func start(_ executable: String, _ arguments: [String], log: String) throws -> Process {
-        FileManager.default.createFile(atPath: log, contents: nil)
+        if !FileManager.default.fileExists(atPath: log) { FileManager.default.createFile(atPath: log, contents: nil) }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        try handle.seekToEnd()
         process.standardOutput = handle
         process.standardError = handle
         try process.run()
         return process
     }
 
-    private static func waitFor(_ socket: String) throws {
+    static func waitFor(_ socket: String) throws {
         for _ in 0 ..< 200 {
             if FileManager.default.fileExists(atPath: socket) { return }
             usleep(50_000)
@@ -407,7 +559,7 @@ private final class ContainerdEnvironment {
     }
 }
 
-private struct ContainerdTestError: Error, CustomStringConvertible {
+struct ContainerdTestError: Error, CustomStringConvertible {
     var description: String
     init(_ description: String) { self.description = description }
 }
@@ -435,5 +587,29 @@ extension ContainerdTests {
         let busybox = try TestSupport.run("/bin/sh", ["-c", "'\(environment.estargz)' cat \(reference) bin/busybox | sha256sum"])
         let expected = try TestSupport.run("/bin/sh", ["-c", "sha256sum < /bin/busybox"])
         #expect(busybox == expected)
+    }
+}
+
+extension ContainerdTests {
+    /// An image converted with an external TOC, keep-diff-id and shared members, pulled with
+    /// `ctr-remote image rpull` into our snapshotter: the layer is mounted lazily, its TOC found in
+    /// the `-esgztoc` image with no setting, and a container runs on it.
+    @Test func externalTOCImageRunsLazilyThroughTheSnapshotter() throws {
+        let environment = try ContainerdEnvironment()
+        defer { environment.tearDown() }
+        let registry = try environment.startRegistry()
+        let layout = try environment.imageLayout()
+        let reference = "127.0.0.1:\(registry)/bbtest:ext"
+        try TestSupport.run(environment.estargz, ["image", "convert", "oci:" + layout, reference, "--estargz-external-toc",
+                                                  "--estargz-keep-diff-id", "--estargz-min-chunk-size", "50000"])
+
+        try environment.startSnapshotter()
+        try environment.startContainerd()
+        try environment.ctrRemote(["image", "rpull", "--plain-http", "--snapshotter", "estargz", reference])
+        let mounts = try String(contentsOfFile: "/proc/mounts", encoding: .utf8)
+        #expect(mounts.split(separator: "\n").contains { $0.contains(environment.directory + "/snapshotter/snapshots/") && $0.contains("fuse") },
+                "the layer is a lazy FUSE mount")
+        let output = try environment.ctr(["run", "--rm", "--snapshotter", "estargz", reference, "ext1", "/bin/cat", "/etc/message"])
+        #expect(output == "hello from the layer\n")
     }
 }

@@ -26,7 +26,7 @@ import Testing
                                      "Env": ["PATH=/bin", "GREETING=hello from the config"], "WorkingDir": "/etc", "User": "daemon"]
         let json = String(decoding: try JSONSerialization.data(withJSONObject: config), as: UTF8.self)
         try run("/usr/bin/python3", [root + "/Tests/SnapshotterTests/Fixtures/make_busybox_image.py", directory.file("image.tar"),
-                                     "bbworkload", json])
+                                     "bbworkload", "--config", json])
         let layout = directory.directory("layout")
         try run("/bin/tar", ["-xf", directory.file("image.tar"), "-C", layout])
         return layout

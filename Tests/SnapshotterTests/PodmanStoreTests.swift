@@ -171,7 +171,7 @@ private final class PodmanEnvironment {
 
     func imageLayout(paddingMiB: Int) throws -> String {
         try run("/usr/bin/python3", [packageRoot + "/Tests/SnapshotterTests/Fixtures/make_busybox_image.py",
-                                     directory.file("image.tar"), "bbstore", "-", String(paddingMiB)])
+                                     directory.file("image.tar"), "bbstore", "--padding", String(paddingMiB)])
         let layout = directory.directory("layout")
         try run("/bin/tar", ["-xf", directory.file("image.tar"), "-C", layout])
         return layout
