@@ -53,6 +53,7 @@ public struct LayerFormatOptions: ParsableArguments, Sendable {
     public init() {}
 
     public func validate() throws {
+        guard minimumChunkSize >= 0 else { throw ValidationError("--estargz-min-chunk-size must not be negative") }
         if zstdLevel != nil && !zstdchunked { throw ValidationError("--zstd-level needs --zstdchunked") }
         if zstdchunked, let zstdLevel, !LayerCompression.zstdChunked.levels.contains(zstdLevel) {
             throw ValidationError("--zstd-level \(zstdLevel) is not in \(LayerCompression.zstdChunked.levels)")
@@ -69,9 +70,5 @@ public struct LayerFormatOptions: ParsableArguments, Sendable {
         options.compression = compression
         if let zstdLevel { options.zstdCompressionLevel = zstdLevel }
         options.minimumChunkSize = minimumChunkSize
-    }
-
-    public func validate() throws {
-        guard minimumChunkSize >= 0 else { throw ValidationError("--estargz-min-chunk-size must not be negative") }
     }
 }
