@@ -79,9 +79,11 @@ struct StoreCommand: ParsableCommand {
         FileHandle.standardError.write(Data("estargz store: serving at \(mountpoint)\n".utf8))
         finished.wait()
         sources.forEach { $0.cancel() }
+        // Before the unmount, which forgets the layers' readers.
+        let statistics = mount.statisticsJSON
         mount.unmount()
         if let stats {
-            try runReportingErrors { try (mount.statisticsJSON + "\n").write(toFile: stats, atomically: true, encoding: .utf8) }
+            try runReportingErrors { try (statistics + "\n").write(toFile: stats, atomically: true, encoding: .utf8) }
         }
     }
 }
