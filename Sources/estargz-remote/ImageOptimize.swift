@@ -39,6 +39,9 @@ struct ImageOptimize: ParsableCommand {
     @Option(help: ArgumentHelp("Add an environment variable to the image's Env, or replace it (repeatable).", valueName: "KEY=VALUE"))
     var env: [String] = []
 
+    @Option(help: ArgumentHelp("Add the KEY=VALUE lines of FILE to the image's Env (as --env, before it; # comments and blank lines skipped).", valueName: "FILE"))
+    var envFile: String?
+
     @Option(help: ArgumentHelp("Replace the image's WorkingDir.", valueName: "DIR"))
     var cwd: String?
 
@@ -87,7 +90,7 @@ struct ImageOptimize: ParsableCommand {
         // 2. Run the workload on them and record what it reads.
         let oci = try runReportingRemoteErrors { try OCILayout(directory: work + "/staging") }
         let workload = try Workload.make(imageConfig: try runReportingRemoteErrors { try oci.readBlob(staged.images[0].configDigest) },
-                                         command: command, entrypoint: entrypoint, args: args, env: env, cwd: cwd, user: user,
+                                         command: command, entrypoint: entrypoint, args: args, env: try environmentFile() + env, cwd: cwd, user: user,
                                          mounts: mount, hostNetwork: net == .host)
         let accessed = try record(layers: staged, layout: oci, workload: workload, work: work)
         FileHandle.standardError.write(Data("optimize: the workload read \(accessed.count) files\n".utf8))
@@ -98,6 +101,15 @@ struct ImageOptimize: ParsableCommand {
         options.layer.allowMissingPrioritizedFiles = true
         let result = try convert(staging, to: destination, client: client, options: options)
         print(result.digest)
+    }
+
+    /// The KEY=VALUE lines of --env-file.
+    private func environmentFile() throws -> [String] {
+        guard let envFile else { return [] }
+        guard let text = try? String(contentsOfFile: envFile, encoding: .utf8) else {
+            throw ValidationError("--env-file: cannot read \(envFile)")
+        }
+        return text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty && !$0.hasPrefix("#") }
     }
 
     /// Files an OCI runtime reads from the image itself before any workload starts: runc looks the

@@ -26,7 +26,7 @@ struct StoreCommand: ParsableCommand {
     @Option(help: "Directory for the store's state: the layers' lazy mounts (ROOT/layers) and the chunk cache (ROOT/cache).")
     var root: String = "/var/lib/estargz-store"
 
-    @Argument(help: "Where to serve the store (the path before :ref in additionallayerstores).")
+    @Argument(help: "Where to serve the store (the path before :ref in additionallayerstores; created if missing).")
     var mountpoint: String
 
     @Flag(help: "Use plain HTTP for every registry (loopback registries always use it).")
@@ -55,6 +55,7 @@ struct StoreCommand: ParsableCommand {
         registry.plainHTTP = plainHTTP
         let chosenPlatform = try runReportingRemoteErrors { try platform.map { try Platform(parsing: $0) } ?? .current }
         let mount = try runReportingErrors {
+            try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
             let remote = try RemoteLayers(registry: registry, cacheDirectory: cacheDirectory ?? settings.cacheDirectory ?? root + "/cache",
                                           cacheCapacity: Int64(settings.cacheCapacityMiB) << 20,
                                           memoryCacheCapacity: settings.memoryCacheMiB << 20,
@@ -78,9 +79,11 @@ struct StoreCommand: ParsableCommand {
         FileHandle.standardError.write(Data("estargz store: serving at \(mountpoint)\n".utf8))
         finished.wait()
         sources.forEach { $0.cancel() }
+        // Before the unmount, which forgets the layers' readers.
+        let statistics = mount.statisticsJSON
         mount.unmount()
         if let stats {
-            try runReportingErrors { try (mount.statisticsJSON + "\n").write(toFile: stats, atomically: true, encoding: .utf8) }
+            try runReportingErrors { try (statistics + "\n").write(toFile: stats, atomically: true, encoding: .utf8) }
         }
     }
 }

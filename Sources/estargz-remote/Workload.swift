@@ -122,7 +122,7 @@ struct Workload {
 
     /// The process that runs the workload chrooted into `root`: `unshare` gives it its own mount
     /// namespace (the mounts vanish with it), its own PID namespace (whatever it started dies with it) and, unless ``hostNetwork``, a new network namespace
-    /// (only a loopback device, down: no network); /proc, /dev, /sys, /tmp and the bind mounts are set
+    /// (only a loopback device, up: no network); /proc, /dev, /sys, /tmp and the bind mounts are set
     /// up inside, then `env -i` (the workload's environment only) and `unshare --root --wd --setuid
     /// --setgid` enter the tree as the workload's user. ``stop(_:)`` ends it all.
     func process(root: String) throws -> Process {
@@ -144,6 +144,8 @@ struct Workload {
                 : #"; mkdir -p "$(dirname \#(target))"; rm -f \#(target); touch \#(target)"#
             script += "; mount --bind -o ro \(Self.quote(source)) \(target)"
         }
+        // A runtime brings the loopback device of a new network namespace up (runc does): local servers work.
+        if !hostNetwork { script += "; if command -v ip >/dev/null; then ip link set lo up; fi" }
         script += #"; exec "$@""#
         let enter = ["/usr/bin/env", "-i"] + environment
             + ["/usr/bin/unshare", "--root=" + root, "--wd=" + workingDirectory, "--setuid", String(uid), "--setgid", String(gid), "--"]

@@ -8,7 +8,7 @@ import Testing
 @Suite(.serialized) struct OptimizeWorkloadTests {
     /// What every test workload prints, one `key=value` per line.
     static let report = #"echo "args=$0 $*"; echo "user=$(busybox id -u):$(busybox id -g)"; echo "cwd=$(pwd)"; "#
-        + #"echo "greeting=$GREETING"; echo "extra=$EXTRA"; echo "netns=$(busybox readlink /proc/self/ns/net)"; "#
+        + #"echo "greeting=$GREETING"; echo "extra=$EXTRA"; echo "fromfile=$FROMFILE"; echo "netns=$(busybox readlink /proc/self/ns/net)"; echo "netdevs=$(busybox ls /sys/class/net | busybox tr '\n' ' ')"; echo "loflags=$(cat /sys/class/net/lo/flags)"; "#
         + #"cat /etc/message; if [ -e /mnt/host/data ]; then echo "mounted=$(cat /mnt/host/data)"; "#
         + #"echo overwrite > /mnt/host/data 2>/dev/null && echo writable || echo read-only; fi"#
 
@@ -52,6 +52,7 @@ import Testing
         #expect(output.contains("hello from the layer\n"), "\(output)")
         let hostNamespace = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/net")
         #expect(seen["netns"]?.hasPrefix("net:[") == true && seen["netns"] != hostNamespace, "a new network namespace: \(output)")
+        #expect(seen["netdevs"] == "lo " && seen["loflags"] == "0x9", "only a loopback device, up: \(output)")
         // The workload's reads are recorded: what it read is prioritized in the converted layer.
         let layer = try LayerReader(source: try FileSource(path: try layerBlob(directory.path + "/out")))
         let end = try #require(layer.prefetchRegionEnd)
@@ -66,16 +67,17 @@ import Testing
     @Test func optionsOverrideTheImageConfig() throws {
         let host = directory.directory("host")
         try "from the host\n".write(toFile: host + "/data", atomically: true, encoding: .utf8)
+        try "# an env file\nFROMFILE=yes\n\nGREETING=from the file\n".write(toFile: directory.file("env"), atomically: true, encoding: .utf8)
         let started = Date()
         let output = try run(estargz, ["image", "optimize", "--quiet", "oci:" + (try layout()), "oci:" + directory.path + "/out:opt",
                                        "--entrypoint", #"["/bin/sh", "-c"]"#, "--args", "[\(jsonString(Self.report + "; busybox sleep 60")), \"from-args\", \"x\"]",
-                                       "--env", "GREETING=overridden", "--env", "EXTRA=added", "--cwd", "/bin/new-dir",
+                                       "--env-file", directory.file("env"), "--env", "GREETING=overridden", "--env", "EXTRA=added", "--cwd", "/bin/new-dir",
                                        "--user", "root:staff", "--mount", host + ":/mnt/host", "--net", "host", "--period", "3"])
         let seen = lines(output)
         #expect(seen["args"] == "from-args x", "\(output)")
         #expect(seen["user"] == "0:50", "root, group staff from the image's etc/group: \(output)")
         #expect(seen["cwd"] == "/bin/new-dir", "\(output)")
-        #expect(seen["greeting"] == "overridden" && seen["extra"] == "added", "\(output)")
+        #expect(seen["greeting"] == "overridden" && seen["extra"] == "added" && seen["fromfile"] == "yes", "--env after --env-file: \(output)")
         #expect(seen["mounted"] == "from the host" && output.contains("read-only\n"), "\(output)")
         #expect(try String(contentsOfFile: host + "/data", encoding: .utf8) == "from the host\n")
         let hostNamespace = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/net")

@@ -19,10 +19,15 @@ import Synchronization
 /// - creating `use` (answered ENOENT) says a user took the layer; `rmdir` of the layer directory
 ///   (answered ENOENT) that it let go of it. Mounted layers stay mounted while the store runs.
 ///
-/// Layers that are not eStargz (no TOC digest annotation) are not found here, so containers/storage
+/// zstd:chunked layers our converter writes carry the same TOC digest annotation and are served the
+/// same way (LayerReader reads both). Layers without it (plain gzip) are not found here, so containers/storage
 /// pulls them the usual way. The top levels are a small FUSE file system of their own
 /// (``LayerStoreFileSystem``); each layer tree is a separate LazyFS mount, which the kernel's overlayfs
 /// stacks directly, so a container's file reads never pass through the store's own file system.
+/// `diff` is a symlink rather than a directory with the layer mounted on it because the mount must
+/// exist before the lookup of `diff` is answered, and mounting onto a path inside this file system
+/// from its own lookup would deadlock (the mount's path walk waits for that very lookup).
+/// containers/storage and overlayfs follow the symlink (`os.Stat`, the lowerdir path walk).
 public final class AdditionalLayerStore: @unchecked Sendable {
     /// The store's state directory (`layers/` holds the lazy mounts).
     public let root: String
@@ -94,16 +99,16 @@ public final class AdditionalLayerStore: @unchecked Sendable {
         }
         let descriptor = image.manifest.layers[index]
         guard descriptor.annotations?[StargzAnnotation.tocDigest].flatMap(SHA256Digest.init(parsing:)) != nil else {
-            throw .notHere("layer \(digest) of \(reference) has no \(StargzAnnotation.tocDigest) annotation (not eStargz)")
+            throw .notHere("layer \(digest) of \(reference) has no \(StargzAnnotation.tocDigest) annotation (not eStargz or zstd:chunked)")
         }
         let config = (try? JSONSerialization.jsonObject(with: Data(image.configBytes))) as? [String: Any]
         let diffIDs = (config?["rootfs"] as? [String: Any])?["diff_ids"] as? [String] ?? []
         guard diffIDs.count == image.manifest.layers.count else {
             throw .failed("\(reference): the config has \(diffIDs.count) diff_ids for \(image.manifest.layers.count) layers")
         }
-        // containers/storage's Layer record; compression 2 is its archive.Gzip.
+        // containers/storage's Layer record; compression is its archive.Compression: 2 Gzip, 4 Zstd.
         var record: [String: Any] = ["compressed-diff-digest": digest, "compressed-size": descriptor.size,
-                                     "diff-digest": diffIDs[index], "compression": 2]
+                                     "diff-digest": diffIDs[index], "compression": descriptor.mediaType.hasSuffix("+zstd") ? 4 : 2]
         if let size = descriptor.annotations?[StargzAnnotation.uncompressedSize].flatMap(Int64.init) { record["diff-size"] = size }
         let info = Array((try? JSONSerialization.data(withJSONObject: record, options: [.sortedKeys])) ?? Data()) + [0x0a]
         let layer = Layer(reference: parsed, descriptor: descriptor, info: info, mountpoint: nil)

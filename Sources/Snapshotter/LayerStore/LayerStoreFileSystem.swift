@@ -229,6 +229,7 @@ final class LayerStoreFileSystem: @unchecked Sendable {
 /// The store's FUSE mount: a libfuse session served by its threaded loop on a dedicated thread.
 /// ``unmount()`` detaches it and then unmounts every layer the store mounted.
 public final class LayerStoreMount: @unchecked Sendable {
+    /// Where the store is served (the path before `:ref` in `additionallayerstores`).
     public let mountpoint: String
     let fileSystem: LayerStoreFileSystem
     private let session: OpaquePointer
