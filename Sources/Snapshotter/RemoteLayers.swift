@@ -235,16 +235,10 @@ public final class RemoteLayers: LayerMounting {
         try? await client.shutdown()
     }
 
+    /// Runs async registry work for the synchronous snapshotter and FUSE paths, on the bridge's own
+    /// threads: waiting on a cooperative-pool thread for work that needs that pool deadlocks when
+    /// as many callers wait as the machine has cores.
     static func blocking<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) throws -> T {
-        let result = Mutex<Result<T, any Error>?>(nil)
-        let done = DispatchSemaphore(value: 0)
-        Task.detached {
-            do { let value = try await operation(); result.withLock { $0 = .success(value) } } catch {
-                result.withLock { $0 = .failure(error) }
-            }
-            done.signal()
-        }
-        done.wait()
-        return try result.withLock { $0! }.get()
+        try BlockingBridge.wait(operation)
     }
 }
