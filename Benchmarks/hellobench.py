@@ -12,6 +12,10 @@ the client <-> proxy hop of lo while measuring (Benchmarks/shaping.py: a root tb
 proxy -> registry hop too and halve the bandwidth). The tc qdisc, FUSE mounts and every process are removed
 on exit, also on failure or Ctrl-C.
 
+zstd:chunked images (ours: `image convert/optimize --zstdchunked`; the reference's: `ctr-remote image
+convert/optimize --zstdchunked --oci`) run through both snapshotters beside the eStargz ones, plain and
+optimized (`--only zstd` runs just those; `--no-zstd` leaves them out).
+
 Bytes fetched are counted by the delay proxy (registry -> client, everything: auth, manifests,
 TOCs, chunks) up to the moment the container exits.
 """
@@ -367,8 +371,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 # ----------------------------------------------------------------------------- images
 
 def make_images(env, layout, workloads, storage, reuse):
-    """Pushes the legacy image and the four eStargz variants (per workload for the optimized ones).
-    With `reuse`, tags already in the registry's storage are kept."""
+    """Pushes the legacy image, the four eStargz variants and the four zstd:chunked ones (per workload
+    for the optimized ones). With `reuse`, tags already in the registry's storage are kept."""
     def wanted(tag):
         present = os.path.exists(os.path.join(storage, "docker/registry/v2/repositories", REPO, "_manifests/tags", tag))
         if present and reuse:
@@ -378,13 +382,18 @@ def make_images(env, layout, workloads, storage, reuse):
     if wanted("gzip"):
         sh(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "oci:" + layout + ":latest", "docker://" + env.direct("gzip")])
     chunk = ["--chunk-size", str(env.args.ours_chunk_kib << 10)]
-    if wanted(env.ours_tag("ours-esgz")):
-        sh([env.ours, "image", "convert", "oci:" + layout + ":latest", env.direct(env.ours_tag("ours-esgz"))] + chunk)
-    for w in workloads:
-        if wanted(env.ours_tag("ours-opt-" + w)):
-            sh([env.ours, "image", "optimize", "oci:" + layout + ":latest", env.direct(env.ours_tag("ours-opt-" + w)),
-                "--period", "60"] + chunk + ["--", "/usr/bin/python3", "-c", WORKLOADS[w]])
+    formats = [("esgz", [])] + ([] if env.args.no_zstd else [("zstd", ["--zstdchunked"])])
+    for name, flag in formats:
+        if wanted(env.ours_tag(f"ours-{name}")):
+            sh([env.ours, "image", "convert", "oci:" + layout + ":latest", env.direct(env.ours_tag(f"ours-{name}"))] + chunk + flag)
+        for w in workloads:
+            opt = "ours-opt-" + w if name == "esgz" else f"ours-{name}-opt-{w}"
+            if wanted(env.ours_tag(opt)):
+                sh([env.ours, "image", "optimize", "oci:" + layout + ":latest", env.direct(env.ours_tag(opt)),
+                    "--period", "60"] + chunk + flag + ["--", "/usr/bin/python3", "-c", WORKLOADS[w]])
     ctr_remote_tags = [t for t in ["ctrr-esgz"] + ["ctrr-opt-" + w for w in workloads] if wanted(t)]
+    if not env.args.no_zstd:
+        ctr_remote_tags += [t for t in ["ctrr-zstd"] + ["ctrr-zstd-opt-" + w for w in workloads] if wanted(t)]
     if not ctr_remote_tags:
         return
     # ctr-remote works on containerd's content store.
@@ -392,15 +401,17 @@ def make_images(env, layout, workloads, storage, reuse):
     prep.start()
     try:
         prep.ctr(["images", "pull", "--plain-http", env.direct("gzip")])
-        if "ctrr-esgz" in ctr_remote_tags:
-            prep.ctr(["image", "convert", "--estargz", "--oci", env.direct("gzip"), env.direct("ctrr-esgz")], tool="ctr-remote")
-            prep.ctr(["images", "push", "--plain-http", env.direct("ctrr-esgz")])
-        for w in workloads:
-            if "ctrr-opt-" + w in ctr_remote_tags:
-                prep.ctr(["image", "optimize", "--oci", "--period", "60", "--args",
-                          json.dumps(["/usr/bin/python3", "-c", WORKLOADS[w]]), env.direct("gzip"), env.direct("ctrr-opt-" + w)],
-                         tool="ctr-remote")
-                prep.ctr(["images", "push", "--plain-http", env.direct("ctrr-opt-" + w)])
+        for name, flag in (("esgz", "--estargz"), ("zstd", "--zstdchunked")):
+            plain, opt = f"ctrr-{name}", (lambda w: "ctrr-opt-" + w if name == "esgz" else f"ctrr-{name}-opt-{w}")
+            if plain in ctr_remote_tags:
+                prep.ctr(["image", "convert", flag, "--oci", env.direct("gzip"), env.direct(plain)], tool="ctr-remote")
+                prep.ctr(["images", "push", "--plain-http", env.direct(plain)])
+            for w in workloads:
+                if opt(w) in ctr_remote_tags:
+                    prep.ctr(["image", "optimize", "--oci", "--period", "60"] + ([] if name == "esgz" else [flag]) + ["--args",
+                              json.dumps(["/usr/bin/python3", "-c", WORKLOADS[w]]), env.direct("gzip"), env.direct(opt(w))],
+                             tool="ctr-remote")
+                    prep.ctr(["images", "push", "--plain-http", env.direct(opt(w))])
     finally:
         prep.stop()
 
@@ -462,6 +473,14 @@ CONFIGS = [
     ("ours, ctr-remote optimized", "estargz", "ctrr-opt-{w}"),
     ("ours, our eStargz", "estargz", "ours-esgz"),
     ("ours, our optimized", "estargz", "ours-opt-{w}"),
+    ("reference, ctr-remote zstd:chunked", "stargz", "ctrr-zstd"),
+    ("reference, ctr-remote zstd:chunked optimized", "stargz", "ctrr-zstd-opt-{w}"),
+    ("reference, our zstd:chunked", "stargz", "ours-zstd"),
+    ("reference, our zstd:chunked optimized", "stargz", "ours-zstd-opt-{w}"),
+    ("ours, ctr-remote zstd:chunked", "estargz", "ctrr-zstd"),
+    ("ours, ctr-remote zstd:chunked optimized", "estargz", "ctrr-zstd-opt-{w}"),
+    ("ours, our zstd:chunked", "estargz", "ours-zstd"),
+    ("ours, our zstd:chunked optimized", "estargz", "ours-zstd-opt-{w}"),
 ]
 
 
@@ -493,11 +512,12 @@ def table(results, workloads):
                     versus = f"**{m['total'] / other['total']:.2f}x** time, {m['bytes'] / max(other['bytes'], 1):.2f}x bytes"
             lines.append(f"| {w} | {label} | {fmt_s(m['pull'])} | {fmt_s(m['run'])} | {fmt_s(m['total'])} | "
                          f"{fmt_b(m['bytes'])} | {m['requests']:.0f} | {versus} |")
-        own_ref, own_ours = med.get("reference, ctr-remote optimized"), med.get("ours, our optimized")
-        if own_ref and own_ours:
-            lines.append(f"| {w} | **each side's own optimized image** (ours+ours / reference+ctr-remote) | | | | | | "
-                         f"**{own_ours['total'] / own_ref['total']:.2f}x** time, "
-                         f"{own_ours['bytes'] / max(own_ref['bytes'], 1):.2f}x bytes |")
+        for kind in ("", " zstd:chunked"):
+            own_ref, own_ours = med.get(f"reference, ctr-remote{kind} optimized"), med.get(f"ours, our{kind} optimized")
+            if own_ref and own_ours:
+                lines.append(f"| {w} | **each side's own{kind} optimized image** (ours+ours / reference+ctr-remote) | | | | | | "
+                             f"**{own_ours['total'] / own_ref['total']:.2f}x** time, "
+                             f"{own_ours['bytes'] / max(own_ref['bytes'], 1):.2f}x bytes |")
     return "\n".join(lines)
 
 
@@ -521,6 +541,7 @@ def main():
     ap.add_argument("--keep-logs", action="store_true", help="copy each run's daemon logs to Benchmarks/work/hello/logs/")
     ap.add_argument("--timeline", action="store_true",
                     help="write every cold start's request timeline to Benchmarks/work/hello/timelines/STARTED/ (timeline.py)")
+    ap.add_argument("--no-zstd", action="store_true", help="leave the zstd:chunked images and configurations out")
     ap.add_argument("--ours-config", help="a config file for `estargz snapshotter --config` (default: none, the defaults)")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -552,6 +573,8 @@ def main():
         if not args.no_tc:
             cleanup.tc_on(args.rate, env.proxy_port)
         configs = [c for c in CONFIGS if not args.only or any(s and s in c[0] for s in args.only.split("|"))]
+        if args.no_zstd:
+            configs = [c for c in configs if "zstd" not in c[0]]
         n = 0
         for rep in range(reps):
             for w in workloads:

@@ -3,6 +3,7 @@
 Tests/Interop/refgo over Debian's stargz-snapshotter v0.12), same inputs, one run.
 
     make bench                       # or: Benchmarks/sidebyside.py [--quick] [--reps N] [--inputs a,b]
+                                     #     [--jobs convert,list,verify,zstd] [--no-build]
 
 Builds both tools, makes the inputs (cached in Benchmarks/work/), runs every job
 alternating ours and Go (`--reps` times, default 3), and prints a markdown table
@@ -50,9 +51,10 @@ def sh(cmd, **kw):
 
 # ---------------------------------------------------------------- building
 
-def build_tools():
+def build_tools(build=True):
     os.makedirs(BIN, exist_ok=True)
-    sh(["swift", "build", "-c", "release"], cwd=ROOT)  # estargz and the estargz-remote it hands over to
+    if build:
+        sh(["swift", "build", "-c", "release"], cwd=ROOT)  # estargz and the estargz-remote it hands over to
     ours = os.path.join(subprocess.run(["swift", "build", "-c", "release", "--show-bin-path"], cwd=ROOT,
                                        check=True, capture_output=True, text=True).stdout.strip(), "estargz")
     if not os.path.exists(GO):
@@ -296,7 +298,9 @@ def main():
     ap.add_argument("--reps", type=int, default=3, help="repetitions per job (default 3)")
     ap.add_argument("--quick", action="store_true", help="one repetition")
     ap.add_argument("--inputs", default="rootfs,small,big,toc100k", help="comma-separated: " + ",".join(INPUTS))
-    ap.add_argument("--jobs", default="convert,list,verify", help="comma-separated subset of convert,list,verify")
+    ap.add_argument("--jobs", default="convert,list,verify,zstd",
+                    help="comma-separated subset of convert,list,verify,zstd (zstd:chunked convert and verify)")
+    ap.add_argument("--no-build", action="store_true", help="use the release binaries already built")
     ap.add_argument("--rootfs-tar", help="use this rootfs tar instead of running debootstrap")
     ap.add_argument("--out", default=os.path.join(WORK, "results.md"), help="where to write the markdown report")
     args = ap.parse_args()
@@ -305,7 +309,7 @@ def main():
     for n in names:
         if n not in INPUTS:
             raise SystemExit(f"unknown input {n}")
-    ours, ref, limits = build_tools()
+    ours, ref, limits = build_tools(not args.no_build)
     res = Results()
     limit_rows = []
     for name in names:
@@ -330,6 +334,10 @@ def main():
                 odig = json.loads(o_runs[-1]["stdout"])["tocDigest"]
                 gdig = json.loads(g_runs[-1]["stdout"])["tocDigest"]
         ob, gb = blob("ours", 9), blob("go", 9)
+        if jobs == {"zstd"}:
+            if name != "toc100k":
+                zstd_jobs(res, name, tar, reps, ours, ref)
+            continue
         if not (os.path.exists(ob) and os.path.exists(gb)):
             raise SystemExit(f"{name}: no blobs yet; run with the convert job first")
         if odig is None:  # blobs from an earlier run: digests as our reader computes them
@@ -351,6 +359,8 @@ def main():
             lim["oursVerifySeconds"] = ours_verify["ours"]["wall"]
             limit_rows.append(lim)
             log(f"  limits {name}: {lim}")
+        if "zstd" in jobs and name != "toc100k":
+            zstd_jobs(res, name, tar, reps, ours, ref)
     report = ["## Side-by-side run", "",
               f"{time.strftime('%Y-%m-%d %H:%M')} on {os.uname().nodename}, {os.cpu_count()} cores, "
               f"load average at start/end {os.getloadavg()[0]:.1f}; medians of {reps} alternating runs.", "",
@@ -371,6 +381,34 @@ def main():
     with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
         json.dump({"rows": res.rows, "limits": limit_rows}, f, indent=1)
     log(f"wrote {args.out}")
+
+
+def zstd_jobs(res, name, tar, reps, ours, ref):
+    """zstd:chunked side by side: convert at zstd level 3 (ours) against the reference's
+    nativeconverter settings (zstd.SpeedDefault), then read + verify every chunk of each blob,
+    compared with our own gzip level-9 convert and verify of the same input when those ran."""
+    ob, gb = (os.path.join(WORK, f"{name}.{who}.zst") for who in ("ours", "go"))
+    o_runs, g_runs = alternate(reps, [ours, "convert", "--json", "--zstdchunked", tar, ob],
+                               [ref, "build", tar, gb, "-compression", "zstdchunked"])
+    osz, gsz = os.path.getsize(ob), os.path.getsize(gb)
+    extra = f"size ours {osz:,} B, Go {gsz:,} B, ours/Go **{osz / gsz:.4f}**"
+    gz = [r for r in res.rows if r["input"] == name and r["job"].startswith("convert (defaults")]
+    gz_size = os.path.join(WORK, f"{name}.ours-9.esgz")
+    if gz and os.path.exists(gz_size):
+        speed = gz[0]["ours"]["wall"] / statistics.median(r["wall"] for r in o_runs)
+        extra += (f"; vs our gzip-9 convert: **{speed:.1f}x** faster, size "
+                  f"**{osz / os.path.getsize(gz_size):.3f}** of it")
+    res.add(name, "convert zstd:chunked (level 3)", o_runs, g_runs, extra)
+    odig = json.loads(o_runs[-1]["stdout"])["tocDigest"]
+    gdig = json.loads(g_runs[-1]["stdout"])["tocDigest"]
+    for who, b, dig in (("Go", gb, gdig), ("our", ob, odig)):
+        o_runs, g_runs = alternate(reps, [ours, "verify", b, "--toc-digest", dig],
+                                   [ref, "verify", b, "-toc-digest", dig])
+        extra = ""
+        gz = [r for r in res.rows if r["input"] == name and r["job"] == f"read + verify all ({who} blob)"]
+        if gz:
+            extra = f"vs our verify of the gzip blob: **{gz[0]['ours']['wall'] / statistics.median(r['wall'] for r in o_runs):.1f}x** faster"
+        res.add(name, f"read + verify all zstd:chunked ({who} blob)", o_runs, g_runs, extra)
 
 
 def toc_digest(ours, blob):

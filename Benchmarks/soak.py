@@ -107,7 +107,7 @@ class Soak:
     def image(self):
         """The fixture image (busybox + data files) as an OCI layout; returns the layout and the files' bytes."""
         archive = os.path.join(self.tmp, "image.tar")
-        subprocess.run([sys.executable, FIXTURE, archive, "soak", str(self.args.files)], check=True)
+        subprocess.run([sys.executable, FIXTURE, archive, "soak", "--data-files", str(self.args.files)], check=True)
         layout = os.path.join(self.tmp, "layout")
         os.makedirs(layout)
         subprocess.run(["tar", "-xf", archive, "-C", layout], check=True)

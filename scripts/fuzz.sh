@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer target (footer + TOC + tar parsing) and runs it for $1 seconds
+# Builds the libFuzzer target (eStargz and zstd:chunked footers + TOCs, tar parsing) and runs it for $1 seconds
 # (default 60) from the committed seed corpus. New inputs go to a temporary directory,
 # so the committed corpus stays small; crashes are kept in .build-fuzz/crashes.
 set -euo pipefail

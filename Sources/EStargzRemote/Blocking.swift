@@ -7,10 +7,11 @@ import Foundation
 /// not. Blocking a thread of Swift's cooperative pool while the awaited work needs that pool
 /// can deadlock (the pool is as wide as the machine has cores), so the bridged tasks prefer
 /// this executor.
-final class BlockingBridge: TaskExecutor, @unchecked Sendable {
-    static let shared = BlockingBridge()
+public final class BlockingBridge: TaskExecutor, @unchecked Sendable {
+    /// The one bridge; its jobs run on Dispatch's overcommitting pool.
+    public static let shared = BlockingBridge()
 
-    func enqueue(_ job: consuming ExecutorJob) {
+    public func enqueue(_ job: consuming ExecutorJob) {
         let unowned = UnownedJob(job)
         let executor = asUnownedTaskExecutor()
         // A new serial queue per job: serial queues draw on Dispatch's overcommitting pool, which
@@ -21,7 +22,7 @@ final class BlockingBridge: TaskExecutor, @unchecked Sendable {
 
     /// Runs `operation` and blocks the calling thread until it finishes.
     /// Never call from an event-loop thread (the awaited I/O could need it).
-    static func wait<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) throws -> T {
+    public static func wait<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) throws -> T {
         let box = ResultBox<T>()
         let done = DispatchSemaphore(value: 0)
         Task(executorPreference: shared) {

@@ -67,7 +67,7 @@ public actor OverlaySnapshotter {
             do {
                 try prepareRemote(target: target, parent: parent, labels: labels, remote: remote)
                 logger.info("remote snapshot mounted lazily", metadata: ["target": "\(target)",
-                                                                         "layer": "\(labels[RemoteLabel.layerDigest] ?? "")"])
+                                                                         "layer": "\(RemoteLayers.layerDigest(in: labels) ?? "")"])
                 throw SnapshotterError.alreadyExists(target)
             } catch let error as SnapshotterError where error == .alreadyExists(target) {
                 throw error

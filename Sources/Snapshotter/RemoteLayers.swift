@@ -7,13 +7,20 @@ import Logging
 import Synchronization
 
 /// The labels through which containerd asks for a remote snapshot. containerd copies a layer
-/// descriptor's `containerd.io/snapshot/…` annotations into the Prepare labels; `ctr-remote
-/// image rpull` (and the reference's pull handler) adds the image reference and layer digest.
+/// descriptor's `containerd.io/snapshot/…` annotations into the Prepare labels; `estargz pull`
+/// and `ctr-remote image rpull` add the image reference and layer digest, containerd's CRI
+/// plugin (with `disable_snapshot_annotations = false`) its own `cri.*` ones.
 enum RemoteLabel {
     /// The committed snapshot containerd will look for (the layer's chain ID).
     static let targetSnapshot = "containerd.io/snapshot.ref"
     static let imageReference = "containerd.io/snapshot/remote/stargz.reference"
     static let layerDigest = "containerd.io/snapshot/remote/stargz.digest"
+    /// Every layer of the image, comma-separated (so a snapshotter may fetch ahead).
+    static let imageLayers = "containerd.io/snapshot/remote/stargz.layers"
+    /// What the CRI plugin sets for the same three.
+    static let criImageReference = "containerd.io/snapshot/cri.image-ref"
+    static let criLayerDigest = "containerd.io/snapshot/cri.layer-digest"
+    static let criImageLayers = "containerd.io/snapshot/cri.image-layers"
     /// The eStargz TOC digest annotation (the trusted root of every chunk digest).
     static let tocDigest = "containerd.io/snapshot/stargz/toc.digest"
     /// Marks a snapshot whose `fs` directory is a lazy mount.
@@ -24,7 +31,7 @@ enum RemoteLabel {
 /// Lazily mounted eStargz layers: each remote snapshot's `fs` directory is a LazyFS mount (one
 /// layer, overlayfs-style whiteouts) reading its blob from the registry chunk by chunk.
 public final class RemoteLayers: LayerMounting {
-    private let client: RegistryClient
+    let client: RegistryClient
     private let cache: MemoryChunkCache
     private let mounts = Mutex<[String: LazyMount]>([:])
     private let sources = Mutex<[String: RangeReader]>([:])
@@ -71,21 +78,31 @@ public final class RemoteLayers: LayerMounting {
     /// Hits and misses of the in-memory chunk tier (a miss goes to the disk cache, then the registry).
     var memoryCacheCounts: (hits: Int64, misses: Int64) { cache.counts }
 
-    /// What the registry readers of the layers mounted now have fetched: bytes, requests, and the
-    /// blobs' total size.
+    /// What the layers mounted so far fetched from their registries: bytes, range requests, and the
+    /// sizes of their blobs (what downloading them whole would have cost).
     public var registryStatistics: (bytesFetched: Int64, requests: Int64, blobBytes: Int64) {
         sources.withLock { sources in
-            sources.values.reduce((Int64(0), Int64(0), Int64(0))) {
-                let s = $1.statistics
-                return ($0.0 + s.bytesFetched, $0.1 + s.requests, $0.2 + $1.size)
+            sources.values.reduce((Int64(0), Int64(0), Int64(0))) { total, source in
+                let s = source.statistics
+                return (total.0 + s.bytesFetched, total.1 + s.requests, total.2 + source.size)
             }
         }
     }
 
     /// Whether these labels describe a layer that can be mounted lazily.
     static func describesRemoteLayer(_ labels: [String: String]) -> Bool {
-        labels[RemoteLabel.imageReference] != nil && labels[RemoteLabel.layerDigest] != nil
+        reference(in: labels) != nil && layerDigest(in: labels) != nil
             && labels[RemoteLabel.tocDigest].flatMap(SHA256Digest.init(parsing:)) != nil
+    }
+
+    /// The image reference of a remote layer's labels: ours (and ctr-remote's), or the CRI plugin's.
+    static func reference(in labels: [String: String]) -> String? {
+        labels[RemoteLabel.imageReference] ?? labels[RemoteLabel.criImageReference]
+    }
+
+    /// The layer digest of a remote layer's labels: ours (and ctr-remote's), or the CRI plugin's.
+    static func layerDigest(in labels: [String: String]) -> String? {
+        labels[RemoteLabel.layerDigest] ?? labels[RemoteLabel.criLayerDigest]
     }
 
     /// Opens the layer the labels name (footer and TOC only, the TOC checked against its digest)
@@ -93,7 +110,7 @@ public final class RemoteLayers: LayerMounting {
     /// as ``usage(of:)`` defines it.
     @discardableResult
     public func mount(labels: [String: String], at directory: String) throws -> (size: Int64, inodes: Int64) {
-        guard let referenceText = labels[RemoteLabel.imageReference], let digest = labels[RemoteLabel.layerDigest],
+        guard let referenceText = Self.reference(in: labels), let digest = Self.layerDigest(in: labels),
               let toc = labels[RemoteLabel.tocDigest].flatMap(SHA256Digest.init(parsing:)) else {
             throw SnapshotterError.invalidArgument("labels do not describe an eStargz layer")
         }
@@ -104,7 +121,15 @@ public final class RemoteLayers: LayerMounting {
         let clock = ContinuousClock(), started = clock.now
         let source = try Self.blocking { try await RangeReader.open(client: client, repository: reference, digest: digest, options: readerOptions) }
         let fetched = clock.now
-        let layer = try LayerReader(source: source, tocDigest: toc, cache: cache)
+        let layer: LayerReader
+        do {
+            layer = try LayerReader(source: source, tocDigest: toc, cache: cache)
+        } catch EStargzError.externalTOCRequired {
+            // The TOC is in the image's TOC image (`TAG-esgztoc`) on the same registry.
+            let finder = try ExternalTOCFinder(client: client, image: reference)
+            let external = try Self.blocking { try await finder.toc(forLayer: digest) }
+            layer = try LayerReader(source: source, tocDigest: toc, cache: cache, externalTOC: external)
+        }
         let opened = clock.now
         // The region's bytes start flowing now, while the mount is set up and Prepare returns.
         let ahead = prefetch && (layer.prefetchRegionEnd ?? 0) > 0 ? Self.fetchAhead(source, upTo: layer.prefetchRegionEnd!) : nil
@@ -210,16 +235,10 @@ public final class RemoteLayers: LayerMounting {
         try? await client.shutdown()
     }
 
-    private static func blocking<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) throws -> T {
-        let result = Mutex<Result<T, any Error>?>(nil)
-        let done = DispatchSemaphore(value: 0)
-        Task.detached {
-            do { let value = try await operation(); result.withLock { $0 = .success(value) } } catch {
-                result.withLock { $0 = .failure(error) }
-            }
-            done.signal()
-        }
-        done.wait()
-        return try result.withLock { $0! }.get()
+    /// Runs async registry work for the synchronous snapshotter and FUSE paths, on the bridge's own
+    /// threads: waiting on a cooperative-pool thread for work that needs that pool deadlocks when
+    /// as many callers wait as the machine has cores.
+    static func blocking<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) throws -> T {
+        try BlockingBridge.wait(operation)
     }
 }

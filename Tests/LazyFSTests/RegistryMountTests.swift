@@ -54,9 +54,10 @@ final class CLIMount {
 @Suite(.serialized, .enabled(if: canMount && access(estargzBinary, X_OK) == 0 && TestRegistry.available,
                              "needs root, /dev/fuse, the built CLI and docker-registry"))
 struct RegistryMountTests {
-    /// Three layers pushed as an eStargz image; `estargz mount REF` merges them lazily from the
-    /// registry, serves until SIGTERM, and fetches only a little of the big layer.
-    @Test(.timeLimit(.minutes(1))) func mountsRegistryImage() throws {
+    /// Three layers pushed as an eStargz (or zstd:chunked) image; `estargz mount REF` merges them
+    /// lazily from the registry, serves until SIGTERM, and fetches only a little of the big layer.
+    /// The format is told by each layer's footer: the mount takes no flag for it.
+    @Test(.timeLimit(.minutes(1)), arguments: [false, true]) func mountsRegistryImage(zstdChunked: Bool) throws {
         let dir = TemporaryDirectory()
         let registry = try TestRegistry()
         defer { registry.stop() }
@@ -79,7 +80,12 @@ struct RegistryMountTests {
         }
         try writeOCILayout(dir.file("oci"), tag: "v1", gzipLayers: gzips)
         let reference = "\(registry.host)/test/mount:v1"
-        #expect(shell("'\(estargzBinary)' image convert 'oci:\(dir.file("oci")):v1' '\(reference)' --chunk-size 262144 --plain-http >'\(dir.file("convert.log"))' 2>&1") == 0)
+        let format = zstdChunked ? "--zstdchunked" : ""
+        #expect(shell("'\(estargzBinary)' image convert 'oci:\(dir.file("oci")):v1' '\(reference)' --chunk-size 262144 --plain-http \(format) >'\(dir.file("convert.log"))' 2>&1") == 0)
+        if zstdChunked {
+            let manifest = try run("/usr/bin/skopeo", ["inspect", "--raw", "--tls-verify=false", "docker://" + reference])
+            #expect(manifest.components(separatedBy: "application/vnd.oci.image.layer.v1.tar+zstd").count == 4, "\(manifest)")
+        }
 
         let mountpoint = dir.directory("mnt")
         let started = Date()

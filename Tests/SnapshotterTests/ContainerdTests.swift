@@ -31,9 +31,9 @@ import Testing
 }
 
 extension ContainerdTests {
-    /// The remote-snapshot path: an eStargz image in a real registry, pulled with `ctr-remote image
-    /// rpull`: the layer is mounted lazily (nothing downloaded) and a container runs on it.
-    @Test func rpullMountsEStargzLayersLazily() throws {
+    /// The remote-snapshot path: an eStargz image in a real registry, pulled with `estargz pull`:
+    /// the layer is mounted lazily (nothing downloaded) and a container runs on it.
+    @Test func pullMountsEStargzLayersLazily() throws {
         let environment = try ContainerdEnvironment()
         defer { environment.tearDown() }
         let registry = try environment.startRegistry()
@@ -44,7 +44,8 @@ extension ContainerdTests {
 
         try environment.startSnapshotter()
         try environment.startContainerd()
-        try environment.ctrRemote(["image", "rpull", "--plain-http", "--snapshotter", "estargz", reference])
+        let progress = try environment.pull(reference)
+        #expect(progress.contains("mounted lazily by estargz"), "\(progress)")
         // The layer's snapshot is a lazy FUSE mount below the snapshotter's root.
         let mounts = try String(contentsOfFile: "/proc/mounts", encoding: .utf8)
         #expect(mounts.split(separator: "\n").contains { $0.contains(environment.directory + "/snapshotter/snapshots/") && $0.contains("fuse") })
@@ -64,7 +65,8 @@ extension ContainerdTests {
         // A plain gzip image through the same path: not eStargz, so it is downloaded and unpacked.
         let plain = "127.0.0.1:\(registry)/bbtest:gzip"
         try TestSupport.run("/usr/bin/skopeo", ["copy", "--dest-tls-verify=false", "oci:" + layout, "docker://" + plain])
-        try environment.ctrRemote(["image", "rpull", "--plain-http", "--snapshotter", "estargz", plain])
+        let gzipProgress = try environment.pull(plain)
+        #expect(gzipProgress.contains("downloaded") && !gzipProgress.contains("lazily"), "\(gzipProgress)")
         let fromGzip = try environment.ctr(["run", "--rm", "--snapshotter", "estargz", plain, "plain1", "/bin/cat", "/etc/message"])
         #expect(fromGzip == "hello from the layer\n")
 
@@ -73,6 +75,67 @@ extension ContainerdTests {
         try environment.startSnapshotter()
         let again = try environment.ctrRetrying(["run", "--rm", "--snapshotter", "estargz", reference, "lazy2", "/bin/cat", "/etc/message"])
         #expect(again == "hello from the layer\n")
+    }
+}
+
+extension ContainerdTests {
+    /// `estargz pull` of a two-layer eStargz image: both layers are mounted lazily (the second on
+    /// the first), a container reads a file of each, and the registry serves a small part of the
+    /// image's bytes. A second pull finds the snapshots there.
+    @Test func pullFetchesASmallPartOfTheImage() throws {
+        let environment = try ContainerdEnvironment(dataLayer: true)
+        defer { environment.tearDown() }
+        let port = try environment.startRegistry(logAccess: true)
+        let layout = try environment.imageLayout()
+        let reference = "127.0.0.1:\(port)/bbdata:esgz"
+        try TestSupport.run(environment.estargz, ["image", "convert", "oci:" + layout, reference])
+        let imageBytes = try environment.registryBytes()
+        let registry = try #require(environment.registry)
+        let pushed = registry.blobBytesServed()
+        try environment.startSnapshotter()
+        try environment.startContainerd()
+
+        let progress = try environment.pull(reference)
+        #expect(progress.components(separatedBy: "mounted lazily by estargz").count == 3, "\(progress)")
+        #expect(progress.contains("done: \(reference)"), "\(progress)")
+        #expect(try environment.ctr(["images", "ls", "-q"]).split(separator: "\n").contains(Substring(reference)))
+        let output = try environment.ctr(["run", "--rm", "--snapshotter", "estargz", reference, "data1",
+                                          "/bin/cat", "/etc/message", "/etc/second"])
+        #expect(output == "hello from the layer\nhello from the second layer\n")
+        let fetched = registry.blobBytesServed() - pushed
+        print("estargz pull + ctr run (our eStargz image): \(fetched) of \(imageBytes) registry bytes fetched")
+        #expect(fetched > 0 && fetched < imageBytes / 3, "fetched \(fetched) of \(imageBytes) bytes")
+
+        let again = try environment.pull(reference)
+        #expect(again.components(separatedBy: ": exists").count == 3, "\(again)")
+        #expect(registry.blobBytesServed() - pushed < fetched + 4096, "a second pull fetches the config again, no layer bytes")
+    }
+
+    /// Interop: an image made by `ctr-remote image convert --estargz --oci` and pushed with `ctr`
+    /// is pulled lazily by `estargz pull` (into another namespace, away from the converted copy's
+    /// content) and runs with a small part of its bytes fetched.
+    @Test func pullOfACtrRemoteConvertedImage() throws {
+        let environment = try ContainerdEnvironment(dataLayer: true)
+        defer { environment.tearDown() }
+        let port = try environment.startRegistry(logAccess: true)
+        try environment.startSnapshotter()
+        try environment.startContainerd()
+        try environment.ctr(["images", "import", "--no-unpack", environment.imageArchive])
+        let reference = "127.0.0.1:\(port)/bbdata:ctr-remote-esgz"
+        try environment.ctrRemote(["image", "convert", "--estargz", "--oci", environment.image, reference])
+        try environment.ctr(["images", "push", "--plain-http", reference])
+        let imageBytes = try environment.registryBytes()
+        let registry = try #require(environment.registry)
+        let pushed = registry.blobBytesServed()
+
+        let progress = try environment.pull(reference, namespace: "pulled")
+        #expect(progress.components(separatedBy: "mounted lazily by estargz").count == 3, "\(progress)")
+        let output = try environment.ctr(["run", "--rm", "--snapshotter", "estargz", reference, "data2",
+                                          "/bin/cat", "/etc/message", "/etc/second"], namespace: "pulled")
+        #expect(output == "hello from the layer\nhello from the second layer\n")
+        let fetched = registry.blobBytesServed() - pushed
+        print("estargz pull + ctr run (ctr-remote image): \(fetched) of \(imageBytes) registry bytes fetched")
+        #expect(fetched > 0 && fetched < imageBytes / 3, "fetched \(fetched) of \(imageBytes) bytes")
     }
 }
 
@@ -101,7 +164,7 @@ extension ContainerdTests {
 
         try environment.startSnapshotter()
         try environment.startContainerd()
-        try environment.ctrRemote(["image", "rpull", "--plain-http", "--snapshotter", "estargz", reference])
+        try environment.pull(reference)
         let output = try environment.ctr(["run", "--rm", "--snapshotter", "estargz", reference, "corrupt1", "/bin/sh", "-c",
                                           "cat /etc/message; cat /etc/random > /dev/null 2>/tmp/err; echo status=$?; cat /tmp/err"])
         #expect(output.hasPrefix("hello from the layer\n"), "other files still read: \(output)")
@@ -146,12 +209,14 @@ extension ContainerdTests {
     }
 
     /// The layout's one layer is eStargz whose prefetch region holds exactly the workload's files.
-    private func expectPrioritized(layout output: String) throws {
+    private func expectPrioritized(layout output: String, compression: LayerCompression = .gzip) throws {
         let index = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: output + "/index.json"))) as? [String: Any]
         let manifestDigest = try #require(((index?["manifests"] as? [[String: Any]])?.last?["digest"] as? String)?.dropFirst(7))
         let manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: output + "/blobs/sha256/" + manifestDigest))) as? [String: Any]
         let layerDigest = try #require(((manifest?["layers"] as? [[String: Any]])?.first?["digest"] as? String)?.dropFirst(7))
         let layer = try LayerReader(source: try FileSource(path: output + "/blobs/sha256/" + layerDigest))
+        #expect(layer.compression == compression)
+        #expect((manifest?["layers"] as? [[String: Any]])?.first?["mediaType"] as? String == compression.mediaType)
         let end = try #require(layer.prefetchRegionEnd)
         // What the workload read, and etc/passwd, which the runtime reads to start any container.
         for path in ["etc/message", "bin/busybox", "etc/passwd"] {
@@ -264,11 +329,15 @@ final class ContainerdEnvironment {
     var imageArchive: String { directory + "/image.tar" }
     private(set) var snapshotter: Process?
     private var containerd: Process?
+    /// TOML appended to containerd's config.
+    private let containerdConfig: String
 
-    /// `dataFiles`: the image's layer also holds data/f000 … (make_busybox_image.py DATA_FILES).
+    /// With `dataLayer`, the image has a second layer holding 4 MiB no container reads.
+    /// `dataFiles`: the image's first layer also holds data/f000 … (make_busybox_image.py --data-files).
     /// `containerdConfig`: TOML appended to containerd's config.
     /// `rootfsTar`: the image's one layer is this rootfs instead (make_rootfs_image.py).
-    init(dataFiles: Int = 0, rootfsTar: String? = nil, containerdConfig: String = "") throws {
+    init(dataLayer: Bool = false, dataFiles: Int = 0, rootfsTar: String? = nil, containerdConfig: String = "") throws {
+        self.containerdConfig = containerdConfig
         directory = "/tmp/estargz-containerd-\(UUID().uuidString.prefix(8))"
         packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -280,20 +349,8 @@ final class ContainerdEnvironment {
                                                      imageArchive, "bbtest"])
         } else {
             try TestSupport.run("/usr/bin/python3", [packageRoot + "/Tests/SnapshotterTests/Fixtures/make_busybox_image.py", imageArchive, "bbtest"]
-                                + (dataFiles > 0 ? [String(dataFiles)] : []))
+                                + (dataLayer ? ["--data-layer"] : []) + (dataFiles > 0 ? ["--data-files", String(dataFiles)] : []))
         }
-        let config = """
-            version = 2
-            root = "\(directory)/containerd-root"
-            state = "\(directory)/containerd-state"
-            disabled_plugins = ["io.containerd.grpc.v1.cri"]
-            [grpc]
-              address = "\(directory)/containerd.sock"
-            [proxy_plugins.estargz]
-              type = "snapshot"
-              address = "\(directory)/snapshotter.sock"
-            """ + "\n" + containerdConfig
-        try config.write(toFile: directory + "/config.toml", atomically: true, encoding: .utf8)
     }
 
     var estargz: String {
@@ -304,8 +361,9 @@ final class ContainerdEnvironment {
     private(set) var registry: TestRegistry?
 
     /// Debian's docker-registry on a free loopback port, storing under DIR/registry; returns the port.
-    func startRegistry() throws -> Int {
-        let started = try TestRegistry(storage: directory + "/registry")
+    /// With `logAccess` it logs requests, so `registry.blobBytesServed()` counts what was fetched.
+    func startRegistry(logAccess: Bool = false) throws -> Int {
+        let started = try TestRegistry(storage: directory + "/registry", logAccess: logAccess)
         registry = started
         return started.port
     }
@@ -327,6 +385,21 @@ final class ContainerdEnvironment {
             try TestSupport.run("/bin/tar", ["-xf", imageArchive, "-C", layout])
         }
         return layout
+    }
+
+    /// The bytes of every blob the registry stores (its manifests, configs and layers).
+    func registryBytes() throws -> Int64 {
+        let blobs = directory + "/registry/docker/registry/v2/blobs"
+        let files = FileManager.default.enumerator(atPath: blobs)!.compactMap { $0 as? String }.filter { $0.hasSuffix("/data") }
+        return files.reduce(0) { $0 + fileSize(blobs + "/" + $1) }
+    }
+
+    /// `estargz pull` into our containerd; returns its progress lines (stderr).
+    @discardableResult
+    func pull(_ reference: String, namespace: String = "estargz-test") throws -> String {
+        let command = ([estargz, "pull", "--address", directory + "/containerd.sock", "--namespace", namespace, reference]
+            .map { "'\($0)'" } + ["2>&1"]).joined(separator: " ")
+        return try TestSupport.run("/bin/sh", ["-c", command])
     }
 
     @discardableResult
@@ -392,7 +465,46 @@ final class ContainerdEnvironment {
         unlink(directory + "/snapshotter/fuse-manager.sock.pid")
     }
 
-    func startContainerd() throws {
+
+    /// containerd's config: our snapshotter as the `estargz` proxy plugin; the CRI plugin off, or
+    /// with `cri` on as a Kubernetes node runs it (see README.md): the sandbox image, the estargz
+    /// snapshotter with the layer annotations passed on, and `registry` reached over plain HTTP.
+    func writeConfig(cri: (sandboxImage: String, registry: String)? = nil) throws {
+        var config = """
+            version = 2
+            root = "\(directory)/containerd-root"
+            state = "\(directory)/containerd-state"
+            \(cri == nil ? "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]" : "")
+            [grpc]
+              address = "\(directory)/containerd.sock"
+            [proxy_plugins.estargz]
+              type = "snapshot"
+              address = "\(directory)/snapshotter.sock"
+
+            """
+        if let cri {
+            config += """
+                [plugins."io.containerd.grpc.v1.cri"]
+                  sandbox_image = "\(cri.sandboxImage)"
+                  stream_server_address = "127.0.0.1"
+                  stream_server_port = "0"
+                  [plugins."io.containerd.grpc.v1.cri".containerd]
+                    snapshotter = "estargz"
+                    disable_snapshot_annotations = false
+                  [plugins."io.containerd.grpc.v1.cri".cni]
+                    bin_dir = "\(directory)/cni/bin"
+                    conf_dir = "\(directory)/cni/conf"
+                  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."\(cri.registry)"]
+                    endpoint = ["http://\(cri.registry)"]
+
+                """
+        }
+        config += "\n" + containerdConfig
+        try config.write(toFile: directory + "/config.toml", atomically: true, encoding: .utf8)
+    }
+
+    func startContainerd(cri: (sandboxImage: String, registry: String)? = nil) throws {
+        try writeConfig(cri: cri)
         containerd = try Self.start("/usr/bin/containerd", ["--config", directory + "/config.toml"], log: directory + "/containerd.log")
         try Self.waitFor(directory + "/containerd.sock")
     }
@@ -412,8 +524,8 @@ final class ContainerdEnvironment {
     }
 
     @discardableResult
-    func ctr(_ arguments: [String]) throws -> String {
-        try TestSupport.run("/usr/bin/ctr", ["--address", directory + "/containerd.sock", "--namespace", "estargz-test"] + arguments)
+    func ctr(_ arguments: [String], namespace: String = "estargz-test") throws -> String {
+        try TestSupport.run("/usr/bin/ctr", ["--address", directory + "/containerd.sock", "--namespace", namespace] + arguments)
     }
 
     func tearDown() {
@@ -485,5 +597,95 @@ extension ContainerdTests {
         let busybox = try TestSupport.run("/bin/sh", ["-c", "'\(environment.estargz)' cat \(reference) bin/busybox | sha256sum"])
         let expected = try TestSupport.run("/bin/sh", ["-c", "sha256sum < /bin/busybox"])
         #expect(busybox == expected)
+    }
+}
+
+extension ContainerdTests {
+    /// An image converted with an external TOC, keep-diff-id and shared members, pulled with
+    /// `ctr-remote image rpull` into our snapshotter: the layer is mounted lazily, its TOC found in
+    /// the `-esgztoc` image with no setting, and a container runs on it.
+    @Test func externalTOCImageRunsLazilyThroughTheSnapshotter() throws {
+        let environment = try ContainerdEnvironment()
+        defer { environment.tearDown() }
+        let registry = try environment.startRegistry()
+        let layout = try environment.imageLayout()
+        let reference = "127.0.0.1:\(registry)/bbtest:ext"
+        try TestSupport.run(environment.estargz, ["image", "convert", "oci:" + layout, reference, "--estargz-external-toc",
+                                                  "--estargz-keep-diff-id", "--estargz-min-chunk-size", "50000"])
+
+        try environment.startSnapshotter()
+        try environment.startContainerd()
+        try environment.ctrRemote(["image", "rpull", "--plain-http", "--snapshotter", "estargz", reference])
+        let mounts = try String(contentsOfFile: "/proc/mounts", encoding: .utf8)
+        #expect(mounts.split(separator: "\n").contains { $0.contains(environment.directory + "/snapshotter/snapshots/") && $0.contains("fuse") },
+                "the layer is a lazy FUSE mount")
+        let output = try environment.ctr(["run", "--rm", "--snapshotter", "estargz", reference, "ext1", "/bin/cat", "/etc/message"])
+        #expect(output == "hello from the layer\n")
+    }
+}
+
+extension ContainerdTests {
+    /// `image optimize --estargz-min-chunk-size`: small files share members, and the workload's files
+    /// still all sit before the prefetch landmark (which always starts its own member).
+    @Test func optimizeWithSharedMembersKeepsThePrioritizedRegion() throws {
+        let environment = try ContainerdEnvironment()
+        defer { environment.tearDown() }
+        let layout = try environment.imageLayout()
+        let output = environment.directory + "/optimized-min"
+        try TestSupport.run(environment.estargz, ["image", "optimize", "oci:" + layout, "oci:" + output + ":opt",
+                                                  "--estargz-min-chunk-size", "50000", "--period", "20", "--", "/bin/cat", "/etc/message"])
+        let index = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: output + "/index.json"))) as? [String: Any]
+        let manifestDigest = try #require(((index?["manifests"] as? [[String: Any]])?.last?["digest"] as? String)?.dropFirst(7))
+        let manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: output + "/blobs/sha256/" + manifestDigest))) as? [String: Any]
+        let layerDigest = try #require(((manifest?["layers"] as? [[String: Any]])?.first?["digest"] as? String)?.dropFirst(7))
+        let layer = try LayerReader(source: try FileSource(path: output + "/blobs/sha256/" + layerDigest))
+        let end = try #require(layer.prefetchRegionEnd)
+        for path in ["etc/message", "bin/busybox", "etc/passwd"] {
+            let entry = try #require(layer.entry(at: path))
+            #expect(layer.chunks(of: entry).allSatisfy { $0.blobEnd <= end }, "\(path) should be prefetched")
+            #expect(try layer.read(path: path).count == Int(entry.size))
+        }
+        let random = try #require(layer.entry(at: "etc/random"))
+        #expect(layer.chunks(of: random).allSatisfy { $0.blobOffset >= end })
+        // Members are shared: more chunks than distinct member offsets.
+        let all = layer.allChunks()
+        #expect(Set(all.map(\.chunk.blobOffset)).count < all.count)
+        try layer.verifyAllChunks()
+    }
+}
+
+extension ContainerdTests {
+    /// A zstd:chunked image through containerd and our snapshotter: the layer is mounted lazily
+    /// (the format is told by its footer) and a container runs on it.
+    @Test func rpullMountsZstdChunkedLayersLazily() throws {
+        let environment = try ContainerdEnvironment()
+        defer { environment.tearDown() }
+        let registry = try environment.startRegistry()
+        let layout = try environment.imageLayout()
+        let reference = "127.0.0.1:\(registry)/bbtest:zstdchunked"
+        try TestSupport.run(environment.estargz, ["image", "convert", "oci:" + layout, reference, "--zstdchunked"])
+        let manifest = try TestSupport.run("/usr/bin/skopeo", ["inspect", "--raw", "--tls-verify=false", "docker://" + reference])
+        #expect(manifest.contains("application/vnd.oci.image.layer.v1.tar+zstd") && manifest.contains("zstd-chunked.manifest-position"))
+
+        try environment.startSnapshotter()
+        try environment.startContainerd()
+        try environment.ctrRemote(["image", "rpull", "--plain-http", "--snapshotter", "estargz", reference])
+        let mounts = try String(contentsOfFile: "/proc/mounts", encoding: .utf8)
+        #expect(mounts.split(separator: "\n").contains { $0.contains(environment.directory + "/snapshotter/snapshots/") && $0.contains("fuse") })
+        let output = try environment.ctr(["run", "--rm", "--snapshotter", "estargz", reference, "zstd1", "/bin/cat", "/etc/message"])
+        #expect(output == "hello from the layer\n")
+        let busybox = try environment.ctr(["run", "--rm", "--snapshotter", "estargz", reference, "zstd2", "/bin/sh", "-c", "/bin/busybox | head -c 7"])
+        #expect(busybox == "BusyBox")
+    }
+
+    /// `image optimize --zstdchunked`: the workload's files first, in a zstd:chunked layer.
+    @Test func optimizeWritesZstdChunked() throws {
+        let environment = try ContainerdEnvironment()
+        defer { environment.tearDown() }
+        let layout = try environment.imageLayout()
+        let output = environment.directory + "/optimized-zstd"
+        try TestSupport.run(environment.estargz, ["image", "optimize", "oci:" + layout, "oci:" + output + ":opt", "--zstdchunked",
+                                                  "--period", "20", "--", "/bin/cat", "/etc/message"])
+        try expectPrioritized(layout: output, compression: .zstdChunked)
     }
 }

@@ -18,6 +18,8 @@ public final class TestRegistry: @unchecked Sendable {
     /// Where the registry keeps blobs and manifests (`docker/registry/v2/…` below it).
     public let storage: String
     private var processes: [Process] = []
+    /// Whether the registry logs every request to ``accessLogPath``.
+    private let logAccess: Bool
 
     /// `127.0.0.1:PORT`.
     public var host: String { "127.0.0.1:\(port)" }
@@ -25,10 +27,15 @@ public final class TestRegistry: @unchecked Sendable {
     /// Whether Debian's `docker-registry` is installed.
     public static var available: Bool { access("/usr/bin/docker-registry", X_OK) == 0 }
 
+    /// Where the registry logs every request when started with `logAccess` (combined log format).
+    public var accessLogPath: String { directory.path + "/access.log" }
+
     /// Starts the registry (and for `.token` its token issuer) and waits until it listens.
-    /// `storage` defaults to a directory inside ``directory``.
-    public init(auth: Auth = .none, storage: String? = nil) throws {
+    /// `storage` defaults to a directory inside ``directory``; with `logAccess` every request is
+    /// logged to ``accessLogPath`` (see ``blobBytesServed()``).
+    public init(auth: Auth = .none, storage: String? = nil, logAccess: Bool = false) throws {
         directory = TemporaryDirectory(prefix: "estargz-registry")
+        self.logAccess = logAccess
         port = freePort()
         let dir = directory.path
         self.storage = storage ?? dir + "/data"
@@ -56,7 +63,7 @@ public final class TestRegistry: @unchecked Sendable {
             log:
               level: error
               accesslog:
-                disabled: true
+                disabled: \(!logAccess)
             storage:
               filesystem:
                 rootdirectory: \(self.storage)
@@ -77,7 +84,12 @@ public final class TestRegistry: @unchecked Sendable {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/docker-registry")
         process.arguments = ["serve", "\(directory.path)/config.yml"]
-        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+        if logAccess, !FileManager.default.fileExists(atPath: accessLogPath) {
+            FileManager.default.createFile(atPath: accessLogPath, contents: nil)
+        }
+        let output = FileHandle(forWritingAtPath: logAccess ? accessLogPath : "/dev/null")
+        output?.seekToEndOfFile()  // a restarted registry appends to the log
+        process.standardOutput = output
         process.standardError = FileHandle(forWritingAtPath: "/dev/null")
         try process.run()
         processes.append(process)
@@ -108,6 +120,21 @@ public final class TestRegistry: @unchecked Sendable {
     /// Lets a frozen registry answer again.
     public func thaw() {
         if let server { Glibc.kill(server.processIdentifier, SIGCONT) }
+    }
+
+    /// Bytes of blob bodies sent so far (`GET …/blobs/…` responses in the access log; needs `logAccess`),
+    /// of one repository's blobs when `repository` is given.
+    public func blobBytesServed(repository: String? = nil) -> Int64 {
+        let prefix = repository.map { $0 + "/blobs/" } ?? ""
+        guard let log = try? String(contentsOfFile: accessLogPath, encoding: .utf8) else { return 0 }
+        // … "GET /v2/REPO/blobs/sha256:… HTTP/1.1" STATUS BYTES "referer" "agent"
+        return log.split(separator: "\n").reduce(0) { total, line in
+            guard let request = line.range(of: "\"GET /v2/"), let close = line[request.upperBound...].range(of: "\" "),
+                  line[request.upperBound ..< close.lowerBound].contains("/blobs/"),
+                  line[request.upperBound ..< close.lowerBound].hasPrefix(prefix) else { return total }
+            let fields = line[close.upperBound...].split(separator: " ")
+            return total + (fields.count > 1 ? Int64(fields[1]) ?? 0 : 0)
+        }
     }
 
     /// Key and self-signed certificate for the issuer, then the issuer itself.
