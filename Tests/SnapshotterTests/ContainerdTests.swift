@@ -437,6 +437,8 @@ final class ContainerdEnvironment {
                   sandbox_image = "\(cri.sandboxImage)"
                   stream_server_address = "127.0.0.1"
                   stream_server_port = "0"
+                  # CI machines may be containers themselves, where a pod's oom_score_adj cannot go below ours.
+                  restrict_oom_score_adj = true
                   [plugins."io.containerd.grpc.v1.cri".containerd]
                     snapshotter = "estargz"
                     disable_snapshot_annotations = false

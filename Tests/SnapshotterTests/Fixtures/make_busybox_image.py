@@ -3,7 +3,7 @@
 busybox as /bin/busybox, named docker.io/library/NAME:latest.  With --data-layer a second layer
 adds etc/second and 4 MiB of incompressible data/big that no test container reads (the part of an
 image a lazy pull never fetches).  --cmd JSON sets the config's Cmd (default ["/bin/sh"]; a
-pod sandbox image: ["/bin/sleep", "3600"]).
+pod sandbox image: ["/bin/busybox", "sleep", "3600"]).
 Usage: make_busybox_image.py OUT.tar NAME [--data-layer] [--cmd JSON]"""
 import gzip, hashlib, io, json, random, sys, tarfile
 
