@@ -93,6 +93,10 @@ extension ContainerdTests {
         let registry = try #require(environment.registry)
         let pushed = registry.blobBytesServed()
         try environment.startSnapshotter()
+        // No containerd yet: a typed error that names the call, and no partial image.
+        let refused = shell("'\(environment.estargz)' pull --address '\(environment.directory)/containerd.sock' \(reference) 2>'\(environment.directory)/err'")
+        let refusal = (try? String(contentsOfFile: environment.directory + "/err", encoding: .utf8)) ?? ""
+        #expect(refused == 1 && refusal.contains("containerd Leases.Create: unavailable"), "\(refusal)")
         try environment.startContainerd()
 
         let progress = try environment.pull(reference)
@@ -109,6 +113,16 @@ extension ContainerdTests {
         let again = try environment.pull(reference)
         #expect(again.components(separatedBy: ": exists").count == 3, "\(again)")
         #expect(registry.blobBytesServed() - pushed < fetched + 4096, "a second pull fetches the config again, no layer bytes")
+
+        // The same image as plain gzip: both layers downloaded and applied by containerd's diff
+        // service, the second onto an overlay of the first.
+        let plain = "127.0.0.1:\(port)/bbdata:gzip"
+        try TestSupport.run("/usr/bin/skopeo", ["copy", "--dest-tls-verify=false", "oci:" + layout, "docker://" + plain])
+        let downloaded = try environment.pull(plain)
+        #expect(downloaded.components(separatedBy: "and applied").count == 3 && !downloaded.contains("lazily"), "\(downloaded)")
+        let fromGzip = try environment.ctr(["run", "--rm", "--snapshotter", "estargz", plain, "data2",
+                                            "/bin/cat", "/etc/message", "/etc/second"])
+        #expect(fromGzip == "hello from the layer\nhello from the second layer\n")
     }
 
     /// Interop: an image made by `ctr-remote image convert --estargz --oci` and pushed with `ctr`
