@@ -369,8 +369,8 @@ final class ContainerdEnvironment {
 
     /// Debian's docker-registry on a free loopback port, storing under DIR/registry; returns the port.
     /// With `logAccess` it logs requests, so `registry.blobBytesServed()` counts what was fetched.
-    func startRegistry(logAccess: Bool = false) throws -> Int {
-        let started = try TestRegistry(storage: directory + "/registry", logAccess: logAccess)
+    func startRegistry(logAccess: Bool = false, auth: TestRegistry.Auth = .none) throws -> Int {
+        let started = try TestRegistry(auth: auth, storage: directory + "/registry", logAccess: logAccess)
         registry = started
         return started.port
     }
@@ -422,8 +422,10 @@ final class ContainerdEnvironment {
         return String(format: "%.1f", value) + " " + units[unit]
     }
 
-    func startSnapshotter() throws {
-        snapshotter = try Self.start(estargz, ["snapshotter", "--root", directory + "/snapshotter", "--address", directory + "/snapshotter.sock"],
+    /// `estargz snapshotter` under DIR/snapshotter, with `config` (a TOML file) when given.
+    func startSnapshotter(config: String? = nil) throws {
+        snapshotter = try Self.start(estargz, ["snapshotter", "--root", directory + "/snapshotter", "--address", directory + "/snapshotter.sock"]
+                                         + (config.map { ["--config", $0] } ?? []),
                                      log: directory + "/snapshotter.log")
         try Self.waitFor(directory + "/snapshotter.sock")
     }
