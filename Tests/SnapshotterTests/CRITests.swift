@@ -1,4 +1,3 @@
-import CRIClient
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix

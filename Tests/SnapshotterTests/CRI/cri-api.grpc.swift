@@ -32,351 +32,351 @@ import GRPCProtobuf
 
 /// Namespace containing generated types for the "runtime.v1.RuntimeService" service.
 @available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
-public enum Runtime_V1_RuntimeService: Sendable {
+internal enum Runtime_V1_RuntimeService: Sendable {
     /// Service descriptor for the "runtime.v1.RuntimeService" service.
-    public static let descriptor = GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.RuntimeService")
+    internal static let descriptor = GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.RuntimeService")
     /// Namespace for method metadata.
-    public enum Method: Sendable {
+    internal enum Method: Sendable {
         /// Namespace for "Version" metadata.
-        public enum Version: Sendable {
+        internal enum Version: Sendable {
             /// Request type for "Version".
-            public typealias Input = Runtime_V1_VersionRequest
+            internal typealias Input = Runtime_V1_VersionRequest
             /// Response type for "Version".
-            public typealias Output = Runtime_V1_VersionResponse
+            internal typealias Output = Runtime_V1_VersionResponse
             /// Descriptor for "Version".
-            public static let descriptor = GRPCCore.MethodDescriptor(
+            internal static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.RuntimeService"),
                 method: "Version",
                 type: .unary
             )
         }
         /// Namespace for "RunPodSandbox" metadata.
-        public enum RunPodSandbox: Sendable {
+        internal enum RunPodSandbox: Sendable {
             /// Request type for "RunPodSandbox".
-            public typealias Input = Runtime_V1_RunPodSandboxRequest
+            internal typealias Input = Runtime_V1_RunPodSandboxRequest
             /// Response type for "RunPodSandbox".
-            public typealias Output = Runtime_V1_RunPodSandboxResponse
+            internal typealias Output = Runtime_V1_RunPodSandboxResponse
             /// Descriptor for "RunPodSandbox".
-            public static let descriptor = GRPCCore.MethodDescriptor(
+            internal static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.RuntimeService"),
                 method: "RunPodSandbox",
                 type: .unary
             )
         }
         /// Namespace for "StopPodSandbox" metadata.
-        public enum StopPodSandbox: Sendable {
+        internal enum StopPodSandbox: Sendable {
             /// Request type for "StopPodSandbox".
-            public typealias Input = Runtime_V1_StopPodSandboxRequest
+            internal typealias Input = Runtime_V1_StopPodSandboxRequest
             /// Response type for "StopPodSandbox".
-            public typealias Output = Runtime_V1_StopPodSandboxResponse
+            internal typealias Output = Runtime_V1_StopPodSandboxResponse
             /// Descriptor for "StopPodSandbox".
-            public static let descriptor = GRPCCore.MethodDescriptor(
+            internal static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.RuntimeService"),
                 method: "StopPodSandbox",
                 type: .unary
             )
         }
         /// Namespace for "RemovePodSandbox" metadata.
-        public enum RemovePodSandbox: Sendable {
+        internal enum RemovePodSandbox: Sendable {
             /// Request type for "RemovePodSandbox".
-            public typealias Input = Runtime_V1_RemovePodSandboxRequest
+            internal typealias Input = Runtime_V1_RemovePodSandboxRequest
             /// Response type for "RemovePodSandbox".
-            public typealias Output = Runtime_V1_RemovePodSandboxResponse
+            internal typealias Output = Runtime_V1_RemovePodSandboxResponse
             /// Descriptor for "RemovePodSandbox".
-            public static let descriptor = GRPCCore.MethodDescriptor(
+            internal static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.RuntimeService"),
                 method: "RemovePodSandbox",
                 type: .unary
             )
         }
         /// Namespace for "PodSandboxStatus" metadata.
-        public enum PodSandboxStatus: Sendable {
+        internal enum PodSandboxStatus: Sendable {
             /// Request type for "PodSandboxStatus".
-            public typealias Input = Runtime_V1_PodSandboxStatusRequest
+            internal typealias Input = Runtime_V1_PodSandboxStatusRequest
             /// Response type for "PodSandboxStatus".
-            public typealias Output = Runtime_V1_PodSandboxStatusResponse
+            internal typealias Output = Runtime_V1_PodSandboxStatusResponse
             /// Descriptor for "PodSandboxStatus".
-            public static let descriptor = GRPCCore.MethodDescriptor(
+            internal static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.RuntimeService"),
                 method: "PodSandboxStatus",
                 type: .unary
             )
         }
         /// Namespace for "ListPodSandbox" metadata.
-        public enum ListPodSandbox: Sendable {
+        internal enum ListPodSandbox: Sendable {
             /// Request type for "ListPodSandbox".
-            public typealias Input = Runtime_V1_ListPodSandboxRequest
+            internal typealias Input = Runtime_V1_ListPodSandboxRequest
             /// Response type for "ListPodSandbox".
-            public typealias Output = Runtime_V1_ListPodSandboxResponse
+            internal typealias Output = Runtime_V1_ListPodSandboxResponse
             /// Descriptor for "ListPodSandbox".
-            public static let descriptor = GRPCCore.MethodDescriptor(
+            internal static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.RuntimeService"),
                 method: "ListPodSandbox",
                 type: .unary
             )
         }
         /// Namespace for "CreateContainer" metadata.
-        public enum CreateContainer: Sendable {
+        internal enum CreateContainer: Sendable {
             /// Request type for "CreateContainer".
-            public typealias Input = Runtime_V1_CreateContainerRequest
+            internal typealias Input = Runtime_V1_CreateContainerRequest
             /// Response type for "CreateContainer".
-            public typealias Output = Runtime_V1_CreateContainerResponse
+            internal typealias Output = Runtime_V1_CreateContainerResponse
             /// Descriptor for "CreateContainer".
-            public static let descriptor = GRPCCore.MethodDescriptor(
+            internal static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.RuntimeService"),
                 method: "CreateContainer",
                 type: .unary
             )
         }
         /// Namespace for "StartContainer" metadata.
-        public enum StartContainer: Sendable {
+        internal enum StartContainer: Sendable {
             /// Request type for "StartContainer".
-            public typealias Input = Runtime_V1_StartContainerRequest
+            internal typealias Input = Runtime_V1_StartContainerRequest
             /// Response type for "StartContainer".
-            public typealias Output = Runtime_V1_StartContainerResponse
+            internal typealias Output = Runtime_V1_StartContainerResponse
             /// Descriptor for "StartContainer".
-            public static let descriptor = GRPCCore.MethodDescriptor(
+            internal static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.RuntimeService"),
                 method: "StartContainer",
                 type: .unary
             )
         }
         /// Namespace for "StopContainer" metadata.
-        public enum StopContainer: Sendable {
+        internal enum StopContainer: Sendable {
             /// Request type for "StopContainer".
-            public typealias Input = Runtime_V1_StopContainerRequest
+            internal typealias Input = Runtime_V1_StopContainerRequest
             /// Response type for "StopContainer".
-            public typealias Output = Runtime_V1_StopContainerResponse
+            internal typealias Output = Runtime_V1_StopContainerResponse
             /// Descriptor for "StopContainer".
-            public static let descriptor = GRPCCore.MethodDescriptor(
+            internal static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.RuntimeService"),
                 method: "StopContainer",
                 type: .unary
             )
         }
         /// Namespace for "RemoveContainer" metadata.
-        public enum RemoveContainer: Sendable {
+        internal enum RemoveContainer: Sendable {
             /// Request type for "RemoveContainer".
-            public typealias Input = Runtime_V1_RemoveContainerRequest
+            internal typealias Input = Runtime_V1_RemoveContainerRequest
             /// Response type for "RemoveContainer".
-            public typealias Output = Runtime_V1_RemoveContainerResponse
+            internal typealias Output = Runtime_V1_RemoveContainerResponse
             /// Descriptor for "RemoveContainer".
-            public static let descriptor = GRPCCore.MethodDescriptor(
+            internal static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.RuntimeService"),
                 method: "RemoveContainer",
                 type: .unary
             )
         }
         /// Namespace for "ListContainers" metadata.
-        public enum ListContainers: Sendable {
+        internal enum ListContainers: Sendable {
             /// Request type for "ListContainers".
-            public typealias Input = Runtime_V1_ListContainersRequest
+            internal typealias Input = Runtime_V1_ListContainersRequest
             /// Response type for "ListContainers".
-            public typealias Output = Runtime_V1_ListContainersResponse
+            internal typealias Output = Runtime_V1_ListContainersResponse
             /// Descriptor for "ListContainers".
-            public static let descriptor = GRPCCore.MethodDescriptor(
+            internal static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.RuntimeService"),
                 method: "ListContainers",
                 type: .unary
             )
         }
         /// Namespace for "ContainerStatus" metadata.
-        public enum ContainerStatus: Sendable {
+        internal enum ContainerStatus: Sendable {
             /// Request type for "ContainerStatus".
-            public typealias Input = Runtime_V1_ContainerStatusRequest
+            internal typealias Input = Runtime_V1_ContainerStatusRequest
             /// Response type for "ContainerStatus".
-            public typealias Output = Runtime_V1_ContainerStatusResponse
+            internal typealias Output = Runtime_V1_ContainerStatusResponse
             /// Descriptor for "ContainerStatus".
-            public static let descriptor = GRPCCore.MethodDescriptor(
+            internal static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.RuntimeService"),
                 method: "ContainerStatus",
                 type: .unary
             )
         }
         /// Namespace for "UpdateContainerResources" metadata.
-        public enum UpdateContainerResources: Sendable {
+        internal enum UpdateContainerResources: Sendable {
             /// Request type for "UpdateContainerResources".
-            public typealias Input = Runtime_V1_UpdateContainerResourcesRequest
+            internal typealias Input = Runtime_V1_UpdateContainerResourcesRequest
             /// Response type for "UpdateContainerResources".
-            public typealias Output = Runtime_V1_UpdateContainerResourcesResponse
+            internal typealias Output = Runtime_V1_UpdateContainerResourcesResponse
             /// Descriptor for "UpdateContainerResources".
-            public static let descriptor = GRPCCore.MethodDescriptor(
+            internal static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.RuntimeService"),
                 method: "UpdateContainerResources",
                 type: .unary
             )
         }
         /// Namespace for "ReopenContainerLog" metadata.
-        public enum ReopenContainerLog: Sendable {
+        internal enum ReopenContainerLog: Sendable {
             /// Request type for "ReopenContainerLog".
-            public typealias Input = Runtime_V1_ReopenContainerLogRequest
+            internal typealias Input = Runtime_V1_ReopenContainerLogRequest
             /// Response type for "ReopenContainerLog".
-            public typealias Output = Runtime_V1_ReopenContainerLogResponse
+            internal typealias Output = Runtime_V1_ReopenContainerLogResponse
             /// Descriptor for "ReopenContainerLog".
-            public static let descriptor = GRPCCore.MethodDescriptor(
+            internal static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.RuntimeService"),
                 method: "ReopenContainerLog",
                 type: .unary
             )
         }
         /// Namespace for "ExecSync" metadata.
-        public enum ExecSync: Sendable {
+        internal enum ExecSync: Sendable {
             /// Request type for "ExecSync".
-            public typealias Input = Runtime_V1_ExecSyncRequest
+            internal typealias Input = Runtime_V1_ExecSyncRequest
             /// Response type for "ExecSync".
-            public typealias Output = Runtime_V1_ExecSyncResponse
+            internal typealias Output = Runtime_V1_ExecSyncResponse
             /// Descriptor for "ExecSync".
-            public static let descriptor = GRPCCore.MethodDescriptor(
+            internal static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.RuntimeService"),
                 method: "ExecSync",
                 type: .unary
             )
         }
         /// Namespace for "Exec" metadata.
-        public enum Exec: Sendable {
+        internal enum Exec: Sendable {
             /// Request type for "Exec".
-            public typealias Input = Runtime_V1_ExecRequest
+            internal typealias Input = Runtime_V1_ExecRequest
             /// Response type for "Exec".
-            public typealias Output = Runtime_V1_ExecResponse
+            internal typealias Output = Runtime_V1_ExecResponse
             /// Descriptor for "Exec".
-            public static let descriptor = GRPCCore.MethodDescriptor(
+            internal static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.RuntimeService"),
                 method: "Exec",
                 type: .unary
             )
         }
         /// Namespace for "Attach" metadata.
-        public enum Attach: Sendable {
+        internal enum Attach: Sendable {
             /// Request type for "Attach".
-            public typealias Input = Runtime_V1_AttachRequest
+            internal typealias Input = Runtime_V1_AttachRequest
             /// Response type for "Attach".
-            public typealias Output = Runtime_V1_AttachResponse
+            internal typealias Output = Runtime_V1_AttachResponse
             /// Descriptor for "Attach".
-            public static let descriptor = GRPCCore.MethodDescriptor(
+            internal static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.RuntimeService"),
                 method: "Attach",
                 type: .unary
             )
         }
         /// Namespace for "PortForward" metadata.
-        public enum PortForward: Sendable {
+        internal enum PortForward: Sendable {
             /// Request type for "PortForward".
-            public typealias Input = Runtime_V1_PortForwardRequest
+            internal typealias Input = Runtime_V1_PortForwardRequest
             /// Response type for "PortForward".
-            public typealias Output = Runtime_V1_PortForwardResponse
+            internal typealias Output = Runtime_V1_PortForwardResponse
             /// Descriptor for "PortForward".
-            public static let descriptor = GRPCCore.MethodDescriptor(
+            internal static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.RuntimeService"),
                 method: "PortForward",
                 type: .unary
             )
         }
         /// Namespace for "ContainerStats" metadata.
-        public enum ContainerStats: Sendable {
+        internal enum ContainerStats: Sendable {
             /// Request type for "ContainerStats".
-            public typealias Input = Runtime_V1_ContainerStatsRequest
+            internal typealias Input = Runtime_V1_ContainerStatsRequest
             /// Response type for "ContainerStats".
-            public typealias Output = Runtime_V1_ContainerStatsResponse
+            internal typealias Output = Runtime_V1_ContainerStatsResponse
             /// Descriptor for "ContainerStats".
-            public static let descriptor = GRPCCore.MethodDescriptor(
+            internal static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.RuntimeService"),
                 method: "ContainerStats",
                 type: .unary
             )
         }
         /// Namespace for "ListContainerStats" metadata.
-        public enum ListContainerStats: Sendable {
+        internal enum ListContainerStats: Sendable {
             /// Request type for "ListContainerStats".
-            public typealias Input = Runtime_V1_ListContainerStatsRequest
+            internal typealias Input = Runtime_V1_ListContainerStatsRequest
             /// Response type for "ListContainerStats".
-            public typealias Output = Runtime_V1_ListContainerStatsResponse
+            internal typealias Output = Runtime_V1_ListContainerStatsResponse
             /// Descriptor for "ListContainerStats".
-            public static let descriptor = GRPCCore.MethodDescriptor(
+            internal static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.RuntimeService"),
                 method: "ListContainerStats",
                 type: .unary
             )
         }
         /// Namespace for "PodSandboxStats" metadata.
-        public enum PodSandboxStats: Sendable {
+        internal enum PodSandboxStats: Sendable {
             /// Request type for "PodSandboxStats".
-            public typealias Input = Runtime_V1_PodSandboxStatsRequest
+            internal typealias Input = Runtime_V1_PodSandboxStatsRequest
             /// Response type for "PodSandboxStats".
-            public typealias Output = Runtime_V1_PodSandboxStatsResponse
+            internal typealias Output = Runtime_V1_PodSandboxStatsResponse
             /// Descriptor for "PodSandboxStats".
-            public static let descriptor = GRPCCore.MethodDescriptor(
+            internal static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.RuntimeService"),
                 method: "PodSandboxStats",
                 type: .unary
             )
         }
         /// Namespace for "ListPodSandboxStats" metadata.
-        public enum ListPodSandboxStats: Sendable {
+        internal enum ListPodSandboxStats: Sendable {
             /// Request type for "ListPodSandboxStats".
-            public typealias Input = Runtime_V1_ListPodSandboxStatsRequest
+            internal typealias Input = Runtime_V1_ListPodSandboxStatsRequest
             /// Response type for "ListPodSandboxStats".
-            public typealias Output = Runtime_V1_ListPodSandboxStatsResponse
+            internal typealias Output = Runtime_V1_ListPodSandboxStatsResponse
             /// Descriptor for "ListPodSandboxStats".
-            public static let descriptor = GRPCCore.MethodDescriptor(
+            internal static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.RuntimeService"),
                 method: "ListPodSandboxStats",
                 type: .unary
             )
         }
         /// Namespace for "UpdateRuntimeConfig" metadata.
-        public enum UpdateRuntimeConfig: Sendable {
+        internal enum UpdateRuntimeConfig: Sendable {
             /// Request type for "UpdateRuntimeConfig".
-            public typealias Input = Runtime_V1_UpdateRuntimeConfigRequest
+            internal typealias Input = Runtime_V1_UpdateRuntimeConfigRequest
             /// Response type for "UpdateRuntimeConfig".
-            public typealias Output = Runtime_V1_UpdateRuntimeConfigResponse
+            internal typealias Output = Runtime_V1_UpdateRuntimeConfigResponse
             /// Descriptor for "UpdateRuntimeConfig".
-            public static let descriptor = GRPCCore.MethodDescriptor(
+            internal static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.RuntimeService"),
                 method: "UpdateRuntimeConfig",
                 type: .unary
             )
         }
         /// Namespace for "Status" metadata.
-        public enum Status: Sendable {
+        internal enum Status: Sendable {
             /// Request type for "Status".
-            public typealias Input = Runtime_V1_StatusRequest
+            internal typealias Input = Runtime_V1_StatusRequest
             /// Response type for "Status".
-            public typealias Output = Runtime_V1_StatusResponse
+            internal typealias Output = Runtime_V1_StatusResponse
             /// Descriptor for "Status".
-            public static let descriptor = GRPCCore.MethodDescriptor(
+            internal static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.RuntimeService"),
                 method: "Status",
                 type: .unary
             )
         }
         /// Namespace for "CheckpointContainer" metadata.
-        public enum CheckpointContainer: Sendable {
+        internal enum CheckpointContainer: Sendable {
             /// Request type for "CheckpointContainer".
-            public typealias Input = Runtime_V1_CheckpointContainerRequest
+            internal typealias Input = Runtime_V1_CheckpointContainerRequest
             /// Response type for "CheckpointContainer".
-            public typealias Output = Runtime_V1_CheckpointContainerResponse
+            internal typealias Output = Runtime_V1_CheckpointContainerResponse
             /// Descriptor for "CheckpointContainer".
-            public static let descriptor = GRPCCore.MethodDescriptor(
+            internal static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.RuntimeService"),
                 method: "CheckpointContainer",
                 type: .unary
             )
         }
         /// Namespace for "GetContainerEvents" metadata.
-        public enum GetContainerEvents: Sendable {
+        internal enum GetContainerEvents: Sendable {
             /// Request type for "GetContainerEvents".
-            public typealias Input = Runtime_V1_GetEventsRequest
+            internal typealias Input = Runtime_V1_GetEventsRequest
             /// Response type for "GetContainerEvents".
-            public typealias Output = Runtime_V1_ContainerEventResponse
+            internal typealias Output = Runtime_V1_ContainerEventResponse
             /// Descriptor for "GetContainerEvents".
-            public static let descriptor = GRPCCore.MethodDescriptor(
+            internal static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.RuntimeService"),
                 method: "GetContainerEvents",
                 type: .serverStreaming
             )
         }
         /// Descriptors for all methods in the "runtime.v1.RuntimeService" service.
-        public static let descriptors: [GRPCCore.MethodDescriptor] = [
+        internal static let descriptors: [GRPCCore.MethodDescriptor] = [
             Version.descriptor,
             RunPodSandbox.descriptor,
             StopPodSandbox.descriptor,
@@ -410,7 +410,7 @@ public enum Runtime_V1_RuntimeService: Sendable {
 @available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
 extension GRPCCore.ServiceDescriptor {
     /// Service descriptor for the "runtime.v1.RuntimeService" service.
-    public static let runtime_v1_RuntimeService = GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.RuntimeService")
+    internal static let runtime_v1_RuntimeService = GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.RuntimeService")
 }
 
 // MARK: runtime.v1.RuntimeService (client)
@@ -425,7 +425,7 @@ extension Runtime_V1_RuntimeService {
     /// > Source IDL Documentation:
     /// >
     /// > Runtime service defines the public APIs for remote container runtimes
-    public protocol ClientProtocol: Sendable {
+    internal protocol ClientProtocol: Sendable {
         /// Call the "Version" method.
         ///
         /// > Source IDL Documentation:
@@ -1062,14 +1062,14 @@ extension Runtime_V1_RuntimeService {
     /// > Source IDL Documentation:
     /// >
     /// > Runtime service defines the public APIs for remote container runtimes
-    public struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
+    internal struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
         private let client: GRPCCore.GRPCClient<Transport>
 
         /// Creates a new client wrapping the provided `GRPCCore.GRPCClient`.
         ///
         /// - Parameters:
         ///   - client: A `GRPCCore.GRPCClient` providing a communication channel to the service.
-        public init(wrapping client: GRPCCore.GRPCClient<Transport>) {
+        internal init(wrapping client: GRPCCore.GRPCClient<Transport>) {
             self.client = client
         }
 
@@ -1088,7 +1088,7 @@ extension Runtime_V1_RuntimeService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        public func version<Result>(
+        internal func version<Result>(
             request: GRPCCore.ClientRequest<Runtime_V1_VersionRequest>,
             serializer: some GRPCCore.MessageSerializer<Runtime_V1_VersionRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Runtime_V1_VersionResponse>,
@@ -1123,7 +1123,7 @@ extension Runtime_V1_RuntimeService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        public func runPodSandbox<Result>(
+        internal func runPodSandbox<Result>(
             request: GRPCCore.ClientRequest<Runtime_V1_RunPodSandboxRequest>,
             serializer: some GRPCCore.MessageSerializer<Runtime_V1_RunPodSandboxRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Runtime_V1_RunPodSandboxResponse>,
@@ -1165,7 +1165,7 @@ extension Runtime_V1_RuntimeService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        public func stopPodSandbox<Result>(
+        internal func stopPodSandbox<Result>(
             request: GRPCCore.ClientRequest<Runtime_V1_StopPodSandboxRequest>,
             serializer: some GRPCCore.MessageSerializer<Runtime_V1_StopPodSandboxRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Runtime_V1_StopPodSandboxResponse>,
@@ -1202,7 +1202,7 @@ extension Runtime_V1_RuntimeService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        public func removePodSandbox<Result>(
+        internal func removePodSandbox<Result>(
             request: GRPCCore.ClientRequest<Runtime_V1_RemovePodSandboxRequest>,
             serializer: some GRPCCore.MessageSerializer<Runtime_V1_RemovePodSandboxRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Runtime_V1_RemovePodSandboxResponse>,
@@ -1237,7 +1237,7 @@ extension Runtime_V1_RuntimeService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        public func podSandboxStatus<Result>(
+        internal func podSandboxStatus<Result>(
             request: GRPCCore.ClientRequest<Runtime_V1_PodSandboxStatusRequest>,
             serializer: some GRPCCore.MessageSerializer<Runtime_V1_PodSandboxStatusRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Runtime_V1_PodSandboxStatusResponse>,
@@ -1271,7 +1271,7 @@ extension Runtime_V1_RuntimeService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        public func listPodSandbox<Result>(
+        internal func listPodSandbox<Result>(
             request: GRPCCore.ClientRequest<Runtime_V1_ListPodSandboxRequest>,
             serializer: some GRPCCore.MessageSerializer<Runtime_V1_ListPodSandboxRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Runtime_V1_ListPodSandboxResponse>,
@@ -1305,7 +1305,7 @@ extension Runtime_V1_RuntimeService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        public func createContainer<Result>(
+        internal func createContainer<Result>(
             request: GRPCCore.ClientRequest<Runtime_V1_CreateContainerRequest>,
             serializer: some GRPCCore.MessageSerializer<Runtime_V1_CreateContainerRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Runtime_V1_CreateContainerResponse>,
@@ -1339,7 +1339,7 @@ extension Runtime_V1_RuntimeService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        public func startContainer<Result>(
+        internal func startContainer<Result>(
             request: GRPCCore.ClientRequest<Runtime_V1_StartContainerRequest>,
             serializer: some GRPCCore.MessageSerializer<Runtime_V1_StartContainerRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Runtime_V1_StartContainerResponse>,
@@ -1377,7 +1377,7 @@ extension Runtime_V1_RuntimeService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        public func stopContainer<Result>(
+        internal func stopContainer<Result>(
             request: GRPCCore.ClientRequest<Runtime_V1_StopContainerRequest>,
             serializer: some GRPCCore.MessageSerializer<Runtime_V1_StopContainerRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Runtime_V1_StopContainerResponse>,
@@ -1414,7 +1414,7 @@ extension Runtime_V1_RuntimeService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        public func removeContainer<Result>(
+        internal func removeContainer<Result>(
             request: GRPCCore.ClientRequest<Runtime_V1_RemoveContainerRequest>,
             serializer: some GRPCCore.MessageSerializer<Runtime_V1_RemoveContainerRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Runtime_V1_RemoveContainerResponse>,
@@ -1448,7 +1448,7 @@ extension Runtime_V1_RuntimeService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        public func listContainers<Result>(
+        internal func listContainers<Result>(
             request: GRPCCore.ClientRequest<Runtime_V1_ListContainersRequest>,
             serializer: some GRPCCore.MessageSerializer<Runtime_V1_ListContainersRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Runtime_V1_ListContainersResponse>,
@@ -1483,7 +1483,7 @@ extension Runtime_V1_RuntimeService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        public func containerStatus<Result>(
+        internal func containerStatus<Result>(
             request: GRPCCore.ClientRequest<Runtime_V1_ContainerStatusRequest>,
             serializer: some GRPCCore.MessageSerializer<Runtime_V1_ContainerStatusRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Runtime_V1_ContainerStatusResponse>,
@@ -1518,7 +1518,7 @@ extension Runtime_V1_RuntimeService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        public func updateContainerResources<Result>(
+        internal func updateContainerResources<Result>(
             request: GRPCCore.ClientRequest<Runtime_V1_UpdateContainerResourcesRequest>,
             serializer: some GRPCCore.MessageSerializer<Runtime_V1_UpdateContainerResourcesRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Runtime_V1_UpdateContainerResourcesResponse>,
@@ -1556,7 +1556,7 @@ extension Runtime_V1_RuntimeService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        public func reopenContainerLog<Result>(
+        internal func reopenContainerLog<Result>(
             request: GRPCCore.ClientRequest<Runtime_V1_ReopenContainerLogRequest>,
             serializer: some GRPCCore.MessageSerializer<Runtime_V1_ReopenContainerLogRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Runtime_V1_ReopenContainerLogResponse>,
@@ -1590,7 +1590,7 @@ extension Runtime_V1_RuntimeService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        public func execSync<Result>(
+        internal func execSync<Result>(
             request: GRPCCore.ClientRequest<Runtime_V1_ExecSyncRequest>,
             serializer: some GRPCCore.MessageSerializer<Runtime_V1_ExecSyncRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Runtime_V1_ExecSyncResponse>,
@@ -1624,7 +1624,7 @@ extension Runtime_V1_RuntimeService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        public func exec<Result>(
+        internal func exec<Result>(
             request: GRPCCore.ClientRequest<Runtime_V1_ExecRequest>,
             serializer: some GRPCCore.MessageSerializer<Runtime_V1_ExecRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Runtime_V1_ExecResponse>,
@@ -1658,7 +1658,7 @@ extension Runtime_V1_RuntimeService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        public func attach<Result>(
+        internal func attach<Result>(
             request: GRPCCore.ClientRequest<Runtime_V1_AttachRequest>,
             serializer: some GRPCCore.MessageSerializer<Runtime_V1_AttachRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Runtime_V1_AttachResponse>,
@@ -1692,7 +1692,7 @@ extension Runtime_V1_RuntimeService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        public func portForward<Result>(
+        internal func portForward<Result>(
             request: GRPCCore.ClientRequest<Runtime_V1_PortForwardRequest>,
             serializer: some GRPCCore.MessageSerializer<Runtime_V1_PortForwardRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Runtime_V1_PortForwardResponse>,
@@ -1727,7 +1727,7 @@ extension Runtime_V1_RuntimeService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        public func containerStats<Result>(
+        internal func containerStats<Result>(
             request: GRPCCore.ClientRequest<Runtime_V1_ContainerStatsRequest>,
             serializer: some GRPCCore.MessageSerializer<Runtime_V1_ContainerStatsRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Runtime_V1_ContainerStatsResponse>,
@@ -1761,7 +1761,7 @@ extension Runtime_V1_RuntimeService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        public func listContainerStats<Result>(
+        internal func listContainerStats<Result>(
             request: GRPCCore.ClientRequest<Runtime_V1_ListContainerStatsRequest>,
             serializer: some GRPCCore.MessageSerializer<Runtime_V1_ListContainerStatsRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Runtime_V1_ListContainerStatsResponse>,
@@ -1796,7 +1796,7 @@ extension Runtime_V1_RuntimeService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        public func podSandboxStats<Result>(
+        internal func podSandboxStats<Result>(
             request: GRPCCore.ClientRequest<Runtime_V1_PodSandboxStatsRequest>,
             serializer: some GRPCCore.MessageSerializer<Runtime_V1_PodSandboxStatsRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Runtime_V1_PodSandboxStatsResponse>,
@@ -1830,7 +1830,7 @@ extension Runtime_V1_RuntimeService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        public func listPodSandboxStats<Result>(
+        internal func listPodSandboxStats<Result>(
             request: GRPCCore.ClientRequest<Runtime_V1_ListPodSandboxStatsRequest>,
             serializer: some GRPCCore.MessageSerializer<Runtime_V1_ListPodSandboxStatsRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Runtime_V1_ListPodSandboxStatsResponse>,
@@ -1864,7 +1864,7 @@ extension Runtime_V1_RuntimeService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        public func updateRuntimeConfig<Result>(
+        internal func updateRuntimeConfig<Result>(
             request: GRPCCore.ClientRequest<Runtime_V1_UpdateRuntimeConfigRequest>,
             serializer: some GRPCCore.MessageSerializer<Runtime_V1_UpdateRuntimeConfigRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Runtime_V1_UpdateRuntimeConfigResponse>,
@@ -1898,7 +1898,7 @@ extension Runtime_V1_RuntimeService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        public func status<Result>(
+        internal func status<Result>(
             request: GRPCCore.ClientRequest<Runtime_V1_StatusRequest>,
             serializer: some GRPCCore.MessageSerializer<Runtime_V1_StatusRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Runtime_V1_StatusResponse>,
@@ -1932,7 +1932,7 @@ extension Runtime_V1_RuntimeService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        public func checkpointContainer<Result>(
+        internal func checkpointContainer<Result>(
             request: GRPCCore.ClientRequest<Runtime_V1_CheckpointContainerRequest>,
             serializer: some GRPCCore.MessageSerializer<Runtime_V1_CheckpointContainerRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Runtime_V1_CheckpointContainerResponse>,
@@ -1966,7 +1966,7 @@ extension Runtime_V1_RuntimeService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        public func getContainerEvents<Result>(
+        internal func getContainerEvents<Result>(
             request: GRPCCore.ClientRequest<Runtime_V1_GetEventsRequest>,
             serializer: some GRPCCore.MessageSerializer<Runtime_V1_GetEventsRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Runtime_V1_ContainerEventResponse>,
@@ -2001,7 +2001,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func version<Result>(
+    internal func version<Result>(
         request: GRPCCore.ClientRequest<Runtime_V1_VersionRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Runtime_V1_VersionResponse>) async throws -> Result = { response in
@@ -2031,7 +2031,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func runPodSandbox<Result>(
+    internal func runPodSandbox<Result>(
         request: GRPCCore.ClientRequest<Runtime_V1_RunPodSandboxRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Runtime_V1_RunPodSandboxResponse>) async throws -> Result = { response in
@@ -2068,7 +2068,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func stopPodSandbox<Result>(
+    internal func stopPodSandbox<Result>(
         request: GRPCCore.ClientRequest<Runtime_V1_StopPodSandboxRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Runtime_V1_StopPodSandboxResponse>) async throws -> Result = { response in
@@ -2100,7 +2100,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func removePodSandbox<Result>(
+    internal func removePodSandbox<Result>(
         request: GRPCCore.ClientRequest<Runtime_V1_RemovePodSandboxRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Runtime_V1_RemovePodSandboxResponse>) async throws -> Result = { response in
@@ -2130,7 +2130,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func podSandboxStatus<Result>(
+    internal func podSandboxStatus<Result>(
         request: GRPCCore.ClientRequest<Runtime_V1_PodSandboxStatusRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Runtime_V1_PodSandboxStatusResponse>) async throws -> Result = { response in
@@ -2159,7 +2159,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func listPodSandbox<Result>(
+    internal func listPodSandbox<Result>(
         request: GRPCCore.ClientRequest<Runtime_V1_ListPodSandboxRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Runtime_V1_ListPodSandboxResponse>) async throws -> Result = { response in
@@ -2188,7 +2188,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func createContainer<Result>(
+    internal func createContainer<Result>(
         request: GRPCCore.ClientRequest<Runtime_V1_CreateContainerRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Runtime_V1_CreateContainerResponse>) async throws -> Result = { response in
@@ -2217,7 +2217,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func startContainer<Result>(
+    internal func startContainer<Result>(
         request: GRPCCore.ClientRequest<Runtime_V1_StartContainerRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Runtime_V1_StartContainerResponse>) async throws -> Result = { response in
@@ -2250,7 +2250,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func stopContainer<Result>(
+    internal func stopContainer<Result>(
         request: GRPCCore.ClientRequest<Runtime_V1_StopContainerRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Runtime_V1_StopContainerResponse>) async throws -> Result = { response in
@@ -2282,7 +2282,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func removeContainer<Result>(
+    internal func removeContainer<Result>(
         request: GRPCCore.ClientRequest<Runtime_V1_RemoveContainerRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Runtime_V1_RemoveContainerResponse>) async throws -> Result = { response in
@@ -2311,7 +2311,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func listContainers<Result>(
+    internal func listContainers<Result>(
         request: GRPCCore.ClientRequest<Runtime_V1_ListContainersRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Runtime_V1_ListContainersResponse>) async throws -> Result = { response in
@@ -2341,7 +2341,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func containerStatus<Result>(
+    internal func containerStatus<Result>(
         request: GRPCCore.ClientRequest<Runtime_V1_ContainerStatusRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Runtime_V1_ContainerStatusResponse>) async throws -> Result = { response in
@@ -2371,7 +2371,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func updateContainerResources<Result>(
+    internal func updateContainerResources<Result>(
         request: GRPCCore.ClientRequest<Runtime_V1_UpdateContainerResourcesRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Runtime_V1_UpdateContainerResourcesResponse>) async throws -> Result = { response in
@@ -2404,7 +2404,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func reopenContainerLog<Result>(
+    internal func reopenContainerLog<Result>(
         request: GRPCCore.ClientRequest<Runtime_V1_ReopenContainerLogRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Runtime_V1_ReopenContainerLogResponse>) async throws -> Result = { response in
@@ -2433,7 +2433,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func execSync<Result>(
+    internal func execSync<Result>(
         request: GRPCCore.ClientRequest<Runtime_V1_ExecSyncRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Runtime_V1_ExecSyncResponse>) async throws -> Result = { response in
@@ -2462,7 +2462,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func exec<Result>(
+    internal func exec<Result>(
         request: GRPCCore.ClientRequest<Runtime_V1_ExecRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Runtime_V1_ExecResponse>) async throws -> Result = { response in
@@ -2491,7 +2491,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func attach<Result>(
+    internal func attach<Result>(
         request: GRPCCore.ClientRequest<Runtime_V1_AttachRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Runtime_V1_AttachResponse>) async throws -> Result = { response in
@@ -2520,7 +2520,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func portForward<Result>(
+    internal func portForward<Result>(
         request: GRPCCore.ClientRequest<Runtime_V1_PortForwardRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Runtime_V1_PortForwardResponse>) async throws -> Result = { response in
@@ -2550,7 +2550,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func containerStats<Result>(
+    internal func containerStats<Result>(
         request: GRPCCore.ClientRequest<Runtime_V1_ContainerStatsRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Runtime_V1_ContainerStatsResponse>) async throws -> Result = { response in
@@ -2579,7 +2579,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func listContainerStats<Result>(
+    internal func listContainerStats<Result>(
         request: GRPCCore.ClientRequest<Runtime_V1_ListContainerStatsRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Runtime_V1_ListContainerStatsResponse>) async throws -> Result = { response in
@@ -2609,7 +2609,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func podSandboxStats<Result>(
+    internal func podSandboxStats<Result>(
         request: GRPCCore.ClientRequest<Runtime_V1_PodSandboxStatsRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Runtime_V1_PodSandboxStatsResponse>) async throws -> Result = { response in
@@ -2638,7 +2638,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func listPodSandboxStats<Result>(
+    internal func listPodSandboxStats<Result>(
         request: GRPCCore.ClientRequest<Runtime_V1_ListPodSandboxStatsRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Runtime_V1_ListPodSandboxStatsResponse>) async throws -> Result = { response in
@@ -2667,7 +2667,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func updateRuntimeConfig<Result>(
+    internal func updateRuntimeConfig<Result>(
         request: GRPCCore.ClientRequest<Runtime_V1_UpdateRuntimeConfigRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Runtime_V1_UpdateRuntimeConfigResponse>) async throws -> Result = { response in
@@ -2696,7 +2696,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func status<Result>(
+    internal func status<Result>(
         request: GRPCCore.ClientRequest<Runtime_V1_StatusRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Runtime_V1_StatusResponse>) async throws -> Result = { response in
@@ -2725,7 +2725,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func checkpointContainer<Result>(
+    internal func checkpointContainer<Result>(
         request: GRPCCore.ClientRequest<Runtime_V1_CheckpointContainerRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Runtime_V1_CheckpointContainerResponse>) async throws -> Result = { response in
@@ -2754,7 +2754,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func getContainerEvents<Result>(
+    internal func getContainerEvents<Result>(
         request: GRPCCore.ClientRequest<Runtime_V1_GetEventsRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Runtime_V1_ContainerEventResponse>) async throws -> Result
@@ -2786,7 +2786,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func version<Result>(
+    internal func version<Result>(
         _ message: Runtime_V1_VersionRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -2820,7 +2820,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func runPodSandbox<Result>(
+    internal func runPodSandbox<Result>(
         _ message: Runtime_V1_RunPodSandboxRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -2861,7 +2861,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func stopPodSandbox<Result>(
+    internal func stopPodSandbox<Result>(
         _ message: Runtime_V1_StopPodSandboxRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -2897,7 +2897,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func removePodSandbox<Result>(
+    internal func removePodSandbox<Result>(
         _ message: Runtime_V1_RemovePodSandboxRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -2931,7 +2931,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func podSandboxStatus<Result>(
+    internal func podSandboxStatus<Result>(
         _ message: Runtime_V1_PodSandboxStatusRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -2964,7 +2964,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func listPodSandbox<Result>(
+    internal func listPodSandbox<Result>(
         _ message: Runtime_V1_ListPodSandboxRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -2997,7 +2997,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func createContainer<Result>(
+    internal func createContainer<Result>(
         _ message: Runtime_V1_CreateContainerRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -3030,7 +3030,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func startContainer<Result>(
+    internal func startContainer<Result>(
         _ message: Runtime_V1_StartContainerRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -3067,7 +3067,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func stopContainer<Result>(
+    internal func stopContainer<Result>(
         _ message: Runtime_V1_StopContainerRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -3103,7 +3103,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func removeContainer<Result>(
+    internal func removeContainer<Result>(
         _ message: Runtime_V1_RemoveContainerRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -3136,7 +3136,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func listContainers<Result>(
+    internal func listContainers<Result>(
         _ message: Runtime_V1_ListContainersRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -3170,7 +3170,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func containerStatus<Result>(
+    internal func containerStatus<Result>(
         _ message: Runtime_V1_ContainerStatusRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -3204,7 +3204,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func updateContainerResources<Result>(
+    internal func updateContainerResources<Result>(
         _ message: Runtime_V1_UpdateContainerResourcesRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -3241,7 +3241,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func reopenContainerLog<Result>(
+    internal func reopenContainerLog<Result>(
         _ message: Runtime_V1_ReopenContainerLogRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -3274,7 +3274,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func execSync<Result>(
+    internal func execSync<Result>(
         _ message: Runtime_V1_ExecSyncRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -3307,7 +3307,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func exec<Result>(
+    internal func exec<Result>(
         _ message: Runtime_V1_ExecRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -3340,7 +3340,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func attach<Result>(
+    internal func attach<Result>(
         _ message: Runtime_V1_AttachRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -3373,7 +3373,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func portForward<Result>(
+    internal func portForward<Result>(
         _ message: Runtime_V1_PortForwardRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -3407,7 +3407,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func containerStats<Result>(
+    internal func containerStats<Result>(
         _ message: Runtime_V1_ContainerStatsRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -3440,7 +3440,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func listContainerStats<Result>(
+    internal func listContainerStats<Result>(
         _ message: Runtime_V1_ListContainerStatsRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -3474,7 +3474,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func podSandboxStats<Result>(
+    internal func podSandboxStats<Result>(
         _ message: Runtime_V1_PodSandboxStatsRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -3507,7 +3507,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func listPodSandboxStats<Result>(
+    internal func listPodSandboxStats<Result>(
         _ message: Runtime_V1_ListPodSandboxStatsRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -3540,7 +3540,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func updateRuntimeConfig<Result>(
+    internal func updateRuntimeConfig<Result>(
         _ message: Runtime_V1_UpdateRuntimeConfigRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -3573,7 +3573,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func status<Result>(
+    internal func status<Result>(
         _ message: Runtime_V1_StatusRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -3606,7 +3606,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func checkpointContainer<Result>(
+    internal func checkpointContainer<Result>(
         _ message: Runtime_V1_CheckpointContainerRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -3639,7 +3639,7 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func getContainerEvents<Result>(
+    internal func getContainerEvents<Result>(
         _ message: Runtime_V1_GetEventsRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -3661,78 +3661,78 @@ extension Runtime_V1_RuntimeService.ClientProtocol {
 
 /// Namespace containing generated types for the "runtime.v1.ImageService" service.
 @available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
-public enum Runtime_V1_ImageService: Sendable {
+internal enum Runtime_V1_ImageService: Sendable {
     /// Service descriptor for the "runtime.v1.ImageService" service.
-    public static let descriptor = GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.ImageService")
+    internal static let descriptor = GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.ImageService")
     /// Namespace for method metadata.
-    public enum Method: Sendable {
+    internal enum Method: Sendable {
         /// Namespace for "ListImages" metadata.
-        public enum ListImages: Sendable {
+        internal enum ListImages: Sendable {
             /// Request type for "ListImages".
-            public typealias Input = Runtime_V1_ListImagesRequest
+            internal typealias Input = Runtime_V1_ListImagesRequest
             /// Response type for "ListImages".
-            public typealias Output = Runtime_V1_ListImagesResponse
+            internal typealias Output = Runtime_V1_ListImagesResponse
             /// Descriptor for "ListImages".
-            public static let descriptor = GRPCCore.MethodDescriptor(
+            internal static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.ImageService"),
                 method: "ListImages",
                 type: .unary
             )
         }
         /// Namespace for "ImageStatus" metadata.
-        public enum ImageStatus: Sendable {
+        internal enum ImageStatus: Sendable {
             /// Request type for "ImageStatus".
-            public typealias Input = Runtime_V1_ImageStatusRequest
+            internal typealias Input = Runtime_V1_ImageStatusRequest
             /// Response type for "ImageStatus".
-            public typealias Output = Runtime_V1_ImageStatusResponse
+            internal typealias Output = Runtime_V1_ImageStatusResponse
             /// Descriptor for "ImageStatus".
-            public static let descriptor = GRPCCore.MethodDescriptor(
+            internal static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.ImageService"),
                 method: "ImageStatus",
                 type: .unary
             )
         }
         /// Namespace for "PullImage" metadata.
-        public enum PullImage: Sendable {
+        internal enum PullImage: Sendable {
             /// Request type for "PullImage".
-            public typealias Input = Runtime_V1_PullImageRequest
+            internal typealias Input = Runtime_V1_PullImageRequest
             /// Response type for "PullImage".
-            public typealias Output = Runtime_V1_PullImageResponse
+            internal typealias Output = Runtime_V1_PullImageResponse
             /// Descriptor for "PullImage".
-            public static let descriptor = GRPCCore.MethodDescriptor(
+            internal static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.ImageService"),
                 method: "PullImage",
                 type: .unary
             )
         }
         /// Namespace for "RemoveImage" metadata.
-        public enum RemoveImage: Sendable {
+        internal enum RemoveImage: Sendable {
             /// Request type for "RemoveImage".
-            public typealias Input = Runtime_V1_RemoveImageRequest
+            internal typealias Input = Runtime_V1_RemoveImageRequest
             /// Response type for "RemoveImage".
-            public typealias Output = Runtime_V1_RemoveImageResponse
+            internal typealias Output = Runtime_V1_RemoveImageResponse
             /// Descriptor for "RemoveImage".
-            public static let descriptor = GRPCCore.MethodDescriptor(
+            internal static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.ImageService"),
                 method: "RemoveImage",
                 type: .unary
             )
         }
         /// Namespace for "ImageFsInfo" metadata.
-        public enum ImageFsInfo: Sendable {
+        internal enum ImageFsInfo: Sendable {
             /// Request type for "ImageFsInfo".
-            public typealias Input = Runtime_V1_ImageFsInfoRequest
+            internal typealias Input = Runtime_V1_ImageFsInfoRequest
             /// Response type for "ImageFsInfo".
-            public typealias Output = Runtime_V1_ImageFsInfoResponse
+            internal typealias Output = Runtime_V1_ImageFsInfoResponse
             /// Descriptor for "ImageFsInfo".
-            public static let descriptor = GRPCCore.MethodDescriptor(
+            internal static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.ImageService"),
                 method: "ImageFsInfo",
                 type: .unary
             )
         }
         /// Descriptors for all methods in the "runtime.v1.ImageService" service.
-        public static let descriptors: [GRPCCore.MethodDescriptor] = [
+        internal static let descriptors: [GRPCCore.MethodDescriptor] = [
             ListImages.descriptor,
             ImageStatus.descriptor,
             PullImage.descriptor,
@@ -3745,7 +3745,7 @@ public enum Runtime_V1_ImageService: Sendable {
 @available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
 extension GRPCCore.ServiceDescriptor {
     /// Service descriptor for the "runtime.v1.ImageService" service.
-    public static let runtime_v1_ImageService = GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.ImageService")
+    internal static let runtime_v1_ImageService = GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.ImageService")
 }
 
 // MARK: runtime.v1.ImageService (client)
@@ -3760,7 +3760,7 @@ extension Runtime_V1_ImageService {
     /// > Source IDL Documentation:
     /// >
     /// > ImageService defines the public APIs for managing images.
-    public protocol ClientProtocol: Sendable {
+    internal protocol ClientProtocol: Sendable {
         /// Call the "ListImages" method.
         ///
         /// > Source IDL Documentation:
@@ -3890,14 +3890,14 @@ extension Runtime_V1_ImageService {
     /// > Source IDL Documentation:
     /// >
     /// > ImageService defines the public APIs for managing images.
-    public struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
+    internal struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
         private let client: GRPCCore.GRPCClient<Transport>
 
         /// Creates a new client wrapping the provided `GRPCCore.GRPCClient`.
         ///
         /// - Parameters:
         ///   - client: A `GRPCCore.GRPCClient` providing a communication channel to the service.
-        public init(wrapping client: GRPCCore.GRPCClient<Transport>) {
+        internal init(wrapping client: GRPCCore.GRPCClient<Transport>) {
             self.client = client
         }
 
@@ -3916,7 +3916,7 @@ extension Runtime_V1_ImageService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        public func listImages<Result>(
+        internal func listImages<Result>(
             request: GRPCCore.ClientRequest<Runtime_V1_ListImagesRequest>,
             serializer: some GRPCCore.MessageSerializer<Runtime_V1_ListImagesRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Runtime_V1_ListImagesResponse>,
@@ -3952,7 +3952,7 @@ extension Runtime_V1_ImageService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        public func imageStatus<Result>(
+        internal func imageStatus<Result>(
             request: GRPCCore.ClientRequest<Runtime_V1_ImageStatusRequest>,
             serializer: some GRPCCore.MessageSerializer<Runtime_V1_ImageStatusRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Runtime_V1_ImageStatusResponse>,
@@ -3986,7 +3986,7 @@ extension Runtime_V1_ImageService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        public func pullImage<Result>(
+        internal func pullImage<Result>(
             request: GRPCCore.ClientRequest<Runtime_V1_PullImageRequest>,
             serializer: some GRPCCore.MessageSerializer<Runtime_V1_PullImageRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Runtime_V1_PullImageResponse>,
@@ -4022,7 +4022,7 @@ extension Runtime_V1_ImageService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        public func removeImage<Result>(
+        internal func removeImage<Result>(
             request: GRPCCore.ClientRequest<Runtime_V1_RemoveImageRequest>,
             serializer: some GRPCCore.MessageSerializer<Runtime_V1_RemoveImageRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Runtime_V1_RemoveImageResponse>,
@@ -4056,7 +4056,7 @@ extension Runtime_V1_ImageService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        public func imageFsInfo<Result>(
+        internal func imageFsInfo<Result>(
             request: GRPCCore.ClientRequest<Runtime_V1_ImageFsInfoRequest>,
             serializer: some GRPCCore.MessageSerializer<Runtime_V1_ImageFsInfoRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Runtime_V1_ImageFsInfoResponse>,
@@ -4093,7 +4093,7 @@ extension Runtime_V1_ImageService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func listImages<Result>(
+    internal func listImages<Result>(
         request: GRPCCore.ClientRequest<Runtime_V1_ListImagesRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Runtime_V1_ListImagesResponse>) async throws -> Result = { response in
@@ -4124,7 +4124,7 @@ extension Runtime_V1_ImageService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func imageStatus<Result>(
+    internal func imageStatus<Result>(
         request: GRPCCore.ClientRequest<Runtime_V1_ImageStatusRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Runtime_V1_ImageStatusResponse>) async throws -> Result = { response in
@@ -4153,7 +4153,7 @@ extension Runtime_V1_ImageService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func pullImage<Result>(
+    internal func pullImage<Result>(
         request: GRPCCore.ClientRequest<Runtime_V1_PullImageRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Runtime_V1_PullImageResponse>) async throws -> Result = { response in
@@ -4184,7 +4184,7 @@ extension Runtime_V1_ImageService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func removeImage<Result>(
+    internal func removeImage<Result>(
         request: GRPCCore.ClientRequest<Runtime_V1_RemoveImageRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Runtime_V1_RemoveImageResponse>) async throws -> Result = { response in
@@ -4213,7 +4213,7 @@ extension Runtime_V1_ImageService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func imageFsInfo<Result>(
+    internal func imageFsInfo<Result>(
         request: GRPCCore.ClientRequest<Runtime_V1_ImageFsInfoRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Runtime_V1_ImageFsInfoResponse>) async throws -> Result = { response in
@@ -4247,7 +4247,7 @@ extension Runtime_V1_ImageService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func listImages<Result>(
+    internal func listImages<Result>(
         _ message: Runtime_V1_ListImagesRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -4282,7 +4282,7 @@ extension Runtime_V1_ImageService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func imageStatus<Result>(
+    internal func imageStatus<Result>(
         _ message: Runtime_V1_ImageStatusRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -4315,7 +4315,7 @@ extension Runtime_V1_ImageService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func pullImage<Result>(
+    internal func pullImage<Result>(
         _ message: Runtime_V1_PullImageRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -4350,7 +4350,7 @@ extension Runtime_V1_ImageService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func removeImage<Result>(
+    internal func removeImage<Result>(
         _ message: Runtime_V1_RemoveImageRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -4383,7 +4383,7 @@ extension Runtime_V1_ImageService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func imageFsInfo<Result>(
+    internal func imageFsInfo<Result>(
         _ message: Runtime_V1_ImageFsInfoRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,

@@ -42,18 +42,18 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
-public nonisolated enum Runtime_V1_Protocol: SwiftProtobuf.Enum, Swift.CaseIterable {
-  public typealias RawValue = Int
+nonisolated enum Runtime_V1_Protocol: SwiftProtobuf.Enum, Swift.CaseIterable {
+  typealias RawValue = Int
   case tcp // = 0
   case udp // = 1
   case sctp // = 2
   case UNRECOGNIZED(Int)
 
-  public init() {
+  init() {
     self = .tcp
   }
 
-  public init?(rawValue: Int) {
+  init?(rawValue: Int) {
     switch rawValue {
     case 0: self = .tcp
     case 1: self = .udp
@@ -62,7 +62,7 @@ public nonisolated enum Runtime_V1_Protocol: SwiftProtobuf.Enum, Swift.CaseItera
     }
   }
 
-  public var rawValue: Int {
+  var rawValue: Int {
     switch self {
     case .tcp: return 0
     case .udp: return 1
@@ -72,7 +72,7 @@ public nonisolated enum Runtime_V1_Protocol: SwiftProtobuf.Enum, Swift.CaseItera
   }
 
   // The compiler won't synthesize support with the UNRECOGNIZED case.
-  public static let allCases: [Runtime_V1_Protocol] = [
+  static let allCases: [Runtime_V1_Protocol] = [
     .tcp,
     .udp,
     .sctp,
@@ -80,8 +80,8 @@ public nonisolated enum Runtime_V1_Protocol: SwiftProtobuf.Enum, Swift.CaseItera
 
 }
 
-public nonisolated enum Runtime_V1_MountPropagation: SwiftProtobuf.Enum, Swift.CaseIterable {
-  public typealias RawValue = Int
+nonisolated enum Runtime_V1_MountPropagation: SwiftProtobuf.Enum, Swift.CaseIterable {
+  typealias RawValue = Int
 
   /// No mount propagation ("private" in Linux terminology).
   case propagationPrivate // = 0
@@ -94,11 +94,11 @@ public nonisolated enum Runtime_V1_MountPropagation: SwiftProtobuf.Enum, Swift.C
   case propagationBidirectional // = 2
   case UNRECOGNIZED(Int)
 
-  public init() {
+  init() {
     self = .propagationPrivate
   }
 
-  public init?(rawValue: Int) {
+  init?(rawValue: Int) {
     switch rawValue {
     case 0: self = .propagationPrivate
     case 1: self = .propagationHostToContainer
@@ -107,7 +107,7 @@ public nonisolated enum Runtime_V1_MountPropagation: SwiftProtobuf.Enum, Swift.C
     }
   }
 
-  public var rawValue: Int {
+  var rawValue: Int {
     switch self {
     case .propagationPrivate: return 0
     case .propagationHostToContainer: return 1
@@ -117,7 +117,7 @@ public nonisolated enum Runtime_V1_MountPropagation: SwiftProtobuf.Enum, Swift.C
   }
 
   // The compiler won't synthesize support with the UNRECOGNIZED case.
-  public static let allCases: [Runtime_V1_MountPropagation] = [
+  static let allCases: [Runtime_V1_MountPropagation] = [
     .propagationPrivate,
     .propagationHostToContainer,
     .propagationBidirectional,
@@ -128,8 +128,8 @@ public nonisolated enum Runtime_V1_MountPropagation: SwiftProtobuf.Enum, Swift.C
 /// A NamespaceMode describes the intended namespace configuration for each
 /// of the namespaces (Network, PID, IPC) in NamespaceOption. Runtimes should
 /// map these modes as appropriate for the technology underlying the runtime.
-public nonisolated enum Runtime_V1_NamespaceMode: SwiftProtobuf.Enum, Swift.CaseIterable {
-  public typealias RawValue = Int
+nonisolated enum Runtime_V1_NamespaceMode: SwiftProtobuf.Enum, Swift.CaseIterable {
+  typealias RawValue = Int
 
   /// A POD namespace is common to all containers in a pod.
   /// For example, a container with a PID namespace of POD expects to view
@@ -155,11 +155,11 @@ public nonisolated enum Runtime_V1_NamespaceMode: SwiftProtobuf.Enum, Swift.Case
   case target // = 3
   case UNRECOGNIZED(Int)
 
-  public init() {
+  init() {
     self = .pod
   }
 
-  public init?(rawValue: Int) {
+  init?(rawValue: Int) {
     switch rawValue {
     case 0: self = .pod
     case 1: self = .container
@@ -169,7 +169,7 @@ public nonisolated enum Runtime_V1_NamespaceMode: SwiftProtobuf.Enum, Swift.Case
     }
   }
 
-  public var rawValue: Int {
+  var rawValue: Int {
     switch self {
     case .pod: return 0
     case .container: return 1
@@ -180,7 +180,7 @@ public nonisolated enum Runtime_V1_NamespaceMode: SwiftProtobuf.Enum, Swift.Case
   }
 
   // The compiler won't synthesize support with the UNRECOGNIZED case.
-  public static let allCases: [Runtime_V1_NamespaceMode] = [
+  static let allCases: [Runtime_V1_NamespaceMode] = [
     .pod,
     .container,
     .node,
@@ -189,17 +189,17 @@ public nonisolated enum Runtime_V1_NamespaceMode: SwiftProtobuf.Enum, Swift.Case
 
 }
 
-public nonisolated enum Runtime_V1_PodSandboxState: SwiftProtobuf.Enum, Swift.CaseIterable {
-  public typealias RawValue = Int
+nonisolated enum Runtime_V1_PodSandboxState: SwiftProtobuf.Enum, Swift.CaseIterable {
+  typealias RawValue = Int
   case sandboxReady // = 0
   case sandboxNotready // = 1
   case UNRECOGNIZED(Int)
 
-  public init() {
+  init() {
     self = .sandboxReady
   }
 
-  public init?(rawValue: Int) {
+  init?(rawValue: Int) {
     switch rawValue {
     case 0: self = .sandboxReady
     case 1: self = .sandboxNotready
@@ -207,7 +207,7 @@ public nonisolated enum Runtime_V1_PodSandboxState: SwiftProtobuf.Enum, Swift.Ca
     }
   }
 
-  public var rawValue: Int {
+  var rawValue: Int {
     switch self {
     case .sandboxReady: return 0
     case .sandboxNotready: return 1
@@ -216,26 +216,26 @@ public nonisolated enum Runtime_V1_PodSandboxState: SwiftProtobuf.Enum, Swift.Ca
   }
 
   // The compiler won't synthesize support with the UNRECOGNIZED case.
-  public static let allCases: [Runtime_V1_PodSandboxState] = [
+  static let allCases: [Runtime_V1_PodSandboxState] = [
     .sandboxReady,
     .sandboxNotready,
   ]
 
 }
 
-public nonisolated enum Runtime_V1_ContainerState: SwiftProtobuf.Enum, Swift.CaseIterable {
-  public typealias RawValue = Int
+nonisolated enum Runtime_V1_ContainerState: SwiftProtobuf.Enum, Swift.CaseIterable {
+  typealias RawValue = Int
   case containerCreated // = 0
   case containerRunning // = 1
   case containerExited // = 2
   case containerUnknown // = 3
   case UNRECOGNIZED(Int)
 
-  public init() {
+  init() {
     self = .containerCreated
   }
 
-  public init?(rawValue: Int) {
+  init?(rawValue: Int) {
     switch rawValue {
     case 0: self = .containerCreated
     case 1: self = .containerRunning
@@ -245,7 +245,7 @@ public nonisolated enum Runtime_V1_ContainerState: SwiftProtobuf.Enum, Swift.Cas
     }
   }
 
-  public var rawValue: Int {
+  var rawValue: Int {
     switch self {
     case .containerCreated: return 0
     case .containerRunning: return 1
@@ -256,7 +256,7 @@ public nonisolated enum Runtime_V1_ContainerState: SwiftProtobuf.Enum, Swift.Cas
   }
 
   // The compiler won't synthesize support with the UNRECOGNIZED case.
-  public static let allCases: [Runtime_V1_ContainerState] = [
+  static let allCases: [Runtime_V1_ContainerState] = [
     .containerCreated,
     .containerRunning,
     .containerExited,
@@ -265,8 +265,8 @@ public nonisolated enum Runtime_V1_ContainerState: SwiftProtobuf.Enum, Swift.Cas
 
 }
 
-public nonisolated enum Runtime_V1_ContainerEventType: SwiftProtobuf.Enum, Swift.CaseIterable {
-  public typealias RawValue = Int
+nonisolated enum Runtime_V1_ContainerEventType: SwiftProtobuf.Enum, Swift.CaseIterable {
+  typealias RawValue = Int
 
   /// Container created
   case containerCreatedEvent // = 0
@@ -281,11 +281,11 @@ public nonisolated enum Runtime_V1_ContainerEventType: SwiftProtobuf.Enum, Swift
   case containerDeletedEvent // = 3
   case UNRECOGNIZED(Int)
 
-  public init() {
+  init() {
     self = .containerCreatedEvent
   }
 
-  public init?(rawValue: Int) {
+  init?(rawValue: Int) {
     switch rawValue {
     case 0: self = .containerCreatedEvent
     case 1: self = .containerStartedEvent
@@ -295,7 +295,7 @@ public nonisolated enum Runtime_V1_ContainerEventType: SwiftProtobuf.Enum, Swift
     }
   }
 
-  public var rawValue: Int {
+  var rawValue: Int {
     switch self {
     case .containerCreatedEvent: return 0
     case .containerStartedEvent: return 1
@@ -306,7 +306,7 @@ public nonisolated enum Runtime_V1_ContainerEventType: SwiftProtobuf.Enum, Swift
   }
 
   // The compiler won't synthesize support with the UNRECOGNIZED case.
-  public static let allCases: [Runtime_V1_ContainerEventType] = [
+  static let allCases: [Runtime_V1_ContainerEventType] = [
     .containerCreatedEvent,
     .containerStartedEvent,
     .containerStoppedEvent,
@@ -315,158 +315,158 @@ public nonisolated enum Runtime_V1_ContainerEventType: SwiftProtobuf.Enum, Swift
 
 }
 
-public nonisolated struct Runtime_V1_VersionRequest: Sendable {
+nonisolated struct Runtime_V1_VersionRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Version of the kubelet runtime API.
-  public var version: String = String()
+  var version: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_VersionResponse: Sendable {
+nonisolated struct Runtime_V1_VersionResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Version of the kubelet runtime API.
-  public var version: String = String()
+  var version: String = String()
 
   /// Name of the container runtime.
-  public var runtimeName: String = String()
+  var runtimeName: String = String()
 
   /// Version of the container runtime. The string must be
   /// semver-compatible.
-  public var runtimeVersion: String = String()
+  var runtimeVersion: String = String()
 
   /// API version of the container runtime. The string must be
   /// semver-compatible.
-  public var runtimeApiVersion: String = String()
+  var runtimeApiVersion: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 /// DNSConfig specifies the DNS servers and search domains of a sandbox.
-public nonisolated struct Runtime_V1_DNSConfig: Sendable {
+nonisolated struct Runtime_V1_DNSConfig: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// List of DNS servers of the cluster.
-  public var servers: [String] = []
+  var servers: [String] = []
 
   /// List of DNS search domains of the cluster.
-  public var searches: [String] = []
+  var searches: [String] = []
 
   /// List of DNS options. See https://linux.die.net/man/5/resolv.conf
   /// for all available options.
-  public var options: [String] = []
+  var options: [String] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 /// PortMapping specifies the port mapping configurations of a sandbox.
-public nonisolated struct Runtime_V1_PortMapping: Sendable {
+nonisolated struct Runtime_V1_PortMapping: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Protocol of the port mapping.
-  public var `protocol`: Runtime_V1_Protocol = .tcp
+  var `protocol`: Runtime_V1_Protocol = .tcp
 
   /// Port number within the container. Default: 0 (not specified).
-  public var containerPort: Int32 = 0
+  var containerPort: Int32 = 0
 
   /// Port number on the host. Default: 0 (not specified).
-  public var hostPort: Int32 = 0
+  var hostPort: Int32 = 0
 
   /// Host IP.
-  public var hostIp: String = String()
+  var hostIp: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 /// Mount specifies a host volume to mount into a container.
-public nonisolated struct Runtime_V1_Mount: Sendable {
+nonisolated struct Runtime_V1_Mount: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Path of the mount within the container.
-  public var containerPath: String = String()
+  var containerPath: String = String()
 
   /// Path of the mount on the host. If the hostPath doesn't exist, then runtimes
   /// should report error. If the hostpath is a symbolic link, runtimes should
   /// follow the symlink and mount the real destination to container.
-  public var hostPath: String = String()
+  var hostPath: String = String()
 
   /// If set, the mount is read-only.
-  public var readonly: Bool = false
+  var readonly: Bool = false
 
   /// If set, the mount needs SELinux relabeling.
-  public var selinuxRelabel: Bool = false
+  var selinuxRelabel: Bool = false
 
   /// Requested propagation mode.
-  public var propagation: Runtime_V1_MountPropagation = .propagationPrivate
+  var propagation: Runtime_V1_MountPropagation = .propagationPrivate
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 /// IDMapping describes host to container ID mappings for a pod sandbox.
-public nonisolated struct Runtime_V1_IDMapping: Sendable {
+nonisolated struct Runtime_V1_IDMapping: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// HostId is the id on the host.
-  public var hostID: UInt32 = 0
+  var hostID: UInt32 = 0
 
   /// ContainerId is the id in the container.
-  public var containerID: UInt32 = 0
+  var containerID: UInt32 = 0
 
   /// Length is the size of the range to map.
-  public var length: UInt32 = 0
+  var length: UInt32 = 0
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 /// UserNamespace describes the intended user namespace configuration for a pod sandbox.
-public nonisolated struct Runtime_V1_UserNamespace: Sendable {
+nonisolated struct Runtime_V1_UserNamespace: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Mode is the NamespaceMode for this UserNamespace.
   /// Note: NamespaceMode for UserNamespace currently supports only POD and NODE, not CONTAINER OR TARGET.
-  public var mode: Runtime_V1_NamespaceMode = .pod
+  var mode: Runtime_V1_NamespaceMode = .pod
 
   /// Uids specifies the UID mappings for the user namespace.
-  public var uids: [Runtime_V1_IDMapping] = []
+  var uids: [Runtime_V1_IDMapping] = []
 
   /// Gids specifies the GID mappings for the user namespace.
-  public var gids: [Runtime_V1_IDMapping] = []
+  var gids: [Runtime_V1_IDMapping] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 /// NamespaceOption provides options for Linux namespaces.
-public nonisolated struct Runtime_V1_NamespaceOption: Sendable {
+nonisolated struct Runtime_V1_NamespaceOption: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
@@ -474,57 +474,57 @@ public nonisolated struct Runtime_V1_NamespaceOption: Sendable {
   /// Network namespace for this container/sandbox.
   /// Note: There is currently no way to set CONTAINER scoped network in the Kubernetes API.
   /// Namespaces currently set by the kubelet: POD, NODE
-  public var network: Runtime_V1_NamespaceMode = .pod
+  var network: Runtime_V1_NamespaceMode = .pod
 
   /// PID namespace for this container/sandbox.
   /// Note: The CRI default is POD, but the v1.PodSpec default is CONTAINER.
   /// The kubelet's runtime manager will set this to CONTAINER explicitly for v1 pods.
   /// Namespaces currently set by the kubelet: POD, CONTAINER, NODE, TARGET
-  public var pid: Runtime_V1_NamespaceMode = .pod
+  var pid: Runtime_V1_NamespaceMode = .pod
 
   /// IPC namespace for this container/sandbox.
   /// Note: There is currently no way to set CONTAINER scoped IPC in the Kubernetes API.
   /// Namespaces currently set by the kubelet: POD, NODE
-  public var ipc: Runtime_V1_NamespaceMode = .pod
+  var ipc: Runtime_V1_NamespaceMode = .pod
 
   /// Target Container ID for NamespaceMode of TARGET. This container must have been
   /// previously created in the same pod. It is not possible to specify different targets
   /// for each namespace.
-  public var targetID: String = String()
+  var targetID: String = String()
 
   /// UsernsOptions for this pod sandbox.
   /// The Kubelet picks the user namespace configuration to use for the pod sandbox.  The mappings
   /// are specified as part of the UserNamespace struct.  If the struct is nil, then the POD mode
   /// must be assumed.  This is done for backward compatibility with older Kubelet versions that
   /// do not set a user namespace.
-  public var usernsOptions: Runtime_V1_UserNamespace {
+  var usernsOptions: Runtime_V1_UserNamespace {
     get {_usernsOptions ?? Runtime_V1_UserNamespace()}
     set {_usernsOptions = newValue}
   }
   /// Returns true if `usernsOptions` has been explicitly set.
-  public var hasUsernsOptions: Bool {self._usernsOptions != nil}
+  var hasUsernsOptions: Bool {self._usernsOptions != nil}
   /// Clears the value of `usernsOptions`. Subsequent reads from it will return its default value.
-  public mutating func clearUsernsOptions() {self._usernsOptions = nil}
+  mutating func clearUsernsOptions() {self._usernsOptions = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _usernsOptions: Runtime_V1_UserNamespace? = nil
 }
 
 /// Int64Value is the wrapper of int64.
-public nonisolated struct Runtime_V1_Int64Value: Sendable {
+nonisolated struct Runtime_V1_Int64Value: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// The value.
-  public var value: Int64 = 0
+  var value: Int64 = 0
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 /// LinuxSandboxSecurityContext holds linux security configuration that will be
@@ -532,62 +532,62 @@ public nonisolated struct Runtime_V1_Int64Value: Sendable {
 /// 1) It does not apply to containers in the pods.
 /// 2) It may not be applicable to a PodSandbox which does not contain any running
 ///    process.
-public nonisolated struct Runtime_V1_LinuxSandboxSecurityContext: @unchecked Sendable {
+nonisolated struct Runtime_V1_LinuxSandboxSecurityContext: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Configurations for the sandbox's namespaces.
   /// This will be used only if the PodSandbox uses namespace for isolation.
-  public var namespaceOptions: Runtime_V1_NamespaceOption {
+  var namespaceOptions: Runtime_V1_NamespaceOption {
     get {_storage._namespaceOptions ?? Runtime_V1_NamespaceOption()}
     set {_uniqueStorage()._namespaceOptions = newValue}
   }
   /// Returns true if `namespaceOptions` has been explicitly set.
-  public var hasNamespaceOptions: Bool {_storage._namespaceOptions != nil}
+  var hasNamespaceOptions: Bool {_storage._namespaceOptions != nil}
   /// Clears the value of `namespaceOptions`. Subsequent reads from it will return its default value.
-  public mutating func clearNamespaceOptions() {_uniqueStorage()._namespaceOptions = nil}
+  mutating func clearNamespaceOptions() {_uniqueStorage()._namespaceOptions = nil}
 
   /// Optional SELinux context to be applied.
-  public var selinuxOptions: Runtime_V1_SELinuxOption {
+  var selinuxOptions: Runtime_V1_SELinuxOption {
     get {_storage._selinuxOptions ?? Runtime_V1_SELinuxOption()}
     set {_uniqueStorage()._selinuxOptions = newValue}
   }
   /// Returns true if `selinuxOptions` has been explicitly set.
-  public var hasSelinuxOptions: Bool {_storage._selinuxOptions != nil}
+  var hasSelinuxOptions: Bool {_storage._selinuxOptions != nil}
   /// Clears the value of `selinuxOptions`. Subsequent reads from it will return its default value.
-  public mutating func clearSelinuxOptions() {_uniqueStorage()._selinuxOptions = nil}
+  mutating func clearSelinuxOptions() {_uniqueStorage()._selinuxOptions = nil}
 
   /// UID to run sandbox processes as, when applicable.
-  public var runAsUser: Runtime_V1_Int64Value {
+  var runAsUser: Runtime_V1_Int64Value {
     get {_storage._runAsUser ?? Runtime_V1_Int64Value()}
     set {_uniqueStorage()._runAsUser = newValue}
   }
   /// Returns true if `runAsUser` has been explicitly set.
-  public var hasRunAsUser: Bool {_storage._runAsUser != nil}
+  var hasRunAsUser: Bool {_storage._runAsUser != nil}
   /// Clears the value of `runAsUser`. Subsequent reads from it will return its default value.
-  public mutating func clearRunAsUser() {_uniqueStorage()._runAsUser = nil}
+  mutating func clearRunAsUser() {_uniqueStorage()._runAsUser = nil}
 
   /// GID to run sandbox processes as, when applicable. run_as_group should only
   /// be specified when run_as_user is specified; otherwise, the runtime MUST error.
-  public var runAsGroup: Runtime_V1_Int64Value {
+  var runAsGroup: Runtime_V1_Int64Value {
     get {_storage._runAsGroup ?? Runtime_V1_Int64Value()}
     set {_uniqueStorage()._runAsGroup = newValue}
   }
   /// Returns true if `runAsGroup` has been explicitly set.
-  public var hasRunAsGroup: Bool {_storage._runAsGroup != nil}
+  var hasRunAsGroup: Bool {_storage._runAsGroup != nil}
   /// Clears the value of `runAsGroup`. Subsequent reads from it will return its default value.
-  public mutating func clearRunAsGroup() {_uniqueStorage()._runAsGroup = nil}
+  mutating func clearRunAsGroup() {_uniqueStorage()._runAsGroup = nil}
 
   /// If set, the root filesystem of the sandbox is read-only.
-  public var readonlyRootfs: Bool {
+  var readonlyRootfs: Bool {
     get {_storage._readonlyRootfs}
     set {_uniqueStorage()._readonlyRootfs = newValue}
   }
 
   /// List of groups applied to the first process run in the sandbox, in
   /// addition to the sandbox's primary GID.
-  public var supplementalGroups: [Int64] {
+  var supplementalGroups: [Int64] {
     get {_storage._supplementalGroups}
     set {_uniqueStorage()._supplementalGroups = newValue}
   }
@@ -597,30 +597,30 @@ public nonisolated struct Runtime_V1_LinuxSandboxSecurityContext: @unchecked Sen
   /// MUST be true.
   /// This allows a sandbox to take additional security precautions if no
   /// privileged containers are expected to be run.
-  public var privileged: Bool {
+  var privileged: Bool {
     get {_storage._privileged}
     set {_uniqueStorage()._privileged = newValue}
   }
 
   /// Seccomp profile for the sandbox.
-  public var seccomp: Runtime_V1_SecurityProfile {
+  var seccomp: Runtime_V1_SecurityProfile {
     get {_storage._seccomp ?? Runtime_V1_SecurityProfile()}
     set {_uniqueStorage()._seccomp = newValue}
   }
   /// Returns true if `seccomp` has been explicitly set.
-  public var hasSeccomp: Bool {_storage._seccomp != nil}
+  var hasSeccomp: Bool {_storage._seccomp != nil}
   /// Clears the value of `seccomp`. Subsequent reads from it will return its default value.
-  public mutating func clearSeccomp() {_uniqueStorage()._seccomp = nil}
+  mutating func clearSeccomp() {_uniqueStorage()._seccomp = nil}
 
   /// AppArmor profile for the sandbox.
-  public var apparmor: Runtime_V1_SecurityProfile {
+  var apparmor: Runtime_V1_SecurityProfile {
     get {_storage._apparmor ?? Runtime_V1_SecurityProfile()}
     set {_uniqueStorage()._apparmor = newValue}
   }
   /// Returns true if `apparmor` has been explicitly set.
-  public var hasApparmor: Bool {_storage._apparmor != nil}
+  var hasApparmor: Bool {_storage._apparmor != nil}
   /// Clears the value of `apparmor`. Subsequent reads from it will return its default value.
-  public mutating func clearApparmor() {_uniqueStorage()._apparmor = nil}
+  mutating func clearApparmor() {_uniqueStorage()._apparmor = nil}
 
   /// Seccomp profile for the sandbox, candidate values are:
   /// * runtime/default: the default profile for the container runtime
@@ -630,38 +630,38 @@ public nonisolated struct Runtime_V1_LinuxSandboxSecurityContext: @unchecked Sen
   /// Default: "", which is identical with unconfined.
   ///
   /// NOTE: This field was marked as deprecated in the .proto file.
-  public var seccompProfilePath: String {
+  var seccompProfilePath: String {
     get {_storage._seccompProfilePath}
     set {_uniqueStorage()._seccompProfilePath = newValue}
   }
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// A security profile which can be used for sandboxes and containers.
-public nonisolated struct Runtime_V1_SecurityProfile: Sendable {
+nonisolated struct Runtime_V1_SecurityProfile: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Indicator which `ProfileType` should be applied.
-  public var profileType: Runtime_V1_SecurityProfile.ProfileType = .runtimeDefault
+  var profileType: Runtime_V1_SecurityProfile.ProfileType = .runtimeDefault
 
   /// Indicates that a pre-defined profile on the node should be used.
   /// Must only be set if `ProfileType` is `Localhost`.
   /// For seccomp, it must be an absolute path to the seccomp profile.
   /// For AppArmor, this field is the AppArmor `<profile name>/`
-  public var localhostRef: String = String()
+  var localhostRef: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
   /// Available profile types.
-  public nonisolated enum ProfileType: SwiftProtobuf.Enum, Swift.CaseIterable {
-    public typealias RawValue = Int
+  nonisolated enum ProfileType: SwiftProtobuf.Enum, Swift.CaseIterable {
+    typealias RawValue = Int
 
     /// The container runtime default profile should be used.
     case runtimeDefault // = 0
@@ -673,11 +673,11 @@ public nonisolated struct Runtime_V1_SecurityProfile: Sendable {
     case localhost // = 2
     case UNRECOGNIZED(Int)
 
-    public init() {
+    init() {
       self = .runtimeDefault
     }
 
-    public init?(rawValue: Int) {
+    init?(rawValue: Int) {
       switch rawValue {
       case 0: self = .runtimeDefault
       case 1: self = .unconfined
@@ -686,7 +686,7 @@ public nonisolated struct Runtime_V1_SecurityProfile: Sendable {
       }
     }
 
-    public var rawValue: Int {
+    var rawValue: Int {
       switch self {
       case .runtimeDefault: return 0
       case .unconfined: return 1
@@ -696,7 +696,7 @@ public nonisolated struct Runtime_V1_SecurityProfile: Sendable {
     }
 
     // The compiler won't synthesize support with the UNRECOGNIZED case.
-    public static let allCases: [Runtime_V1_SecurityProfile.ProfileType] = [
+    static let allCases: [Runtime_V1_SecurityProfile.ProfileType] = [
       .runtimeDefault,
       .unconfined,
       .localhost,
@@ -704,12 +704,12 @@ public nonisolated struct Runtime_V1_SecurityProfile: Sendable {
 
   }
 
-  public init() {}
+  init() {}
 }
 
 /// LinuxPodSandboxConfig holds platform-specific configurations for Linux
 /// host platforms and Linux-based containers.
-public nonisolated struct Runtime_V1_LinuxPodSandboxConfig: @unchecked Sendable {
+nonisolated struct Runtime_V1_LinuxPodSandboxConfig: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
@@ -717,50 +717,50 @@ public nonisolated struct Runtime_V1_LinuxPodSandboxConfig: @unchecked Sendable 
   /// Parent cgroup of the PodSandbox.
   /// The cgroupfs style syntax will be used, but the container runtime can
   /// convert it to systemd semantics if needed.
-  public var cgroupParent: String {
+  var cgroupParent: String {
     get {_storage._cgroupParent}
     set {_uniqueStorage()._cgroupParent = newValue}
   }
 
   /// LinuxSandboxSecurityContext holds sandbox security attributes.
-  public var securityContext: Runtime_V1_LinuxSandboxSecurityContext {
+  var securityContext: Runtime_V1_LinuxSandboxSecurityContext {
     get {_storage._securityContext ?? Runtime_V1_LinuxSandboxSecurityContext()}
     set {_uniqueStorage()._securityContext = newValue}
   }
   /// Returns true if `securityContext` has been explicitly set.
-  public var hasSecurityContext: Bool {_storage._securityContext != nil}
+  var hasSecurityContext: Bool {_storage._securityContext != nil}
   /// Clears the value of `securityContext`. Subsequent reads from it will return its default value.
-  public mutating func clearSecurityContext() {_uniqueStorage()._securityContext = nil}
+  mutating func clearSecurityContext() {_uniqueStorage()._securityContext = nil}
 
   /// Sysctls holds linux sysctls config for the sandbox.
-  public var sysctls: Dictionary<String,String> {
+  var sysctls: Dictionary<String,String> {
     get {_storage._sysctls}
     set {_uniqueStorage()._sysctls = newValue}
   }
 
   /// Optional overhead represents the overheads associated with this sandbox
-  public var overhead: Runtime_V1_LinuxContainerResources {
+  var overhead: Runtime_V1_LinuxContainerResources {
     get {_storage._overhead ?? Runtime_V1_LinuxContainerResources()}
     set {_uniqueStorage()._overhead = newValue}
   }
   /// Returns true if `overhead` has been explicitly set.
-  public var hasOverhead: Bool {_storage._overhead != nil}
+  var hasOverhead: Bool {_storage._overhead != nil}
   /// Clears the value of `overhead`. Subsequent reads from it will return its default value.
-  public mutating func clearOverhead() {_uniqueStorage()._overhead = nil}
+  mutating func clearOverhead() {_uniqueStorage()._overhead = nil}
 
   /// Optional resources represents the sum of container resources for this sandbox
-  public var resources: Runtime_V1_LinuxContainerResources {
+  var resources: Runtime_V1_LinuxContainerResources {
     get {_storage._resources ?? Runtime_V1_LinuxContainerResources()}
     set {_uniqueStorage()._resources = newValue}
   }
   /// Returns true if `resources` has been explicitly set.
-  public var hasResources: Bool {_storage._resources != nil}
+  var hasResources: Bool {_storage._resources != nil}
   /// Clears the value of `resources`. Subsequent reads from it will return its default value.
-  public mutating func clearResources() {_uniqueStorage()._resources = nil}
+  mutating func clearResources() {_uniqueStorage()._resources = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
 }
@@ -769,31 +769,31 @@ public nonisolated struct Runtime_V1_LinuxPodSandboxConfig: @unchecked Sendable 
 /// The container runtime is encouraged to expose the metadata associated with the
 /// PodSandbox in its user interface for better user experience. For example,
 /// the runtime can construct a unique PodSandboxName based on the metadata.
-public nonisolated struct Runtime_V1_PodSandboxMetadata: Sendable {
+nonisolated struct Runtime_V1_PodSandboxMetadata: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Pod name of the sandbox. Same as the pod name in the Pod ObjectMeta.
-  public var name: String = String()
+  var name: String = String()
 
   /// Pod UID of the sandbox. Same as the pod UID in the Pod ObjectMeta.
-  public var uid: String = String()
+  var uid: String = String()
 
   /// Pod namespace of the sandbox. Same as the pod namespace in the Pod ObjectMeta.
-  public var namespace: String = String()
+  var namespace: String = String()
 
   /// Attempt number of creating the sandbox. Default: 0.
-  public var attempt: UInt32 = 0
+  var attempt: UInt32 = 0
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 /// PodSandboxConfig holds all the required and optional fields for creating a
 /// sandbox.
-public nonisolated struct Runtime_V1_PodSandboxConfig: Sendable {
+nonisolated struct Runtime_V1_PodSandboxConfig: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
@@ -802,18 +802,18 @@ public nonisolated struct Runtime_V1_PodSandboxConfig: Sendable {
   /// sandbox, and the runtime should leverage this to ensure correct
   /// operation. The runtime may also use this information to improve UX, such
   /// as by constructing a readable name.
-  public var metadata: Runtime_V1_PodSandboxMetadata {
+  var metadata: Runtime_V1_PodSandboxMetadata {
     get {_metadata ?? Runtime_V1_PodSandboxMetadata()}
     set {_metadata = newValue}
   }
   /// Returns true if `metadata` has been explicitly set.
-  public var hasMetadata: Bool {self._metadata != nil}
+  var hasMetadata: Bool {self._metadata != nil}
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
-  public mutating func clearMetadata() {self._metadata = nil}
+  mutating func clearMetadata() {self._metadata = nil}
 
   /// Hostname of the sandbox. Hostname could only be empty when the pod
   /// network namespace is NODE.
-  public var hostname: String = String()
+  var hostname: String = String()
 
   /// Path to the directory on the host in which container log files are
   /// stored.
@@ -825,23 +825,23 @@ public nonisolated struct Runtime_V1_PodSandboxConfig: Sendable {
   /// E.g.,
   ///     PodSandboxConfig.LogDirectory = `/var/log/pods/<podUID>/`
   ///     ContainerConfig.LogPath = `containerName/Instance#.log`
-  public var logDirectory: String = String()
+  var logDirectory: String = String()
 
   /// DNS config for the sandbox.
-  public var dnsConfig: Runtime_V1_DNSConfig {
+  var dnsConfig: Runtime_V1_DNSConfig {
     get {_dnsConfig ?? Runtime_V1_DNSConfig()}
     set {_dnsConfig = newValue}
   }
   /// Returns true if `dnsConfig` has been explicitly set.
-  public var hasDnsConfig: Bool {self._dnsConfig != nil}
+  var hasDnsConfig: Bool {self._dnsConfig != nil}
   /// Clears the value of `dnsConfig`. Subsequent reads from it will return its default value.
-  public mutating func clearDnsConfig() {self._dnsConfig = nil}
+  mutating func clearDnsConfig() {self._dnsConfig = nil}
 
   /// Port mappings for the sandbox.
-  public var portMappings: [Runtime_V1_PortMapping] = []
+  var portMappings: [Runtime_V1_PortMapping] = []
 
   /// Key-value pairs that may be used to scope and select individual resources.
-  public var labels: Dictionary<String,String> = [:]
+  var labels: Dictionary<String,String> = [:]
 
   /// Unstructured key-value map that may be set by the kubelet to store and
   /// retrieve arbitrary metadata. This will include any annotations set on a
@@ -859,31 +859,31 @@ public nonisolated struct Runtime_V1_PodSandboxConfig: Sendable {
   /// new features that are opaque to the Kubernetes APIs (both user-facing
   /// and the CRI). Whenever possible, however, runtime authors SHOULD
   /// consider proposing new typed fields for any new features instead.
-  public var annotations: Dictionary<String,String> = [:]
+  var annotations: Dictionary<String,String> = [:]
 
   /// Optional configurations specific to Linux hosts.
-  public var linux: Runtime_V1_LinuxPodSandboxConfig {
+  var linux: Runtime_V1_LinuxPodSandboxConfig {
     get {_linux ?? Runtime_V1_LinuxPodSandboxConfig()}
     set {_linux = newValue}
   }
   /// Returns true if `linux` has been explicitly set.
-  public var hasLinux: Bool {self._linux != nil}
+  var hasLinux: Bool {self._linux != nil}
   /// Clears the value of `linux`. Subsequent reads from it will return its default value.
-  public mutating func clearLinux() {self._linux = nil}
+  mutating func clearLinux() {self._linux = nil}
 
   /// Optional configurations specific to Windows hosts.
-  public var windows: Runtime_V1_WindowsPodSandboxConfig {
+  var windows: Runtime_V1_WindowsPodSandboxConfig {
     get {_windows ?? Runtime_V1_WindowsPodSandboxConfig()}
     set {_windows = newValue}
   }
   /// Returns true if `windows` has been explicitly set.
-  public var hasWindows: Bool {self._windows != nil}
+  var hasWindows: Bool {self._windows != nil}
   /// Clears the value of `windows`. Subsequent reads from it will return its default value.
-  public mutating func clearWindows() {self._windows = nil}
+  mutating func clearWindows() {self._windows = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _metadata: Runtime_V1_PodSandboxMetadata? = nil
   fileprivate var _dnsConfig: Runtime_V1_DNSConfig? = nil
@@ -891,247 +891,247 @@ public nonisolated struct Runtime_V1_PodSandboxConfig: Sendable {
   fileprivate var _windows: Runtime_V1_WindowsPodSandboxConfig? = nil
 }
 
-public nonisolated struct Runtime_V1_RunPodSandboxRequest: @unchecked Sendable {
+nonisolated struct Runtime_V1_RunPodSandboxRequest: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Configuration for creating a PodSandbox.
-  public var config: Runtime_V1_PodSandboxConfig {
+  var config: Runtime_V1_PodSandboxConfig {
     get {_storage._config ?? Runtime_V1_PodSandboxConfig()}
     set {_uniqueStorage()._config = newValue}
   }
   /// Returns true if `config` has been explicitly set.
-  public var hasConfig: Bool {_storage._config != nil}
+  var hasConfig: Bool {_storage._config != nil}
   /// Clears the value of `config`. Subsequent reads from it will return its default value.
-  public mutating func clearConfig() {_uniqueStorage()._config = nil}
+  mutating func clearConfig() {_uniqueStorage()._config = nil}
 
   /// Named runtime configuration to use for this PodSandbox.
   /// If the runtime handler is unknown, this request should be rejected.  An
   /// empty string should select the default handler, equivalent to the
   /// behavior before this feature was added.
   /// See https://git.k8s.io/enhancements/keps/sig-node/585-runtime-class
-  public var runtimeHandler: String {
+  var runtimeHandler: String {
     get {_storage._runtimeHandler}
     set {_uniqueStorage()._runtimeHandler = newValue}
   }
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
 }
 
-public nonisolated struct Runtime_V1_RunPodSandboxResponse: Sendable {
+nonisolated struct Runtime_V1_RunPodSandboxResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// ID of the PodSandbox to run.
-  public var podSandboxID: String = String()
+  var podSandboxID: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_StopPodSandboxRequest: Sendable {
+nonisolated struct Runtime_V1_StopPodSandboxRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// ID of the PodSandbox to stop.
-  public var podSandboxID: String = String()
+  var podSandboxID: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_StopPodSandboxResponse: Sendable {
+nonisolated struct Runtime_V1_StopPodSandboxResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_RemovePodSandboxRequest: Sendable {
+nonisolated struct Runtime_V1_RemovePodSandboxRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// ID of the PodSandbox to remove.
-  public var podSandboxID: String = String()
+  var podSandboxID: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_RemovePodSandboxResponse: Sendable {
+nonisolated struct Runtime_V1_RemovePodSandboxResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_PodSandboxStatusRequest: Sendable {
+nonisolated struct Runtime_V1_PodSandboxStatusRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// ID of the PodSandbox for which to retrieve status.
-  public var podSandboxID: String = String()
+  var podSandboxID: String = String()
 
   /// Verbose indicates whether to return extra information about the pod sandbox.
-  public var verbose: Bool = false
+  var verbose: Bool = false
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 /// PodIP represents an ip of a Pod
-public nonisolated struct Runtime_V1_PodIP: Sendable {
+nonisolated struct Runtime_V1_PodIP: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// an ip is a string representation of an IPv4 or an IPv6
-  public var ip: String = String()
+  var ip: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 /// PodSandboxNetworkStatus is the status of the network for a PodSandbox.
 /// Currently ignored for pods sharing the host networking namespace.
-public nonisolated struct Runtime_V1_PodSandboxNetworkStatus: Sendable {
+nonisolated struct Runtime_V1_PodSandboxNetworkStatus: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// IP address of the PodSandbox.
-  public var ip: String = String()
+  var ip: String = String()
 
   /// list of additional ips (not inclusive of PodSandboxNetworkStatus.Ip) of the PodSandBoxNetworkStatus
-  public var additionalIps: [Runtime_V1_PodIP] = []
+  var additionalIps: [Runtime_V1_PodIP] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 /// Namespace contains paths to the namespaces.
-public nonisolated struct Runtime_V1_Namespace: Sendable {
+nonisolated struct Runtime_V1_Namespace: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Namespace options for Linux namespaces.
-  public var options: Runtime_V1_NamespaceOption {
+  var options: Runtime_V1_NamespaceOption {
     get {_options ?? Runtime_V1_NamespaceOption()}
     set {_options = newValue}
   }
   /// Returns true if `options` has been explicitly set.
-  public var hasOptions: Bool {self._options != nil}
+  var hasOptions: Bool {self._options != nil}
   /// Clears the value of `options`. Subsequent reads from it will return its default value.
-  public mutating func clearOptions() {self._options = nil}
+  mutating func clearOptions() {self._options = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _options: Runtime_V1_NamespaceOption? = nil
 }
 
 /// LinuxSandboxStatus contains status specific to Linux sandboxes.
-public nonisolated struct Runtime_V1_LinuxPodSandboxStatus: Sendable {
+nonisolated struct Runtime_V1_LinuxPodSandboxStatus: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Paths to the sandbox's namespaces.
-  public var namespaces: Runtime_V1_Namespace {
+  var namespaces: Runtime_V1_Namespace {
     get {_namespaces ?? Runtime_V1_Namespace()}
     set {_namespaces = newValue}
   }
   /// Returns true if `namespaces` has been explicitly set.
-  public var hasNamespaces: Bool {self._namespaces != nil}
+  var hasNamespaces: Bool {self._namespaces != nil}
   /// Clears the value of `namespaces`. Subsequent reads from it will return its default value.
-  public mutating func clearNamespaces() {self._namespaces = nil}
+  mutating func clearNamespaces() {self._namespaces = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _namespaces: Runtime_V1_Namespace? = nil
 }
 
 /// PodSandboxStatus contains the status of the PodSandbox.
-public nonisolated struct Runtime_V1_PodSandboxStatus: @unchecked Sendable {
+nonisolated struct Runtime_V1_PodSandboxStatus: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// ID of the sandbox.
-  public var id: String {
+  var id: String {
     get {_storage._id}
     set {_uniqueStorage()._id = newValue}
   }
 
   /// Metadata of the sandbox.
-  public var metadata: Runtime_V1_PodSandboxMetadata {
+  var metadata: Runtime_V1_PodSandboxMetadata {
     get {_storage._metadata ?? Runtime_V1_PodSandboxMetadata()}
     set {_uniqueStorage()._metadata = newValue}
   }
   /// Returns true if `metadata` has been explicitly set.
-  public var hasMetadata: Bool {_storage._metadata != nil}
+  var hasMetadata: Bool {_storage._metadata != nil}
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
-  public mutating func clearMetadata() {_uniqueStorage()._metadata = nil}
+  mutating func clearMetadata() {_uniqueStorage()._metadata = nil}
 
   /// State of the sandbox.
-  public var state: Runtime_V1_PodSandboxState {
+  var state: Runtime_V1_PodSandboxState {
     get {_storage._state}
     set {_uniqueStorage()._state = newValue}
   }
 
   /// Creation timestamp of the sandbox in nanoseconds. Must be > 0.
-  public var createdAt: Int64 {
+  var createdAt: Int64 {
     get {_storage._createdAt}
     set {_uniqueStorage()._createdAt = newValue}
   }
 
   /// Network contains network status if network is handled by the runtime.
-  public var network: Runtime_V1_PodSandboxNetworkStatus {
+  var network: Runtime_V1_PodSandboxNetworkStatus {
     get {_storage._network ?? Runtime_V1_PodSandboxNetworkStatus()}
     set {_uniqueStorage()._network = newValue}
   }
   /// Returns true if `network` has been explicitly set.
-  public var hasNetwork: Bool {_storage._network != nil}
+  var hasNetwork: Bool {_storage._network != nil}
   /// Clears the value of `network`. Subsequent reads from it will return its default value.
-  public mutating func clearNetwork() {_uniqueStorage()._network = nil}
+  mutating func clearNetwork() {_uniqueStorage()._network = nil}
 
   /// Linux-specific status to a pod sandbox.
-  public var linux: Runtime_V1_LinuxPodSandboxStatus {
+  var linux: Runtime_V1_LinuxPodSandboxStatus {
     get {_storage._linux ?? Runtime_V1_LinuxPodSandboxStatus()}
     set {_uniqueStorage()._linux = newValue}
   }
   /// Returns true if `linux` has been explicitly set.
-  public var hasLinux: Bool {_storage._linux != nil}
+  var hasLinux: Bool {_storage._linux != nil}
   /// Clears the value of `linux`. Subsequent reads from it will return its default value.
-  public mutating func clearLinux() {_uniqueStorage()._linux = nil}
+  mutating func clearLinux() {_uniqueStorage()._linux = nil}
 
   /// Labels are key-value pairs that may be used to scope and select individual resources.
-  public var labels: Dictionary<String,String> {
+  var labels: Dictionary<String,String> {
     get {_storage._labels}
     set {_uniqueStorage()._labels = newValue}
   }
@@ -1140,341 +1140,341 @@ public nonisolated struct Runtime_V1_PodSandboxStatus: @unchecked Sendable {
   /// Annotations MUST NOT be altered by the runtime; the value of this field
   /// MUST be identical to that of the corresponding PodSandboxConfig used to
   /// instantiate the pod sandbox this status represents.
-  public var annotations: Dictionary<String,String> {
+  var annotations: Dictionary<String,String> {
     get {_storage._annotations}
     set {_uniqueStorage()._annotations = newValue}
   }
 
   /// runtime configuration used for this PodSandbox.
-  public var runtimeHandler: String {
+  var runtimeHandler: String {
     get {_storage._runtimeHandler}
     set {_uniqueStorage()._runtimeHandler = newValue}
   }
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
 }
 
-public nonisolated struct Runtime_V1_PodSandboxStatusResponse: Sendable {
+nonisolated struct Runtime_V1_PodSandboxStatusResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Status of the PodSandbox.
-  public var status: Runtime_V1_PodSandboxStatus {
+  var status: Runtime_V1_PodSandboxStatus {
     get {_status ?? Runtime_V1_PodSandboxStatus()}
     set {_status = newValue}
   }
   /// Returns true if `status` has been explicitly set.
-  public var hasStatus: Bool {self._status != nil}
+  var hasStatus: Bool {self._status != nil}
   /// Clears the value of `status`. Subsequent reads from it will return its default value.
-  public mutating func clearStatus() {self._status = nil}
+  mutating func clearStatus() {self._status = nil}
 
   /// Info is extra information of the PodSandbox. The key could be arbitrary string, and
   /// value should be in json format. The information could include anything useful for
   /// debug, e.g. network namespace for linux container based container runtime.
   /// It should only be returned non-empty when Verbose is true.
-  public var info: Dictionary<String,String> = [:]
+  var info: Dictionary<String,String> = [:]
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _status: Runtime_V1_PodSandboxStatus? = nil
 }
 
 /// PodSandboxStateValue is the wrapper of PodSandboxState.
-public nonisolated struct Runtime_V1_PodSandboxStateValue: Sendable {
+nonisolated struct Runtime_V1_PodSandboxStateValue: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// State of the sandbox.
-  public var state: Runtime_V1_PodSandboxState = .sandboxReady
+  var state: Runtime_V1_PodSandboxState = .sandboxReady
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 /// PodSandboxFilter is used to filter a list of PodSandboxes.
 /// All those fields are combined with 'AND'
-public nonisolated struct Runtime_V1_PodSandboxFilter: Sendable {
+nonisolated struct Runtime_V1_PodSandboxFilter: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// ID of the sandbox.
-  public var id: String = String()
+  var id: String = String()
 
   /// State of the sandbox.
-  public var state: Runtime_V1_PodSandboxStateValue {
+  var state: Runtime_V1_PodSandboxStateValue {
     get {_state ?? Runtime_V1_PodSandboxStateValue()}
     set {_state = newValue}
   }
   /// Returns true if `state` has been explicitly set.
-  public var hasState: Bool {self._state != nil}
+  var hasState: Bool {self._state != nil}
   /// Clears the value of `state`. Subsequent reads from it will return its default value.
-  public mutating func clearState() {self._state = nil}
+  mutating func clearState() {self._state = nil}
 
   /// LabelSelector to select matches.
   /// Only api.MatchLabels is supported for now and the requirements
   /// are ANDed. MatchExpressions is not supported yet.
-  public var labelSelector: Dictionary<String,String> = [:]
+  var labelSelector: Dictionary<String,String> = [:]
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _state: Runtime_V1_PodSandboxStateValue? = nil
 }
 
-public nonisolated struct Runtime_V1_ListPodSandboxRequest: Sendable {
+nonisolated struct Runtime_V1_ListPodSandboxRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// PodSandboxFilter to filter a list of PodSandboxes.
-  public var filter: Runtime_V1_PodSandboxFilter {
+  var filter: Runtime_V1_PodSandboxFilter {
     get {_filter ?? Runtime_V1_PodSandboxFilter()}
     set {_filter = newValue}
   }
   /// Returns true if `filter` has been explicitly set.
-  public var hasFilter: Bool {self._filter != nil}
+  var hasFilter: Bool {self._filter != nil}
   /// Clears the value of `filter`. Subsequent reads from it will return its default value.
-  public mutating func clearFilter() {self._filter = nil}
+  mutating func clearFilter() {self._filter = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _filter: Runtime_V1_PodSandboxFilter? = nil
 }
 
 /// PodSandbox contains minimal information about a sandbox.
-public nonisolated struct Runtime_V1_PodSandbox: Sendable {
+nonisolated struct Runtime_V1_PodSandbox: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// ID of the PodSandbox.
-  public var id: String = String()
+  var id: String = String()
 
   /// Metadata of the PodSandbox.
-  public var metadata: Runtime_V1_PodSandboxMetadata {
+  var metadata: Runtime_V1_PodSandboxMetadata {
     get {_metadata ?? Runtime_V1_PodSandboxMetadata()}
     set {_metadata = newValue}
   }
   /// Returns true if `metadata` has been explicitly set.
-  public var hasMetadata: Bool {self._metadata != nil}
+  var hasMetadata: Bool {self._metadata != nil}
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
-  public mutating func clearMetadata() {self._metadata = nil}
+  mutating func clearMetadata() {self._metadata = nil}
 
   /// State of the PodSandbox.
-  public var state: Runtime_V1_PodSandboxState = .sandboxReady
+  var state: Runtime_V1_PodSandboxState = .sandboxReady
 
   /// Creation timestamps of the PodSandbox in nanoseconds. Must be > 0.
-  public var createdAt: Int64 = 0
+  var createdAt: Int64 = 0
 
   /// Labels of the PodSandbox.
-  public var labels: Dictionary<String,String> = [:]
+  var labels: Dictionary<String,String> = [:]
 
   /// Unstructured key-value map holding arbitrary metadata.
   /// Annotations MUST NOT be altered by the runtime; the value of this field
   /// MUST be identical to that of the corresponding PodSandboxConfig used to
   /// instantiate this PodSandbox.
-  public var annotations: Dictionary<String,String> = [:]
+  var annotations: Dictionary<String,String> = [:]
 
   /// runtime configuration used for this PodSandbox.
-  public var runtimeHandler: String = String()
+  var runtimeHandler: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _metadata: Runtime_V1_PodSandboxMetadata? = nil
 }
 
-public nonisolated struct Runtime_V1_ListPodSandboxResponse: Sendable {
+nonisolated struct Runtime_V1_ListPodSandboxResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// List of PodSandboxes.
-  public var items: [Runtime_V1_PodSandbox] = []
+  var items: [Runtime_V1_PodSandbox] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_PodSandboxStatsRequest: Sendable {
+nonisolated struct Runtime_V1_PodSandboxStatsRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// ID of the pod sandbox for which to retrieve stats.
-  public var podSandboxID: String = String()
+  var podSandboxID: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_PodSandboxStatsResponse: Sendable {
+nonisolated struct Runtime_V1_PodSandboxStatsResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var stats: Runtime_V1_PodSandboxStats {
+  var stats: Runtime_V1_PodSandboxStats {
     get {_stats ?? Runtime_V1_PodSandboxStats()}
     set {_stats = newValue}
   }
   /// Returns true if `stats` has been explicitly set.
-  public var hasStats: Bool {self._stats != nil}
+  var hasStats: Bool {self._stats != nil}
   /// Clears the value of `stats`. Subsequent reads from it will return its default value.
-  public mutating func clearStats() {self._stats = nil}
+  mutating func clearStats() {self._stats = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _stats: Runtime_V1_PodSandboxStats? = nil
 }
 
 /// PodSandboxStatsFilter is used to filter the list of pod sandboxes to retrieve stats for.
 /// All those fields are combined with 'AND'.
-public nonisolated struct Runtime_V1_PodSandboxStatsFilter: Sendable {
+nonisolated struct Runtime_V1_PodSandboxStatsFilter: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// ID of the pod sandbox.
-  public var id: String = String()
+  var id: String = String()
 
   /// LabelSelector to select matches.
   /// Only api.MatchLabels is supported for now and the requirements
   /// are ANDed. MatchExpressions is not supported yet.
-  public var labelSelector: Dictionary<String,String> = [:]
+  var labelSelector: Dictionary<String,String> = [:]
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_ListPodSandboxStatsRequest: Sendable {
+nonisolated struct Runtime_V1_ListPodSandboxStatsRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Filter for the list request.
-  public var filter: Runtime_V1_PodSandboxStatsFilter {
+  var filter: Runtime_V1_PodSandboxStatsFilter {
     get {_filter ?? Runtime_V1_PodSandboxStatsFilter()}
     set {_filter = newValue}
   }
   /// Returns true if `filter` has been explicitly set.
-  public var hasFilter: Bool {self._filter != nil}
+  var hasFilter: Bool {self._filter != nil}
   /// Clears the value of `filter`. Subsequent reads from it will return its default value.
-  public mutating func clearFilter() {self._filter = nil}
+  mutating func clearFilter() {self._filter = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _filter: Runtime_V1_PodSandboxStatsFilter? = nil
 }
 
-public nonisolated struct Runtime_V1_ListPodSandboxStatsResponse: Sendable {
+nonisolated struct Runtime_V1_ListPodSandboxStatsResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Stats of the pod sandbox.
-  public var stats: [Runtime_V1_PodSandboxStats] = []
+  var stats: [Runtime_V1_PodSandboxStats] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 /// PodSandboxAttributes provides basic information of the pod sandbox.
-public nonisolated struct Runtime_V1_PodSandboxAttributes: Sendable {
+nonisolated struct Runtime_V1_PodSandboxAttributes: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// ID of the pod sandbox.
-  public var id: String = String()
+  var id: String = String()
 
   /// Metadata of the pod sandbox.
-  public var metadata: Runtime_V1_PodSandboxMetadata {
+  var metadata: Runtime_V1_PodSandboxMetadata {
     get {_metadata ?? Runtime_V1_PodSandboxMetadata()}
     set {_metadata = newValue}
   }
   /// Returns true if `metadata` has been explicitly set.
-  public var hasMetadata: Bool {self._metadata != nil}
+  var hasMetadata: Bool {self._metadata != nil}
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
-  public mutating func clearMetadata() {self._metadata = nil}
+  mutating func clearMetadata() {self._metadata = nil}
 
   /// Key-value pairs that may be used to scope and select individual resources.
-  public var labels: Dictionary<String,String> = [:]
+  var labels: Dictionary<String,String> = [:]
 
   /// Unstructured key-value map holding arbitrary metadata.
   /// Annotations MUST NOT be altered by the runtime; the value of this field
   /// MUST be identical to that of the corresponding PodSandboxStatus used to
   /// instantiate the PodSandbox this status represents.
-  public var annotations: Dictionary<String,String> = [:]
+  var annotations: Dictionary<String,String> = [:]
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _metadata: Runtime_V1_PodSandboxMetadata? = nil
 }
 
 /// PodSandboxStats provides the resource usage statistics for a pod.
 /// The linux or windows field will be populated depending on the platform.
-public nonisolated struct Runtime_V1_PodSandboxStats: Sendable {
+nonisolated struct Runtime_V1_PodSandboxStats: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Information of the pod.
-  public var attributes: Runtime_V1_PodSandboxAttributes {
+  var attributes: Runtime_V1_PodSandboxAttributes {
     get {_attributes ?? Runtime_V1_PodSandboxAttributes()}
     set {_attributes = newValue}
   }
   /// Returns true if `attributes` has been explicitly set.
-  public var hasAttributes: Bool {self._attributes != nil}
+  var hasAttributes: Bool {self._attributes != nil}
   /// Clears the value of `attributes`. Subsequent reads from it will return its default value.
-  public mutating func clearAttributes() {self._attributes = nil}
+  mutating func clearAttributes() {self._attributes = nil}
 
   /// Stats from linux.
-  public var linux: Runtime_V1_LinuxPodSandboxStats {
+  var linux: Runtime_V1_LinuxPodSandboxStats {
     get {_linux ?? Runtime_V1_LinuxPodSandboxStats()}
     set {_linux = newValue}
   }
   /// Returns true if `linux` has been explicitly set.
-  public var hasLinux: Bool {self._linux != nil}
+  var hasLinux: Bool {self._linux != nil}
   /// Clears the value of `linux`. Subsequent reads from it will return its default value.
-  public mutating func clearLinux() {self._linux = nil}
+  mutating func clearLinux() {self._linux = nil}
 
   /// Stats from windows.
-  public var windows: Runtime_V1_WindowsPodSandboxStats {
+  var windows: Runtime_V1_WindowsPodSandboxStats {
     get {_windows ?? Runtime_V1_WindowsPodSandboxStats()}
     set {_windows = newValue}
   }
   /// Returns true if `windows` has been explicitly set.
-  public var hasWindows: Bool {self._windows != nil}
+  var hasWindows: Bool {self._windows != nil}
   /// Clears the value of `windows`. Subsequent reads from it will return its default value.
-  public mutating func clearWindows() {self._windows = nil}
+  mutating func clearWindows() {self._windows = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _attributes: Runtime_V1_PodSandboxAttributes? = nil
   fileprivate var _linux: Runtime_V1_LinuxPodSandboxStats? = nil
@@ -1482,156 +1482,156 @@ public nonisolated struct Runtime_V1_PodSandboxStats: Sendable {
 }
 
 /// LinuxPodSandboxStats provides the resource usage statistics for a pod sandbox on linux.
-public nonisolated struct Runtime_V1_LinuxPodSandboxStats: @unchecked Sendable {
+nonisolated struct Runtime_V1_LinuxPodSandboxStats: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// CPU usage gathered for the pod sandbox.
-  public var cpu: Runtime_V1_CpuUsage {
+  var cpu: Runtime_V1_CpuUsage {
     get {_storage._cpu ?? Runtime_V1_CpuUsage()}
     set {_uniqueStorage()._cpu = newValue}
   }
   /// Returns true if `cpu` has been explicitly set.
-  public var hasCpu: Bool {_storage._cpu != nil}
+  var hasCpu: Bool {_storage._cpu != nil}
   /// Clears the value of `cpu`. Subsequent reads from it will return its default value.
-  public mutating func clearCpu() {_uniqueStorage()._cpu = nil}
+  mutating func clearCpu() {_uniqueStorage()._cpu = nil}
 
   /// Memory usage gathered for the pod sandbox.
-  public var memory: Runtime_V1_MemoryUsage {
+  var memory: Runtime_V1_MemoryUsage {
     get {_storage._memory ?? Runtime_V1_MemoryUsage()}
     set {_uniqueStorage()._memory = newValue}
   }
   /// Returns true if `memory` has been explicitly set.
-  public var hasMemory: Bool {_storage._memory != nil}
+  var hasMemory: Bool {_storage._memory != nil}
   /// Clears the value of `memory`. Subsequent reads from it will return its default value.
-  public mutating func clearMemory() {_uniqueStorage()._memory = nil}
+  mutating func clearMemory() {_uniqueStorage()._memory = nil}
 
   /// Network usage gathered for the pod sandbox
-  public var network: Runtime_V1_NetworkUsage {
+  var network: Runtime_V1_NetworkUsage {
     get {_storage._network ?? Runtime_V1_NetworkUsage()}
     set {_uniqueStorage()._network = newValue}
   }
   /// Returns true if `network` has been explicitly set.
-  public var hasNetwork: Bool {_storage._network != nil}
+  var hasNetwork: Bool {_storage._network != nil}
   /// Clears the value of `network`. Subsequent reads from it will return its default value.
-  public mutating func clearNetwork() {_uniqueStorage()._network = nil}
+  mutating func clearNetwork() {_uniqueStorage()._network = nil}
 
   /// Stats pertaining to processes in the pod sandbox.
-  public var process: Runtime_V1_ProcessUsage {
+  var process: Runtime_V1_ProcessUsage {
     get {_storage._process ?? Runtime_V1_ProcessUsage()}
     set {_uniqueStorage()._process = newValue}
   }
   /// Returns true if `process` has been explicitly set.
-  public var hasProcess: Bool {_storage._process != nil}
+  var hasProcess: Bool {_storage._process != nil}
   /// Clears the value of `process`. Subsequent reads from it will return its default value.
-  public mutating func clearProcess() {_uniqueStorage()._process = nil}
+  mutating func clearProcess() {_uniqueStorage()._process = nil}
 
   /// Stats of containers in the measured pod sandbox.
-  public var containers: [Runtime_V1_ContainerStats] {
+  var containers: [Runtime_V1_ContainerStats] {
     get {_storage._containers}
     set {_uniqueStorage()._containers = newValue}
   }
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// WindowsPodSandboxStats provides the resource usage statistics for a pod sandbox on windows
-public nonisolated struct Runtime_V1_WindowsPodSandboxStats: Sendable {
+nonisolated struct Runtime_V1_WindowsPodSandboxStats: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 /// NetworkUsage contains data about network resources.
-public nonisolated struct Runtime_V1_NetworkUsage: Sendable {
+nonisolated struct Runtime_V1_NetworkUsage: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// The time at which these stats were updated.
-  public var timestamp: Int64 = 0
+  var timestamp: Int64 = 0
 
   /// Stats for the default network interface.
-  public var defaultInterface: Runtime_V1_NetworkInterfaceUsage {
+  var defaultInterface: Runtime_V1_NetworkInterfaceUsage {
     get {_defaultInterface ?? Runtime_V1_NetworkInterfaceUsage()}
     set {_defaultInterface = newValue}
   }
   /// Returns true if `defaultInterface` has been explicitly set.
-  public var hasDefaultInterface: Bool {self._defaultInterface != nil}
+  var hasDefaultInterface: Bool {self._defaultInterface != nil}
   /// Clears the value of `defaultInterface`. Subsequent reads from it will return its default value.
-  public mutating func clearDefaultInterface() {self._defaultInterface = nil}
+  mutating func clearDefaultInterface() {self._defaultInterface = nil}
 
   /// Stats for all found network interfaces, excluding the default.
-  public var interfaces: [Runtime_V1_NetworkInterfaceUsage] = []
+  var interfaces: [Runtime_V1_NetworkInterfaceUsage] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _defaultInterface: Runtime_V1_NetworkInterfaceUsage? = nil
 }
 
 /// NetworkInterfaceUsage contains resource value data about a network interface.
-public nonisolated struct Runtime_V1_NetworkInterfaceUsage: Sendable {
+nonisolated struct Runtime_V1_NetworkInterfaceUsage: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// The name of the network interface.
-  public var name: String = String()
+  var name: String = String()
 
   /// Cumulative count of bytes received.
-  public var rxBytes: Runtime_V1_UInt64Value {
+  var rxBytes: Runtime_V1_UInt64Value {
     get {_rxBytes ?? Runtime_V1_UInt64Value()}
     set {_rxBytes = newValue}
   }
   /// Returns true if `rxBytes` has been explicitly set.
-  public var hasRxBytes: Bool {self._rxBytes != nil}
+  var hasRxBytes: Bool {self._rxBytes != nil}
   /// Clears the value of `rxBytes`. Subsequent reads from it will return its default value.
-  public mutating func clearRxBytes() {self._rxBytes = nil}
+  mutating func clearRxBytes() {self._rxBytes = nil}
 
   /// Cumulative count of receive errors encountered.
-  public var rxErrors: Runtime_V1_UInt64Value {
+  var rxErrors: Runtime_V1_UInt64Value {
     get {_rxErrors ?? Runtime_V1_UInt64Value()}
     set {_rxErrors = newValue}
   }
   /// Returns true if `rxErrors` has been explicitly set.
-  public var hasRxErrors: Bool {self._rxErrors != nil}
+  var hasRxErrors: Bool {self._rxErrors != nil}
   /// Clears the value of `rxErrors`. Subsequent reads from it will return its default value.
-  public mutating func clearRxErrors() {self._rxErrors = nil}
+  mutating func clearRxErrors() {self._rxErrors = nil}
 
   /// Cumulative count of bytes transmitted.
-  public var txBytes: Runtime_V1_UInt64Value {
+  var txBytes: Runtime_V1_UInt64Value {
     get {_txBytes ?? Runtime_V1_UInt64Value()}
     set {_txBytes = newValue}
   }
   /// Returns true if `txBytes` has been explicitly set.
-  public var hasTxBytes: Bool {self._txBytes != nil}
+  var hasTxBytes: Bool {self._txBytes != nil}
   /// Clears the value of `txBytes`. Subsequent reads from it will return its default value.
-  public mutating func clearTxBytes() {self._txBytes = nil}
+  mutating func clearTxBytes() {self._txBytes = nil}
 
   /// Cumulative count of transmit errors encountered.
-  public var txErrors: Runtime_V1_UInt64Value {
+  var txErrors: Runtime_V1_UInt64Value {
     get {_txErrors ?? Runtime_V1_UInt64Value()}
     set {_txErrors = newValue}
   }
   /// Returns true if `txErrors` has been explicitly set.
-  public var hasTxErrors: Bool {self._txErrors != nil}
+  var hasTxErrors: Bool {self._txErrors != nil}
   /// Clears the value of `txErrors`. Subsequent reads from it will return its default value.
-  public mutating func clearTxErrors() {self._txErrors = nil}
+  mutating func clearTxErrors() {self._txErrors = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _rxBytes: Runtime_V1_UInt64Value? = nil
   fileprivate var _rxErrors: Runtime_V1_UInt64Value? = nil
@@ -1640,111 +1640,111 @@ public nonisolated struct Runtime_V1_NetworkInterfaceUsage: Sendable {
 }
 
 /// ProcessUsage are stats pertaining to processes.
-public nonisolated struct Runtime_V1_ProcessUsage: Sendable {
+nonisolated struct Runtime_V1_ProcessUsage: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// The time at which these stats were updated.
-  public var timestamp: Int64 = 0
+  var timestamp: Int64 = 0
 
   /// Number of processes.
-  public var processCount: Runtime_V1_UInt64Value {
+  var processCount: Runtime_V1_UInt64Value {
     get {_processCount ?? Runtime_V1_UInt64Value()}
     set {_processCount = newValue}
   }
   /// Returns true if `processCount` has been explicitly set.
-  public var hasProcessCount: Bool {self._processCount != nil}
+  var hasProcessCount: Bool {self._processCount != nil}
   /// Clears the value of `processCount`. Subsequent reads from it will return its default value.
-  public mutating func clearProcessCount() {self._processCount = nil}
+  mutating func clearProcessCount() {self._processCount = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _processCount: Runtime_V1_UInt64Value? = nil
 }
 
 /// ImageSpec is an internal representation of an image.
-public nonisolated struct Runtime_V1_ImageSpec: Sendable {
+nonisolated struct Runtime_V1_ImageSpec: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Container's Image field (e.g. imageID or imageDigest).
-  public var image: String = String()
+  var image: String = String()
 
   /// Unstructured key-value map holding arbitrary metadata.
   /// ImageSpec Annotations can be used to help the runtime target specific
   /// images in multi-arch images.
-  public var annotations: Dictionary<String,String> = [:]
+  var annotations: Dictionary<String,String> = [:]
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_KeyValue: Sendable {
+nonisolated struct Runtime_V1_KeyValue: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var key: String = String()
+  var key: String = String()
 
-  public var value: String = String()
+  var value: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 /// LinuxContainerResources specifies Linux specific configuration for
 /// resources.
-public nonisolated struct Runtime_V1_LinuxContainerResources: Sendable {
+nonisolated struct Runtime_V1_LinuxContainerResources: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// CPU CFS (Completely Fair Scheduler) period. Default: 0 (not specified).
-  public var cpuPeriod: Int64 = 0
+  var cpuPeriod: Int64 = 0
 
   /// CPU CFS (Completely Fair Scheduler) quota. Default: 0 (not specified).
-  public var cpuQuota: Int64 = 0
+  var cpuQuota: Int64 = 0
 
   /// CPU shares (relative weight vs. other containers). Default: 0 (not specified).
-  public var cpuShares: Int64 = 0
+  var cpuShares: Int64 = 0
 
   /// Memory limit in bytes. Default: 0 (not specified).
-  public var memoryLimitInBytes: Int64 = 0
+  var memoryLimitInBytes: Int64 = 0
 
   /// OOMScoreAdj adjusts the oom-killer score. Default: 0 (not specified).
-  public var oomScoreAdj: Int64 = 0
+  var oomScoreAdj: Int64 = 0
 
   /// CpusetCpus constrains the allowed set of logical CPUs. Default: "" (not specified).
-  public var cpusetCpus: String = String()
+  var cpusetCpus: String = String()
 
   /// CpusetMems constrains the allowed set of memory nodes. Default: "" (not specified).
-  public var cpusetMems: String = String()
+  var cpusetMems: String = String()
 
   /// List of HugepageLimits to limit the HugeTLB usage of container per page size. Default: nil (not specified).
-  public var hugepageLimits: [Runtime_V1_HugepageLimit] = []
+  var hugepageLimits: [Runtime_V1_HugepageLimit] = []
 
   /// Unified resources for cgroup v2. Default: nil (not specified).
   /// Each key/value in the map refers to the cgroup v2.
   /// e.g. "memory.max": "6937202688" or "io.weight": "default 100".
-  public var unified: Dictionary<String,String> = [:]
+  var unified: Dictionary<String,String> = [:]
 
   /// Memory swap limit in bytes. Default 0 (not specified).
-  public var memorySwapLimitInBytes: Int64 = 0
+  var memorySwapLimitInBytes: Int64 = 0
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 /// HugepageLimit corresponds to the file`hugetlb.<hugepagesize>.limit_in_byte` in container level cgroup.
 /// For example, `PageSize=1GB`, `Limit=1073741824` means setting `1073741824` bytes to hugetlb.1GB.limit_in_bytes.
-public nonisolated struct Runtime_V1_HugepageLimit: Sendable {
+nonisolated struct Runtime_V1_HugepageLimit: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
@@ -1752,33 +1752,33 @@ public nonisolated struct Runtime_V1_HugepageLimit: Sendable {
   /// The value of PageSize has the format <size><unit-prefix>B (2MB, 1GB),
   /// and must match the <hugepagesize> of the corresponding control file found in `hugetlb.<hugepagesize>.limit_in_bytes`.
   /// The values of <unit-prefix> are intended to be parsed using base 1024("1KB" = 1024, "1MB" = 1048576, etc).
-  public var pageSize: String = String()
+  var pageSize: String = String()
 
   /// limit in bytes of hugepagesize HugeTLB usage.
-  public var limit: UInt64 = 0
+  var limit: UInt64 = 0
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 /// SELinuxOption are the labels to be applied to the container.
-public nonisolated struct Runtime_V1_SELinuxOption: Sendable {
+nonisolated struct Runtime_V1_SELinuxOption: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var user: String = String()
+  var user: String = String()
 
-  public var role: String = String()
+  var role: String = String()
 
-  public var type: String = String()
+  var type: String = String()
 
-  public var level: String = String()
+  var level: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 /// Capability contains the container capabilities to add or drop
@@ -1789,40 +1789,40 @@ public nonisolated struct Runtime_V1_SELinuxOption: Sendable {
 /// inheritable, effective, bounding and ambient sets.
 /// If a capability is added to add_capabilities and add_ambient_capabilities lists then it gets added to all sets, i.e.
 /// permitted, inheritable, effective, bounding and ambient sets.
-public nonisolated struct Runtime_V1_Capability: Sendable {
+nonisolated struct Runtime_V1_Capability: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// List of capabilities to add.
-  public var addCapabilities: [String] = []
+  var addCapabilities: [String] = []
 
   /// List of capabilities to drop.
-  public var dropCapabilities: [String] = []
+  var dropCapabilities: [String] = []
 
   /// List of ambient capabilities to add.
-  public var addAmbientCapabilities: [String] = []
+  var addAmbientCapabilities: [String] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 /// LinuxContainerSecurityContext holds linux security configuration that will be applied to a container.
-public nonisolated struct Runtime_V1_LinuxContainerSecurityContext: @unchecked Sendable {
+nonisolated struct Runtime_V1_LinuxContainerSecurityContext: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Capabilities to add or drop.
-  public var capabilities: Runtime_V1_Capability {
+  var capabilities: Runtime_V1_Capability {
     get {_storage._capabilities ?? Runtime_V1_Capability()}
     set {_uniqueStorage()._capabilities = newValue}
   }
   /// Returns true if `capabilities` has been explicitly set.
-  public var hasCapabilities: Bool {_storage._capabilities != nil}
+  var hasCapabilities: Bool {_storage._capabilities != nil}
   /// Clears the value of `capabilities`. Subsequent reads from it will return its default value.
-  public mutating func clearCapabilities() {_uniqueStorage()._capabilities = nil}
+  mutating func clearCapabilities() {_uniqueStorage()._capabilities = nil}
 
   /// If set, run container in privileged mode.
   /// Privileged mode is incompatible with the following options. If
@@ -1841,116 +1841,116 @@ public nonisolated struct Runtime_V1_LinuxContainerSecurityContext: @unchecked S
   /// 6. The device cgroup does not restrict access to any devices.
   /// 7. All devices from the host's /dev are available within the container.
   /// 8. SELinux restrictions are not applied (e.g. label=disabled).
-  public var privileged: Bool {
+  var privileged: Bool {
     get {_storage._privileged}
     set {_uniqueStorage()._privileged = newValue}
   }
 
   /// Configurations for the container's namespaces.
   /// Only used if the container uses namespace for isolation.
-  public var namespaceOptions: Runtime_V1_NamespaceOption {
+  var namespaceOptions: Runtime_V1_NamespaceOption {
     get {_storage._namespaceOptions ?? Runtime_V1_NamespaceOption()}
     set {_uniqueStorage()._namespaceOptions = newValue}
   }
   /// Returns true if `namespaceOptions` has been explicitly set.
-  public var hasNamespaceOptions: Bool {_storage._namespaceOptions != nil}
+  var hasNamespaceOptions: Bool {_storage._namespaceOptions != nil}
   /// Clears the value of `namespaceOptions`. Subsequent reads from it will return its default value.
-  public mutating func clearNamespaceOptions() {_uniqueStorage()._namespaceOptions = nil}
+  mutating func clearNamespaceOptions() {_uniqueStorage()._namespaceOptions = nil}
 
   /// SELinux context to be optionally applied.
-  public var selinuxOptions: Runtime_V1_SELinuxOption {
+  var selinuxOptions: Runtime_V1_SELinuxOption {
     get {_storage._selinuxOptions ?? Runtime_V1_SELinuxOption()}
     set {_uniqueStorage()._selinuxOptions = newValue}
   }
   /// Returns true if `selinuxOptions` has been explicitly set.
-  public var hasSelinuxOptions: Bool {_storage._selinuxOptions != nil}
+  var hasSelinuxOptions: Bool {_storage._selinuxOptions != nil}
   /// Clears the value of `selinuxOptions`. Subsequent reads from it will return its default value.
-  public mutating func clearSelinuxOptions() {_uniqueStorage()._selinuxOptions = nil}
+  mutating func clearSelinuxOptions() {_uniqueStorage()._selinuxOptions = nil}
 
   /// UID to run the container process as. Only one of run_as_user and
   /// run_as_username can be specified at a time.
-  public var runAsUser: Runtime_V1_Int64Value {
+  var runAsUser: Runtime_V1_Int64Value {
     get {_storage._runAsUser ?? Runtime_V1_Int64Value()}
     set {_uniqueStorage()._runAsUser = newValue}
   }
   /// Returns true if `runAsUser` has been explicitly set.
-  public var hasRunAsUser: Bool {_storage._runAsUser != nil}
+  var hasRunAsUser: Bool {_storage._runAsUser != nil}
   /// Clears the value of `runAsUser`. Subsequent reads from it will return its default value.
-  public mutating func clearRunAsUser() {_uniqueStorage()._runAsUser = nil}
+  mutating func clearRunAsUser() {_uniqueStorage()._runAsUser = nil}
 
   /// GID to run the container process as. run_as_group should only be specified
   /// when run_as_user or run_as_username is specified; otherwise, the runtime
   /// MUST error.
-  public var runAsGroup: Runtime_V1_Int64Value {
+  var runAsGroup: Runtime_V1_Int64Value {
     get {_storage._runAsGroup ?? Runtime_V1_Int64Value()}
     set {_uniqueStorage()._runAsGroup = newValue}
   }
   /// Returns true if `runAsGroup` has been explicitly set.
-  public var hasRunAsGroup: Bool {_storage._runAsGroup != nil}
+  var hasRunAsGroup: Bool {_storage._runAsGroup != nil}
   /// Clears the value of `runAsGroup`. Subsequent reads from it will return its default value.
-  public mutating func clearRunAsGroup() {_uniqueStorage()._runAsGroup = nil}
+  mutating func clearRunAsGroup() {_uniqueStorage()._runAsGroup = nil}
 
   /// User name to run the container process as. If specified, the user MUST
   /// exist in the container image (i.e. in the /etc/passwd inside the image),
   /// and be resolved there by the runtime; otherwise, the runtime MUST error.
-  public var runAsUsername: String {
+  var runAsUsername: String {
     get {_storage._runAsUsername}
     set {_uniqueStorage()._runAsUsername = newValue}
   }
 
   /// If set, the root filesystem of the container is read-only.
-  public var readonlyRootfs: Bool {
+  var readonlyRootfs: Bool {
     get {_storage._readonlyRootfs}
     set {_uniqueStorage()._readonlyRootfs = newValue}
   }
 
   /// List of groups applied to the first process run in the container, in
   /// addition to the container's primary GID.
-  public var supplementalGroups: [Int64] {
+  var supplementalGroups: [Int64] {
     get {_storage._supplementalGroups}
     set {_uniqueStorage()._supplementalGroups = newValue}
   }
 
   /// no_new_privs defines if the flag for no_new_privs should be set on the
   /// container.
-  public var noNewPrivs: Bool {
+  var noNewPrivs: Bool {
     get {_storage._noNewPrivs}
     set {_uniqueStorage()._noNewPrivs = newValue}
   }
 
   /// masked_paths is a slice of paths that should be masked by the container
   /// runtime, this can be passed directly to the OCI spec.
-  public var maskedPaths: [String] {
+  var maskedPaths: [String] {
     get {_storage._maskedPaths}
     set {_uniqueStorage()._maskedPaths = newValue}
   }
 
   /// readonly_paths is a slice of paths that should be set as readonly by the
   /// container runtime, this can be passed directly to the OCI spec.
-  public var readonlyPaths: [String] {
+  var readonlyPaths: [String] {
     get {_storage._readonlyPaths}
     set {_uniqueStorage()._readonlyPaths = newValue}
   }
 
   /// Seccomp profile for the container.
-  public var seccomp: Runtime_V1_SecurityProfile {
+  var seccomp: Runtime_V1_SecurityProfile {
     get {_storage._seccomp ?? Runtime_V1_SecurityProfile()}
     set {_uniqueStorage()._seccomp = newValue}
   }
   /// Returns true if `seccomp` has been explicitly set.
-  public var hasSeccomp: Bool {_storage._seccomp != nil}
+  var hasSeccomp: Bool {_storage._seccomp != nil}
   /// Clears the value of `seccomp`. Subsequent reads from it will return its default value.
-  public mutating func clearSeccomp() {_uniqueStorage()._seccomp = nil}
+  mutating func clearSeccomp() {_uniqueStorage()._seccomp = nil}
 
   /// AppArmor profile for the container.
-  public var apparmor: Runtime_V1_SecurityProfile {
+  var apparmor: Runtime_V1_SecurityProfile {
     get {_storage._apparmor ?? Runtime_V1_SecurityProfile()}
     set {_uniqueStorage()._apparmor = newValue}
   }
   /// Returns true if `apparmor` has been explicitly set.
-  public var hasApparmor: Bool {_storage._apparmor != nil}
+  var hasApparmor: Bool {_storage._apparmor != nil}
   /// Clears the value of `apparmor`. Subsequent reads from it will return its default value.
-  public mutating func clearApparmor() {_uniqueStorage()._apparmor = nil}
+  mutating func clearApparmor() {_uniqueStorage()._apparmor = nil}
 
   /// AppArmor profile for the container, candidate values are:
   /// * runtime/default: equivalent to not specifying a profile.
@@ -1960,7 +1960,7 @@ public nonisolated struct Runtime_V1_LinuxContainerSecurityContext: @unchecked S
   ///    https://gitlab.com/apparmor/apparmor/-/wikis/AppArmor_Core_Policy_Reference
   ///
   /// NOTE: This field was marked as deprecated in the .proto file.
-  public var apparmorProfile: String {
+  var apparmorProfile: String {
     get {_storage._apparmorProfile}
     set {_uniqueStorage()._apparmorProfile = newValue}
   }
@@ -1973,48 +1973,48 @@ public nonisolated struct Runtime_V1_LinuxContainerSecurityContext: @unchecked S
   /// Default: "", which is identical with unconfined.
   ///
   /// NOTE: This field was marked as deprecated in the .proto file.
-  public var seccompProfilePath: String {
+  var seccompProfilePath: String {
     get {_storage._seccompProfilePath}
     set {_uniqueStorage()._seccompProfilePath = newValue}
   }
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// LinuxContainerConfig contains platform-specific configuration for
 /// Linux-based containers.
-public nonisolated struct Runtime_V1_LinuxContainerConfig: Sendable {
+nonisolated struct Runtime_V1_LinuxContainerConfig: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Resources specification for the container.
-  public var resources: Runtime_V1_LinuxContainerResources {
+  var resources: Runtime_V1_LinuxContainerResources {
     get {_resources ?? Runtime_V1_LinuxContainerResources()}
     set {_resources = newValue}
   }
   /// Returns true if `resources` has been explicitly set.
-  public var hasResources: Bool {self._resources != nil}
+  var hasResources: Bool {self._resources != nil}
   /// Clears the value of `resources`. Subsequent reads from it will return its default value.
-  public mutating func clearResources() {self._resources = nil}
+  mutating func clearResources() {self._resources = nil}
 
   /// LinuxContainerSecurityContext configuration for the container.
-  public var securityContext: Runtime_V1_LinuxContainerSecurityContext {
+  var securityContext: Runtime_V1_LinuxContainerSecurityContext {
     get {_securityContext ?? Runtime_V1_LinuxContainerSecurityContext()}
     set {_securityContext = newValue}
   }
   /// Returns true if `securityContext` has been explicitly set.
-  public var hasSecurityContext: Bool {self._securityContext != nil}
+  var hasSecurityContext: Bool {self._securityContext != nil}
   /// Clears the value of `securityContext`. Subsequent reads from it will return its default value.
-  public mutating func clearSecurityContext() {self._securityContext = nil}
+  mutating func clearSecurityContext() {self._securityContext = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _resources: Runtime_V1_LinuxContainerResources? = nil
   fileprivate var _securityContext: Runtime_V1_LinuxContainerSecurityContext? = nil
@@ -2023,7 +2023,7 @@ public nonisolated struct Runtime_V1_LinuxContainerConfig: Sendable {
 /// WindowsSandboxSecurityContext holds platform-specific configurations that will be
 /// applied to a sandbox.
 /// These settings will only apply to the sandbox container.
-public nonisolated struct Runtime_V1_WindowsSandboxSecurityContext: Sendable {
+nonisolated struct Runtime_V1_WindowsSandboxSecurityContext: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
@@ -2031,45 +2031,45 @@ public nonisolated struct Runtime_V1_WindowsSandboxSecurityContext: Sendable {
   /// User name to run the container process as. If specified, the user MUST
   /// exist in the container image and be resolved there by the runtime;
   /// otherwise, the runtime MUST return error.
-  public var runAsUsername: String = String()
+  var runAsUsername: String = String()
 
   /// The contents of the GMSA credential spec to use to run this container.
-  public var credentialSpec: String = String()
+  var credentialSpec: String = String()
 
   /// Indicates whether the container requested to run as a HostProcess container.
-  public var hostProcess: Bool = false
+  var hostProcess: Bool = false
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 /// WindowsPodSandboxConfig holds platform-specific configurations for Windows
 /// host platforms and Windows-based containers.
-public nonisolated struct Runtime_V1_WindowsPodSandboxConfig: Sendable {
+nonisolated struct Runtime_V1_WindowsPodSandboxConfig: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// WindowsSandboxSecurityContext holds sandbox security attributes.
-  public var securityContext: Runtime_V1_WindowsSandboxSecurityContext {
+  var securityContext: Runtime_V1_WindowsSandboxSecurityContext {
     get {_securityContext ?? Runtime_V1_WindowsSandboxSecurityContext()}
     set {_securityContext = newValue}
   }
   /// Returns true if `securityContext` has been explicitly set.
-  public var hasSecurityContext: Bool {self._securityContext != nil}
+  var hasSecurityContext: Bool {self._securityContext != nil}
   /// Clears the value of `securityContext`. Subsequent reads from it will return its default value.
-  public mutating func clearSecurityContext() {self._securityContext = nil}
+  mutating func clearSecurityContext() {self._securityContext = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _securityContext: Runtime_V1_WindowsSandboxSecurityContext? = nil
 }
 
 /// WindowsContainerSecurityContext holds windows security configuration that will be applied to a container.
-public nonisolated struct Runtime_V1_WindowsContainerSecurityContext: Sendable {
+nonisolated struct Runtime_V1_WindowsContainerSecurityContext: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
@@ -2077,49 +2077,49 @@ public nonisolated struct Runtime_V1_WindowsContainerSecurityContext: Sendable {
   /// User name to run the container process as. If specified, the user MUST
   /// exist in the container image and be resolved there by the runtime;
   /// otherwise, the runtime MUST return error.
-  public var runAsUsername: String = String()
+  var runAsUsername: String = String()
 
   /// The contents of the GMSA credential spec to use to run this container.
-  public var credentialSpec: String = String()
+  var credentialSpec: String = String()
 
   /// Indicates whether a container is to be run as a HostProcess container.
-  public var hostProcess: Bool = false
+  var hostProcess: Bool = false
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 /// WindowsContainerConfig contains platform-specific configuration for
 /// Windows-based containers.
-public nonisolated struct Runtime_V1_WindowsContainerConfig: Sendable {
+nonisolated struct Runtime_V1_WindowsContainerConfig: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Resources specification for the container.
-  public var resources: Runtime_V1_WindowsContainerResources {
+  var resources: Runtime_V1_WindowsContainerResources {
     get {_resources ?? Runtime_V1_WindowsContainerResources()}
     set {_resources = newValue}
   }
   /// Returns true if `resources` has been explicitly set.
-  public var hasResources: Bool {self._resources != nil}
+  var hasResources: Bool {self._resources != nil}
   /// Clears the value of `resources`. Subsequent reads from it will return its default value.
-  public mutating func clearResources() {self._resources = nil}
+  mutating func clearResources() {self._resources = nil}
 
   /// WindowsContainerSecurityContext configuration for the container.
-  public var securityContext: Runtime_V1_WindowsContainerSecurityContext {
+  var securityContext: Runtime_V1_WindowsContainerSecurityContext {
     get {_securityContext ?? Runtime_V1_WindowsContainerSecurityContext()}
     set {_securityContext = newValue}
   }
   /// Returns true if `securityContext` has been explicitly set.
-  public var hasSecurityContext: Bool {self._securityContext != nil}
+  var hasSecurityContext: Bool {self._securityContext != nil}
   /// Clears the value of `securityContext`. Subsequent reads from it will return its default value.
-  public mutating func clearSecurityContext() {self._securityContext = nil}
+  mutating func clearSecurityContext() {self._securityContext = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _resources: Runtime_V1_WindowsContainerResources? = nil
   fileprivate var _securityContext: Runtime_V1_WindowsContainerSecurityContext? = nil
@@ -2127,29 +2127,29 @@ public nonisolated struct Runtime_V1_WindowsContainerConfig: Sendable {
 
 /// WindowsContainerResources specifies Windows specific configuration for
 /// resources.
-public nonisolated struct Runtime_V1_WindowsContainerResources: Sendable {
+nonisolated struct Runtime_V1_WindowsContainerResources: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// CPU shares (relative weight vs. other containers). Default: 0 (not specified).
-  public var cpuShares: Int64 = 0
+  var cpuShares: Int64 = 0
 
   /// Number of CPUs available to the container. Default: 0 (not specified).
-  public var cpuCount: Int64 = 0
+  var cpuCount: Int64 = 0
 
   /// Specifies the portion of processor cycles that this container can use as a percentage times 100.
-  public var cpuMaximum: Int64 = 0
+  var cpuMaximum: Int64 = 0
 
   /// Memory limit in bytes. Default: 0 (not specified).
-  public var memoryLimitInBytes: Int64 = 0
+  var memoryLimitInBytes: Int64 = 0
 
   /// Specifies the size of the rootfs / scratch space in bytes to be configured for this container. Default: 0 (not specified).
-  public var rootfsSizeInBytes: Int64 = 0
+  var rootfsSizeInBytes: Int64 = 0
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 /// ContainerMetadata holds all necessary information for building the container
@@ -2157,48 +2157,48 @@ public nonisolated struct Runtime_V1_WindowsContainerResources: Sendable {
 /// interface for better user experience. E.g., runtime can construct a unique
 /// container name based on the metadata. Note that (name, attempt) is unique
 /// within a sandbox for the entire lifetime of the sandbox.
-public nonisolated struct Runtime_V1_ContainerMetadata: Sendable {
+nonisolated struct Runtime_V1_ContainerMetadata: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Name of the container. Same as the container name in the PodSpec.
-  public var name: String = String()
+  var name: String = String()
 
   /// Attempt number of creating the container. Default: 0.
-  public var attempt: UInt32 = 0
+  var attempt: UInt32 = 0
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 /// Device specifies a host device to mount into a container.
-public nonisolated struct Runtime_V1_Device: Sendable {
+nonisolated struct Runtime_V1_Device: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Path of the device within the container.
-  public var containerPath: String = String()
+  var containerPath: String = String()
 
   /// Path of the device on the host.
-  public var hostPath: String = String()
+  var hostPath: String = String()
 
   /// Cgroups permissions of the device, candidates are one or more of
   /// * r - allows container to read from the specified device.
   /// * w - allows container to write to the specified device.
   /// * m - allows container to create device files that do not yet exist.
-  public var permissions: String = String()
+  var permissions: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 /// ContainerConfig holds all the required and optional fields for creating a
 /// container.
-public nonisolated struct Runtime_V1_ContainerConfig: @unchecked Sendable {
+nonisolated struct Runtime_V1_ContainerConfig: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
@@ -2207,57 +2207,57 @@ public nonisolated struct Runtime_V1_ContainerConfig: @unchecked Sendable {
   /// container, and the runtime should leverage this to ensure correct
   /// operation. The runtime may also use this information to improve UX, such
   /// as by constructing a readable name.
-  public var metadata: Runtime_V1_ContainerMetadata {
+  var metadata: Runtime_V1_ContainerMetadata {
     get {_storage._metadata ?? Runtime_V1_ContainerMetadata()}
     set {_uniqueStorage()._metadata = newValue}
   }
   /// Returns true if `metadata` has been explicitly set.
-  public var hasMetadata: Bool {_storage._metadata != nil}
+  var hasMetadata: Bool {_storage._metadata != nil}
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
-  public mutating func clearMetadata() {_uniqueStorage()._metadata = nil}
+  mutating func clearMetadata() {_uniqueStorage()._metadata = nil}
 
   /// Image to use.
-  public var image: Runtime_V1_ImageSpec {
+  var image: Runtime_V1_ImageSpec {
     get {_storage._image ?? Runtime_V1_ImageSpec()}
     set {_uniqueStorage()._image = newValue}
   }
   /// Returns true if `image` has been explicitly set.
-  public var hasImage: Bool {_storage._image != nil}
+  var hasImage: Bool {_storage._image != nil}
   /// Clears the value of `image`. Subsequent reads from it will return its default value.
-  public mutating func clearImage() {_uniqueStorage()._image = nil}
+  mutating func clearImage() {_uniqueStorage()._image = nil}
 
   /// Command to execute (i.e., entrypoint for docker)
-  public var command: [String] {
+  var command: [String] {
     get {_storage._command}
     set {_uniqueStorage()._command = newValue}
   }
 
   /// Args for the Command (i.e., command for docker)
-  public var args: [String] {
+  var args: [String] {
     get {_storage._args}
     set {_uniqueStorage()._args = newValue}
   }
 
   /// Current working directory of the command.
-  public var workingDir: String {
+  var workingDir: String {
     get {_storage._workingDir}
     set {_uniqueStorage()._workingDir = newValue}
   }
 
   /// List of environment variable to set in the container.
-  public var envs: [Runtime_V1_KeyValue] {
+  var envs: [Runtime_V1_KeyValue] {
     get {_storage._envs}
     set {_uniqueStorage()._envs = newValue}
   }
 
   /// Mounts for the container.
-  public var mounts: [Runtime_V1_Mount] {
+  var mounts: [Runtime_V1_Mount] {
     get {_storage._mounts}
     set {_uniqueStorage()._mounts = newValue}
   }
 
   /// Devices for the container.
-  public var devices: [Runtime_V1_Device] {
+  var devices: [Runtime_V1_Device] {
     get {_storage._devices}
     set {_uniqueStorage()._devices = newValue}
   }
@@ -2268,7 +2268,7 @@ public nonisolated struct Runtime_V1_ContainerConfig: @unchecked Sendable {
   ///     prefixed-name ::= prefix '/' name
   ///     prefix ::= DNS_SUBDOMAIN
   ///     name ::= DNS_LABEL
-  public var labels: Dictionary<String,String> {
+  var labels: Dictionary<String,String> {
     get {_storage._labels}
     set {_uniqueStorage()._labels = newValue}
   }
@@ -2283,7 +2283,7 @@ public nonisolated struct Runtime_V1_ContainerConfig: @unchecked Sendable {
   /// In general, in order to preserve a well-defined interface between the
   /// kubelet and the container runtime, annotations SHOULD NOT influence
   /// runtime behaviour.
-  public var annotations: Dictionary<String,String> {
+  var annotations: Dictionary<String,String> {
     get {_storage._annotations}
     set {_uniqueStorage()._annotations = newValue}
   }
@@ -2298,426 +2298,426 @@ public nonisolated struct Runtime_V1_ContainerConfig: @unchecked Sendable {
   /// container logs are under active discussion in
   /// https://issues.k8s.io/24677. There *may* be future change of direction
   /// for logging as the discussion carries on.
-  public var logPath: String {
+  var logPath: String {
     get {_storage._logPath}
     set {_uniqueStorage()._logPath = newValue}
   }
 
   /// Variables for interactive containers, these have very specialized
   /// use-cases (e.g. debugging).
-  public var stdin: Bool {
+  var stdin: Bool {
     get {_storage._stdin}
     set {_uniqueStorage()._stdin = newValue}
   }
 
-  public var stdinOnce: Bool {
+  var stdinOnce: Bool {
     get {_storage._stdinOnce}
     set {_uniqueStorage()._stdinOnce = newValue}
   }
 
-  public var tty: Bool {
+  var tty: Bool {
     get {_storage._tty}
     set {_uniqueStorage()._tty = newValue}
   }
 
   /// Configuration specific to Linux containers.
-  public var linux: Runtime_V1_LinuxContainerConfig {
+  var linux: Runtime_V1_LinuxContainerConfig {
     get {_storage._linux ?? Runtime_V1_LinuxContainerConfig()}
     set {_uniqueStorage()._linux = newValue}
   }
   /// Returns true if `linux` has been explicitly set.
-  public var hasLinux: Bool {_storage._linux != nil}
+  var hasLinux: Bool {_storage._linux != nil}
   /// Clears the value of `linux`. Subsequent reads from it will return its default value.
-  public mutating func clearLinux() {_uniqueStorage()._linux = nil}
+  mutating func clearLinux() {_uniqueStorage()._linux = nil}
 
   /// Configuration specific to Windows containers.
-  public var windows: Runtime_V1_WindowsContainerConfig {
+  var windows: Runtime_V1_WindowsContainerConfig {
     get {_storage._windows ?? Runtime_V1_WindowsContainerConfig()}
     set {_uniqueStorage()._windows = newValue}
   }
   /// Returns true if `windows` has been explicitly set.
-  public var hasWindows: Bool {_storage._windows != nil}
+  var hasWindows: Bool {_storage._windows != nil}
   /// Clears the value of `windows`. Subsequent reads from it will return its default value.
-  public mutating func clearWindows() {_uniqueStorage()._windows = nil}
+  mutating func clearWindows() {_uniqueStorage()._windows = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
 }
 
-public nonisolated struct Runtime_V1_CreateContainerRequest: @unchecked Sendable {
+nonisolated struct Runtime_V1_CreateContainerRequest: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// ID of the PodSandbox in which the container should be created.
-  public var podSandboxID: String {
+  var podSandboxID: String {
     get {_storage._podSandboxID}
     set {_uniqueStorage()._podSandboxID = newValue}
   }
 
   /// Config of the container.
-  public var config: Runtime_V1_ContainerConfig {
+  var config: Runtime_V1_ContainerConfig {
     get {_storage._config ?? Runtime_V1_ContainerConfig()}
     set {_uniqueStorage()._config = newValue}
   }
   /// Returns true if `config` has been explicitly set.
-  public var hasConfig: Bool {_storage._config != nil}
+  var hasConfig: Bool {_storage._config != nil}
   /// Clears the value of `config`. Subsequent reads from it will return its default value.
-  public mutating func clearConfig() {_uniqueStorage()._config = nil}
+  mutating func clearConfig() {_uniqueStorage()._config = nil}
 
   /// Config of the PodSandbox. This is the same config that was passed
   /// to RunPodSandboxRequest to create the PodSandbox. It is passed again
   /// here just for easy reference. The PodSandboxConfig is immutable and
   /// remains the same throughout the lifetime of the pod.
-  public var sandboxConfig: Runtime_V1_PodSandboxConfig {
+  var sandboxConfig: Runtime_V1_PodSandboxConfig {
     get {_storage._sandboxConfig ?? Runtime_V1_PodSandboxConfig()}
     set {_uniqueStorage()._sandboxConfig = newValue}
   }
   /// Returns true if `sandboxConfig` has been explicitly set.
-  public var hasSandboxConfig: Bool {_storage._sandboxConfig != nil}
+  var hasSandboxConfig: Bool {_storage._sandboxConfig != nil}
   /// Clears the value of `sandboxConfig`. Subsequent reads from it will return its default value.
-  public mutating func clearSandboxConfig() {_uniqueStorage()._sandboxConfig = nil}
+  mutating func clearSandboxConfig() {_uniqueStorage()._sandboxConfig = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
 }
 
-public nonisolated struct Runtime_V1_CreateContainerResponse: Sendable {
+nonisolated struct Runtime_V1_CreateContainerResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// ID of the created container.
-  public var containerID: String = String()
+  var containerID: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_StartContainerRequest: Sendable {
+nonisolated struct Runtime_V1_StartContainerRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// ID of the container to start.
-  public var containerID: String = String()
+  var containerID: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_StartContainerResponse: Sendable {
+nonisolated struct Runtime_V1_StartContainerResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_StopContainerRequest: Sendable {
+nonisolated struct Runtime_V1_StopContainerRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// ID of the container to stop.
-  public var containerID: String = String()
+  var containerID: String = String()
 
   /// Timeout in seconds to wait for the container to stop before forcibly
   /// terminating it. Default: 0 (forcibly terminate the container immediately)
-  public var timeout: Int64 = 0
+  var timeout: Int64 = 0
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_StopContainerResponse: Sendable {
+nonisolated struct Runtime_V1_StopContainerResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_RemoveContainerRequest: Sendable {
+nonisolated struct Runtime_V1_RemoveContainerRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// ID of the container to remove.
-  public var containerID: String = String()
+  var containerID: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_RemoveContainerResponse: Sendable {
+nonisolated struct Runtime_V1_RemoveContainerResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 /// ContainerStateValue is the wrapper of ContainerState.
-public nonisolated struct Runtime_V1_ContainerStateValue: Sendable {
+nonisolated struct Runtime_V1_ContainerStateValue: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// State of the container.
-  public var state: Runtime_V1_ContainerState = .containerCreated
+  var state: Runtime_V1_ContainerState = .containerCreated
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 /// ContainerFilter is used to filter containers.
 /// All those fields are combined with 'AND'
-public nonisolated struct Runtime_V1_ContainerFilter: Sendable {
+nonisolated struct Runtime_V1_ContainerFilter: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// ID of the container.
-  public var id: String = String()
+  var id: String = String()
 
   /// State of the container.
-  public var state: Runtime_V1_ContainerStateValue {
+  var state: Runtime_V1_ContainerStateValue {
     get {_state ?? Runtime_V1_ContainerStateValue()}
     set {_state = newValue}
   }
   /// Returns true if `state` has been explicitly set.
-  public var hasState: Bool {self._state != nil}
+  var hasState: Bool {self._state != nil}
   /// Clears the value of `state`. Subsequent reads from it will return its default value.
-  public mutating func clearState() {self._state = nil}
+  mutating func clearState() {self._state = nil}
 
   /// ID of the PodSandbox.
-  public var podSandboxID: String = String()
+  var podSandboxID: String = String()
 
   /// LabelSelector to select matches.
   /// Only api.MatchLabels is supported for now and the requirements
   /// are ANDed. MatchExpressions is not supported yet.
-  public var labelSelector: Dictionary<String,String> = [:]
+  var labelSelector: Dictionary<String,String> = [:]
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _state: Runtime_V1_ContainerStateValue? = nil
 }
 
-public nonisolated struct Runtime_V1_ListContainersRequest: Sendable {
+nonisolated struct Runtime_V1_ListContainersRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var filter: Runtime_V1_ContainerFilter {
+  var filter: Runtime_V1_ContainerFilter {
     get {_filter ?? Runtime_V1_ContainerFilter()}
     set {_filter = newValue}
   }
   /// Returns true if `filter` has been explicitly set.
-  public var hasFilter: Bool {self._filter != nil}
+  var hasFilter: Bool {self._filter != nil}
   /// Clears the value of `filter`. Subsequent reads from it will return its default value.
-  public mutating func clearFilter() {self._filter = nil}
+  mutating func clearFilter() {self._filter = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _filter: Runtime_V1_ContainerFilter? = nil
 }
 
 /// Container provides the runtime information for a container, such as ID, hash,
 /// state of the container.
-public nonisolated struct Runtime_V1_Container: Sendable {
+nonisolated struct Runtime_V1_Container: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// ID of the container, used by the container runtime to identify
   /// a container.
-  public var id: String = String()
+  var id: String = String()
 
   /// ID of the sandbox to which this container belongs.
-  public var podSandboxID: String = String()
+  var podSandboxID: String = String()
 
   /// Metadata of the container.
-  public var metadata: Runtime_V1_ContainerMetadata {
+  var metadata: Runtime_V1_ContainerMetadata {
     get {_metadata ?? Runtime_V1_ContainerMetadata()}
     set {_metadata = newValue}
   }
   /// Returns true if `metadata` has been explicitly set.
-  public var hasMetadata: Bool {self._metadata != nil}
+  var hasMetadata: Bool {self._metadata != nil}
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
-  public mutating func clearMetadata() {self._metadata = nil}
+  mutating func clearMetadata() {self._metadata = nil}
 
   /// Spec of the image.
-  public var image: Runtime_V1_ImageSpec {
+  var image: Runtime_V1_ImageSpec {
     get {_image ?? Runtime_V1_ImageSpec()}
     set {_image = newValue}
   }
   /// Returns true if `image` has been explicitly set.
-  public var hasImage: Bool {self._image != nil}
+  var hasImage: Bool {self._image != nil}
   /// Clears the value of `image`. Subsequent reads from it will return its default value.
-  public mutating func clearImage() {self._image = nil}
+  mutating func clearImage() {self._image = nil}
 
   /// Reference to the image in use. For most runtimes, this should be an
   /// image ID.
-  public var imageRef: String = String()
+  var imageRef: String = String()
 
   /// State of the container.
-  public var state: Runtime_V1_ContainerState = .containerCreated
+  var state: Runtime_V1_ContainerState = .containerCreated
 
   /// Creation time of the container in nanoseconds.
-  public var createdAt: Int64 = 0
+  var createdAt: Int64 = 0
 
   /// Key-value pairs that may be used to scope and select individual resources.
-  public var labels: Dictionary<String,String> = [:]
+  var labels: Dictionary<String,String> = [:]
 
   /// Unstructured key-value map holding arbitrary metadata.
   /// Annotations MUST NOT be altered by the runtime; the value of this field
   /// MUST be identical to that of the corresponding ContainerConfig used to
   /// instantiate this Container.
-  public var annotations: Dictionary<String,String> = [:]
+  var annotations: Dictionary<String,String> = [:]
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _metadata: Runtime_V1_ContainerMetadata? = nil
   fileprivate var _image: Runtime_V1_ImageSpec? = nil
 }
 
-public nonisolated struct Runtime_V1_ListContainersResponse: Sendable {
+nonisolated struct Runtime_V1_ListContainersResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// List of containers.
-  public var containers: [Runtime_V1_Container] = []
+  var containers: [Runtime_V1_Container] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_ContainerStatusRequest: Sendable {
+nonisolated struct Runtime_V1_ContainerStatusRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// ID of the container for which to retrieve status.
-  public var containerID: String = String()
+  var containerID: String = String()
 
   /// Verbose indicates whether to return extra information about the container.
-  public var verbose: Bool = false
+  var verbose: Bool = false
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 /// ContainerStatus represents the status of a container.
-public nonisolated struct Runtime_V1_ContainerStatus: @unchecked Sendable {
+nonisolated struct Runtime_V1_ContainerStatus: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// ID of the container.
-  public var id: String {
+  var id: String {
     get {_storage._id}
     set {_uniqueStorage()._id = newValue}
   }
 
   /// Metadata of the container.
-  public var metadata: Runtime_V1_ContainerMetadata {
+  var metadata: Runtime_V1_ContainerMetadata {
     get {_storage._metadata ?? Runtime_V1_ContainerMetadata()}
     set {_uniqueStorage()._metadata = newValue}
   }
   /// Returns true if `metadata` has been explicitly set.
-  public var hasMetadata: Bool {_storage._metadata != nil}
+  var hasMetadata: Bool {_storage._metadata != nil}
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
-  public mutating func clearMetadata() {_uniqueStorage()._metadata = nil}
+  mutating func clearMetadata() {_uniqueStorage()._metadata = nil}
 
   /// Status of the container.
-  public var state: Runtime_V1_ContainerState {
+  var state: Runtime_V1_ContainerState {
     get {_storage._state}
     set {_uniqueStorage()._state = newValue}
   }
 
   /// Creation time of the container in nanoseconds.
-  public var createdAt: Int64 {
+  var createdAt: Int64 {
     get {_storage._createdAt}
     set {_uniqueStorage()._createdAt = newValue}
   }
 
   /// Start time of the container in nanoseconds. Default: 0 (not specified).
-  public var startedAt: Int64 {
+  var startedAt: Int64 {
     get {_storage._startedAt}
     set {_uniqueStorage()._startedAt = newValue}
   }
 
   /// Finish time of the container in nanoseconds. Default: 0 (not specified).
-  public var finishedAt: Int64 {
+  var finishedAt: Int64 {
     get {_storage._finishedAt}
     set {_uniqueStorage()._finishedAt = newValue}
   }
 
   /// Exit code of the container. Only required when finished_at != 0. Default: 0.
-  public var exitCode: Int32 {
+  var exitCode: Int32 {
     get {_storage._exitCode}
     set {_uniqueStorage()._exitCode = newValue}
   }
 
   /// Spec of the image.
-  public var image: Runtime_V1_ImageSpec {
+  var image: Runtime_V1_ImageSpec {
     get {_storage._image ?? Runtime_V1_ImageSpec()}
     set {_uniqueStorage()._image = newValue}
   }
   /// Returns true if `image` has been explicitly set.
-  public var hasImage: Bool {_storage._image != nil}
+  var hasImage: Bool {_storage._image != nil}
   /// Clears the value of `image`. Subsequent reads from it will return its default value.
-  public mutating func clearImage() {_uniqueStorage()._image = nil}
+  mutating func clearImage() {_uniqueStorage()._image = nil}
 
   /// Reference to the image in use. For most runtimes, this should be an
   /// image ID
-  public var imageRef: String {
+  var imageRef: String {
     get {_storage._imageRef}
     set {_uniqueStorage()._imageRef = newValue}
   }
 
   /// Brief CamelCase string explaining why container is in its current state.
-  public var reason: String {
+  var reason: String {
     get {_storage._reason}
     set {_uniqueStorage()._reason = newValue}
   }
 
   /// Human-readable message indicating details about why container is in its
   /// current state.
-  public var message: String {
+  var message: String {
     get {_storage._message}
     set {_uniqueStorage()._message = newValue}
   }
 
   /// Key-value pairs that may be used to scope and select individual resources.
-  public var labels: Dictionary<String,String> {
+  var labels: Dictionary<String,String> {
     get {_storage._labels}
     set {_uniqueStorage()._labels = newValue}
   }
@@ -2726,662 +2726,662 @@ public nonisolated struct Runtime_V1_ContainerStatus: @unchecked Sendable {
   /// Annotations MUST NOT be altered by the runtime; the value of this field
   /// MUST be identical to that of the corresponding ContainerConfig used to
   /// instantiate the Container this status represents.
-  public var annotations: Dictionary<String,String> {
+  var annotations: Dictionary<String,String> {
     get {_storage._annotations}
     set {_uniqueStorage()._annotations = newValue}
   }
 
   /// Mounts for the container.
-  public var mounts: [Runtime_V1_Mount] {
+  var mounts: [Runtime_V1_Mount] {
     get {_storage._mounts}
     set {_uniqueStorage()._mounts = newValue}
   }
 
   /// Log path of container.
-  public var logPath: String {
+  var logPath: String {
     get {_storage._logPath}
     set {_uniqueStorage()._logPath = newValue}
   }
 
   /// Resource limits configuration of the container.
-  public var resources: Runtime_V1_ContainerResources {
+  var resources: Runtime_V1_ContainerResources {
     get {_storage._resources ?? Runtime_V1_ContainerResources()}
     set {_uniqueStorage()._resources = newValue}
   }
   /// Returns true if `resources` has been explicitly set.
-  public var hasResources: Bool {_storage._resources != nil}
+  var hasResources: Bool {_storage._resources != nil}
   /// Clears the value of `resources`. Subsequent reads from it will return its default value.
-  public mutating func clearResources() {_uniqueStorage()._resources = nil}
+  mutating func clearResources() {_uniqueStorage()._resources = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
 }
 
-public nonisolated struct Runtime_V1_ContainerStatusResponse: Sendable {
+nonisolated struct Runtime_V1_ContainerStatusResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Status of the container.
-  public var status: Runtime_V1_ContainerStatus {
+  var status: Runtime_V1_ContainerStatus {
     get {_status ?? Runtime_V1_ContainerStatus()}
     set {_status = newValue}
   }
   /// Returns true if `status` has been explicitly set.
-  public var hasStatus: Bool {self._status != nil}
+  var hasStatus: Bool {self._status != nil}
   /// Clears the value of `status`. Subsequent reads from it will return its default value.
-  public mutating func clearStatus() {self._status = nil}
+  mutating func clearStatus() {self._status = nil}
 
   /// Info is extra information of the Container. The key could be arbitrary string, and
   /// value should be in json format. The information could include anything useful for
   /// debug, e.g. pid for linux container based container runtime.
   /// It should only be returned non-empty when Verbose is true.
-  public var info: Dictionary<String,String> = [:]
+  var info: Dictionary<String,String> = [:]
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _status: Runtime_V1_ContainerStatus? = nil
 }
 
 /// ContainerResources holds resource limits configuration for a container.
-public nonisolated struct Runtime_V1_ContainerResources: Sendable {
+nonisolated struct Runtime_V1_ContainerResources: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Resource limits configuration specific to Linux container.
-  public var linux: Runtime_V1_LinuxContainerResources {
+  var linux: Runtime_V1_LinuxContainerResources {
     get {_linux ?? Runtime_V1_LinuxContainerResources()}
     set {_linux = newValue}
   }
   /// Returns true if `linux` has been explicitly set.
-  public var hasLinux: Bool {self._linux != nil}
+  var hasLinux: Bool {self._linux != nil}
   /// Clears the value of `linux`. Subsequent reads from it will return its default value.
-  public mutating func clearLinux() {self._linux = nil}
+  mutating func clearLinux() {self._linux = nil}
 
   /// Resource limits configuration specific to Windows container.
-  public var windows: Runtime_V1_WindowsContainerResources {
+  var windows: Runtime_V1_WindowsContainerResources {
     get {_windows ?? Runtime_V1_WindowsContainerResources()}
     set {_windows = newValue}
   }
   /// Returns true if `windows` has been explicitly set.
-  public var hasWindows: Bool {self._windows != nil}
+  var hasWindows: Bool {self._windows != nil}
   /// Clears the value of `windows`. Subsequent reads from it will return its default value.
-  public mutating func clearWindows() {self._windows = nil}
+  mutating func clearWindows() {self._windows = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _linux: Runtime_V1_LinuxContainerResources? = nil
   fileprivate var _windows: Runtime_V1_WindowsContainerResources? = nil
 }
 
-public nonisolated struct Runtime_V1_UpdateContainerResourcesRequest: @unchecked Sendable {
+nonisolated struct Runtime_V1_UpdateContainerResourcesRequest: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// ID of the container to update.
-  public var containerID: String {
+  var containerID: String {
     get {_storage._containerID}
     set {_uniqueStorage()._containerID = newValue}
   }
 
   /// Resource configuration specific to Linux containers.
-  public var linux: Runtime_V1_LinuxContainerResources {
+  var linux: Runtime_V1_LinuxContainerResources {
     get {_storage._linux ?? Runtime_V1_LinuxContainerResources()}
     set {_uniqueStorage()._linux = newValue}
   }
   /// Returns true if `linux` has been explicitly set.
-  public var hasLinux: Bool {_storage._linux != nil}
+  var hasLinux: Bool {_storage._linux != nil}
   /// Clears the value of `linux`. Subsequent reads from it will return its default value.
-  public mutating func clearLinux() {_uniqueStorage()._linux = nil}
+  mutating func clearLinux() {_uniqueStorage()._linux = nil}
 
   /// Resource configuration specific to Windows containers.
-  public var windows: Runtime_V1_WindowsContainerResources {
+  var windows: Runtime_V1_WindowsContainerResources {
     get {_storage._windows ?? Runtime_V1_WindowsContainerResources()}
     set {_uniqueStorage()._windows = newValue}
   }
   /// Returns true if `windows` has been explicitly set.
-  public var hasWindows: Bool {_storage._windows != nil}
+  var hasWindows: Bool {_storage._windows != nil}
   /// Clears the value of `windows`. Subsequent reads from it will return its default value.
-  public mutating func clearWindows() {_uniqueStorage()._windows = nil}
+  mutating func clearWindows() {_uniqueStorage()._windows = nil}
 
   /// Unstructured key-value map holding arbitrary additional information for
   /// container resources updating. This can be used for specifying experimental
   /// resources to update or other options to use when updating the container.
-  public var annotations: Dictionary<String,String> {
+  var annotations: Dictionary<String,String> {
     get {_storage._annotations}
     set {_uniqueStorage()._annotations = newValue}
   }
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
 }
 
-public nonisolated struct Runtime_V1_UpdateContainerResourcesResponse: Sendable {
+nonisolated struct Runtime_V1_UpdateContainerResourcesResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_ExecSyncRequest: Sendable {
+nonisolated struct Runtime_V1_ExecSyncRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// ID of the container.
-  public var containerID: String = String()
+  var containerID: String = String()
 
   /// Command to execute.
-  public var cmd: [String] = []
+  var cmd: [String] = []
 
   /// Timeout in seconds to stop the command. Default: 0 (run forever).
-  public var timeout: Int64 = 0
+  var timeout: Int64 = 0
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_ExecSyncResponse: Sendable {
+nonisolated struct Runtime_V1_ExecSyncResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Captured command stdout output.
-  public var stdout: Data = Data()
+  var stdout: Data = Data()
 
   /// Captured command stderr output.
-  public var stderr: Data = Data()
+  var stderr: Data = Data()
 
   /// Exit code the command finished with. Default: 0 (success).
-  public var exitCode: Int32 = 0
+  var exitCode: Int32 = 0
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_ExecRequest: Sendable {
+nonisolated struct Runtime_V1_ExecRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// ID of the container in which to execute the command.
-  public var containerID: String = String()
+  var containerID: String = String()
 
   /// Command to execute.
-  public var cmd: [String] = []
+  var cmd: [String] = []
 
   /// Whether to exec the command in a TTY.
-  public var tty: Bool = false
+  var tty: Bool = false
 
   /// Whether to stream stdin.
   /// One of `stdin`, `stdout`, and `stderr` MUST be true.
-  public var stdin: Bool = false
+  var stdin: Bool = false
 
   /// Whether to stream stdout.
   /// One of `stdin`, `stdout`, and `stderr` MUST be true.
-  public var stdout: Bool = false
+  var stdout: Bool = false
 
   /// Whether to stream stderr.
   /// One of `stdin`, `stdout`, and `stderr` MUST be true.
   /// If `tty` is true, `stderr` MUST be false. Multiplexing is not supported
   /// in this case. The output of stdout and stderr will be combined to a
   /// single stream.
-  public var stderr: Bool = false
+  var stderr: Bool = false
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_ExecResponse: Sendable {
+nonisolated struct Runtime_V1_ExecResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Fully qualified URL of the exec streaming server.
-  public var url: String = String()
+  var url: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_AttachRequest: Sendable {
+nonisolated struct Runtime_V1_AttachRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// ID of the container to which to attach.
-  public var containerID: String = String()
+  var containerID: String = String()
 
   /// Whether to stream stdin.
   /// One of `stdin`, `stdout`, and `stderr` MUST be true.
-  public var stdin: Bool = false
+  var stdin: Bool = false
 
   /// Whether the process being attached is running in a TTY.
   /// This must match the TTY setting in the ContainerConfig.
-  public var tty: Bool = false
+  var tty: Bool = false
 
   /// Whether to stream stdout.
   /// One of `stdin`, `stdout`, and `stderr` MUST be true.
-  public var stdout: Bool = false
+  var stdout: Bool = false
 
   /// Whether to stream stderr.
   /// One of `stdin`, `stdout`, and `stderr` MUST be true.
   /// If `tty` is true, `stderr` MUST be false. Multiplexing is not supported
   /// in this case. The output of stdout and stderr will be combined to a
   /// single stream.
-  public var stderr: Bool = false
+  var stderr: Bool = false
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_AttachResponse: Sendable {
+nonisolated struct Runtime_V1_AttachResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Fully qualified URL of the attach streaming server.
-  public var url: String = String()
+  var url: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_PortForwardRequest: Sendable {
+nonisolated struct Runtime_V1_PortForwardRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// ID of the container to which to forward the port.
-  public var podSandboxID: String = String()
+  var podSandboxID: String = String()
 
   /// Port to forward.
-  public var port: [Int32] = []
+  var port: [Int32] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_PortForwardResponse: Sendable {
+nonisolated struct Runtime_V1_PortForwardResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Fully qualified URL of the port-forward streaming server.
-  public var url: String = String()
+  var url: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_ImageFilter: Sendable {
+nonisolated struct Runtime_V1_ImageFilter: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Spec of the image.
-  public var image: Runtime_V1_ImageSpec {
+  var image: Runtime_V1_ImageSpec {
     get {_image ?? Runtime_V1_ImageSpec()}
     set {_image = newValue}
   }
   /// Returns true if `image` has been explicitly set.
-  public var hasImage: Bool {self._image != nil}
+  var hasImage: Bool {self._image != nil}
   /// Clears the value of `image`. Subsequent reads from it will return its default value.
-  public mutating func clearImage() {self._image = nil}
+  mutating func clearImage() {self._image = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _image: Runtime_V1_ImageSpec? = nil
 }
 
-public nonisolated struct Runtime_V1_ListImagesRequest: Sendable {
+nonisolated struct Runtime_V1_ListImagesRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Filter to list images.
-  public var filter: Runtime_V1_ImageFilter {
+  var filter: Runtime_V1_ImageFilter {
     get {_filter ?? Runtime_V1_ImageFilter()}
     set {_filter = newValue}
   }
   /// Returns true if `filter` has been explicitly set.
-  public var hasFilter: Bool {self._filter != nil}
+  var hasFilter: Bool {self._filter != nil}
   /// Clears the value of `filter`. Subsequent reads from it will return its default value.
-  public mutating func clearFilter() {self._filter = nil}
+  mutating func clearFilter() {self._filter = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _filter: Runtime_V1_ImageFilter? = nil
 }
 
 /// Basic information about a container image.
-public nonisolated struct Runtime_V1_Image: Sendable {
+nonisolated struct Runtime_V1_Image: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// ID of the image.
-  public var id: String = String()
+  var id: String = String()
 
   /// Other names by which this image is known.
-  public var repoTags: [String] = []
+  var repoTags: [String] = []
 
   /// Digests by which this image is known.
-  public var repoDigests: [String] = []
+  var repoDigests: [String] = []
 
   /// Size of the image in bytes. Must be > 0.
-  public var size: UInt64 = 0
+  var size: UInt64 = 0
 
   /// UID that will run the command(s). This is used as a default if no user is
   /// specified when creating the container. UID and the following user name
   /// are mutually exclusive.
-  public var uid: Runtime_V1_Int64Value {
+  var uid: Runtime_V1_Int64Value {
     get {_uid ?? Runtime_V1_Int64Value()}
     set {_uid = newValue}
   }
   /// Returns true if `uid` has been explicitly set.
-  public var hasUid: Bool {self._uid != nil}
+  var hasUid: Bool {self._uid != nil}
   /// Clears the value of `uid`. Subsequent reads from it will return its default value.
-  public mutating func clearUid() {self._uid = nil}
+  mutating func clearUid() {self._uid = nil}
 
   /// User name that will run the command(s). This is used if UID is not set
   /// and no user is specified when creating container.
-  public var username: String = String()
+  var username: String = String()
 
   /// ImageSpec for image which includes annotations
-  public var spec: Runtime_V1_ImageSpec {
+  var spec: Runtime_V1_ImageSpec {
     get {_spec ?? Runtime_V1_ImageSpec()}
     set {_spec = newValue}
   }
   /// Returns true if `spec` has been explicitly set.
-  public var hasSpec: Bool {self._spec != nil}
+  var hasSpec: Bool {self._spec != nil}
   /// Clears the value of `spec`. Subsequent reads from it will return its default value.
-  public mutating func clearSpec() {self._spec = nil}
+  mutating func clearSpec() {self._spec = nil}
 
   /// Recommendation on whether this image should be exempt from garbage collection.
   /// It must only be treated as a recommendation -- the client can still request that the image be deleted,
   /// and the runtime must oblige.
-  public var pinned: Bool = false
+  var pinned: Bool = false
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _uid: Runtime_V1_Int64Value? = nil
   fileprivate var _spec: Runtime_V1_ImageSpec? = nil
 }
 
-public nonisolated struct Runtime_V1_ListImagesResponse: Sendable {
+nonisolated struct Runtime_V1_ListImagesResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// List of images.
-  public var images: [Runtime_V1_Image] = []
+  var images: [Runtime_V1_Image] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_ImageStatusRequest: Sendable {
+nonisolated struct Runtime_V1_ImageStatusRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Spec of the image.
-  public var image: Runtime_V1_ImageSpec {
+  var image: Runtime_V1_ImageSpec {
     get {_image ?? Runtime_V1_ImageSpec()}
     set {_image = newValue}
   }
   /// Returns true if `image` has been explicitly set.
-  public var hasImage: Bool {self._image != nil}
+  var hasImage: Bool {self._image != nil}
   /// Clears the value of `image`. Subsequent reads from it will return its default value.
-  public mutating func clearImage() {self._image = nil}
+  mutating func clearImage() {self._image = nil}
 
   /// Verbose indicates whether to return extra information about the image.
-  public var verbose: Bool = false
+  var verbose: Bool = false
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _image: Runtime_V1_ImageSpec? = nil
 }
 
-public nonisolated struct Runtime_V1_ImageStatusResponse: Sendable {
+nonisolated struct Runtime_V1_ImageStatusResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Status of the image.
-  public var image: Runtime_V1_Image {
+  var image: Runtime_V1_Image {
     get {_image ?? Runtime_V1_Image()}
     set {_image = newValue}
   }
   /// Returns true if `image` has been explicitly set.
-  public var hasImage: Bool {self._image != nil}
+  var hasImage: Bool {self._image != nil}
   /// Clears the value of `image`. Subsequent reads from it will return its default value.
-  public mutating func clearImage() {self._image = nil}
+  mutating func clearImage() {self._image = nil}
 
   /// Info is extra information of the Image. The key could be arbitrary string, and
   /// value should be in json format. The information could include anything useful
   /// for debug, e.g. image config for oci image based container runtime.
   /// It should only be returned non-empty when Verbose is true.
-  public var info: Dictionary<String,String> = [:]
+  var info: Dictionary<String,String> = [:]
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _image: Runtime_V1_Image? = nil
 }
 
 /// AuthConfig contains authorization information for connecting to a registry.
-public nonisolated struct Runtime_V1_AuthConfig: Sendable {
+nonisolated struct Runtime_V1_AuthConfig: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var username: String = String()
+  var username: String = String()
 
-  public var password: String = String()
+  var password: String = String()
 
-  public var auth: String = String()
+  var auth: String = String()
 
-  public var serverAddress: String = String()
+  var serverAddress: String = String()
 
   /// IdentityToken is used to authenticate the user and get
   /// an access token for the registry.
-  public var identityToken: String = String()
+  var identityToken: String = String()
 
   /// RegistryToken is a bearer token to be sent to a registry
-  public var registryToken: String = String()
+  var registryToken: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_PullImageRequest: @unchecked Sendable {
+nonisolated struct Runtime_V1_PullImageRequest: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Spec of the image.
-  public var image: Runtime_V1_ImageSpec {
+  var image: Runtime_V1_ImageSpec {
     get {_storage._image ?? Runtime_V1_ImageSpec()}
     set {_uniqueStorage()._image = newValue}
   }
   /// Returns true if `image` has been explicitly set.
-  public var hasImage: Bool {_storage._image != nil}
+  var hasImage: Bool {_storage._image != nil}
   /// Clears the value of `image`. Subsequent reads from it will return its default value.
-  public mutating func clearImage() {_uniqueStorage()._image = nil}
+  mutating func clearImage() {_uniqueStorage()._image = nil}
 
   /// Authentication configuration for pulling the image.
-  public var auth: Runtime_V1_AuthConfig {
+  var auth: Runtime_V1_AuthConfig {
     get {_storage._auth ?? Runtime_V1_AuthConfig()}
     set {_uniqueStorage()._auth = newValue}
   }
   /// Returns true if `auth` has been explicitly set.
-  public var hasAuth: Bool {_storage._auth != nil}
+  var hasAuth: Bool {_storage._auth != nil}
   /// Clears the value of `auth`. Subsequent reads from it will return its default value.
-  public mutating func clearAuth() {_uniqueStorage()._auth = nil}
+  mutating func clearAuth() {_uniqueStorage()._auth = nil}
 
   /// Config of the PodSandbox, which is used to pull image in PodSandbox context.
-  public var sandboxConfig: Runtime_V1_PodSandboxConfig {
+  var sandboxConfig: Runtime_V1_PodSandboxConfig {
     get {_storage._sandboxConfig ?? Runtime_V1_PodSandboxConfig()}
     set {_uniqueStorage()._sandboxConfig = newValue}
   }
   /// Returns true if `sandboxConfig` has been explicitly set.
-  public var hasSandboxConfig: Bool {_storage._sandboxConfig != nil}
+  var hasSandboxConfig: Bool {_storage._sandboxConfig != nil}
   /// Clears the value of `sandboxConfig`. Subsequent reads from it will return its default value.
-  public mutating func clearSandboxConfig() {_uniqueStorage()._sandboxConfig = nil}
+  mutating func clearSandboxConfig() {_uniqueStorage()._sandboxConfig = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
 }
 
-public nonisolated struct Runtime_V1_PullImageResponse: Sendable {
+nonisolated struct Runtime_V1_PullImageResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Reference to the image in use. For most runtimes, this should be an
   /// image ID or digest.
-  public var imageRef: String = String()
+  var imageRef: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_RemoveImageRequest: Sendable {
+nonisolated struct Runtime_V1_RemoveImageRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Spec of the image to remove.
-  public var image: Runtime_V1_ImageSpec {
+  var image: Runtime_V1_ImageSpec {
     get {_image ?? Runtime_V1_ImageSpec()}
     set {_image = newValue}
   }
   /// Returns true if `image` has been explicitly set.
-  public var hasImage: Bool {self._image != nil}
+  var hasImage: Bool {self._image != nil}
   /// Clears the value of `image`. Subsequent reads from it will return its default value.
-  public mutating func clearImage() {self._image = nil}
+  mutating func clearImage() {self._image = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _image: Runtime_V1_ImageSpec? = nil
 }
 
-public nonisolated struct Runtime_V1_RemoveImageResponse: Sendable {
+nonisolated struct Runtime_V1_RemoveImageResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_NetworkConfig: Sendable {
+nonisolated struct Runtime_V1_NetworkConfig: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// CIDR to use for pod IP addresses. If the CIDR is empty, runtimes
   /// should omit it.
-  public var podCidr: String = String()
+  var podCidr: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_RuntimeConfig: Sendable {
+nonisolated struct Runtime_V1_RuntimeConfig: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var networkConfig: Runtime_V1_NetworkConfig {
+  var networkConfig: Runtime_V1_NetworkConfig {
     get {_networkConfig ?? Runtime_V1_NetworkConfig()}
     set {_networkConfig = newValue}
   }
   /// Returns true if `networkConfig` has been explicitly set.
-  public var hasNetworkConfig: Bool {self._networkConfig != nil}
+  var hasNetworkConfig: Bool {self._networkConfig != nil}
   /// Clears the value of `networkConfig`. Subsequent reads from it will return its default value.
-  public mutating func clearNetworkConfig() {self._networkConfig = nil}
+  mutating func clearNetworkConfig() {self._networkConfig = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _networkConfig: Runtime_V1_NetworkConfig? = nil
 }
 
-public nonisolated struct Runtime_V1_UpdateRuntimeConfigRequest: Sendable {
+nonisolated struct Runtime_V1_UpdateRuntimeConfigRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var runtimeConfig: Runtime_V1_RuntimeConfig {
+  var runtimeConfig: Runtime_V1_RuntimeConfig {
     get {_runtimeConfig ?? Runtime_V1_RuntimeConfig()}
     set {_runtimeConfig = newValue}
   }
   /// Returns true if `runtimeConfig` has been explicitly set.
-  public var hasRuntimeConfig: Bool {self._runtimeConfig != nil}
+  var hasRuntimeConfig: Bool {self._runtimeConfig != nil}
   /// Clears the value of `runtimeConfig`. Subsequent reads from it will return its default value.
-  public mutating func clearRuntimeConfig() {self._runtimeConfig = nil}
+  mutating func clearRuntimeConfig() {self._runtimeConfig = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _runtimeConfig: Runtime_V1_RuntimeConfig? = nil
 }
 
-public nonisolated struct Runtime_V1_UpdateRuntimeConfigResponse: Sendable {
+nonisolated struct Runtime_V1_UpdateRuntimeConfigResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 /// RuntimeCondition contains condition information for the runtime.
@@ -3397,477 +3397,477 @@ public nonisolated struct Runtime_V1_UpdateRuntimeConfigResponse: Sendable {
 /// will not rely on. Since condition type is an arbitrary string, all conditions
 /// not required are optional. These conditions will be exposed to users to help
 /// them understand the status of the system.
-public nonisolated struct Runtime_V1_RuntimeCondition: Sendable {
+nonisolated struct Runtime_V1_RuntimeCondition: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Type of runtime condition.
-  public var type: String = String()
+  var type: String = String()
 
   /// Status of the condition, one of true/false. Default: false.
-  public var status: Bool = false
+  var status: Bool = false
 
   /// Brief CamelCase string containing reason for the condition's last transition.
-  public var reason: String = String()
+  var reason: String = String()
 
   /// Human-readable message indicating details about last transition.
-  public var message: String = String()
+  var message: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 /// RuntimeStatus is information about the current status of the runtime.
-public nonisolated struct Runtime_V1_RuntimeStatus: Sendable {
+nonisolated struct Runtime_V1_RuntimeStatus: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// List of current observed runtime conditions.
-  public var conditions: [Runtime_V1_RuntimeCondition] = []
+  var conditions: [Runtime_V1_RuntimeCondition] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_StatusRequest: Sendable {
+nonisolated struct Runtime_V1_StatusRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Verbose indicates whether to return extra information about the runtime.
-  public var verbose: Bool = false
+  var verbose: Bool = false
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_StatusResponse: Sendable {
+nonisolated struct Runtime_V1_StatusResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Status of the Runtime.
-  public var status: Runtime_V1_RuntimeStatus {
+  var status: Runtime_V1_RuntimeStatus {
     get {_status ?? Runtime_V1_RuntimeStatus()}
     set {_status = newValue}
   }
   /// Returns true if `status` has been explicitly set.
-  public var hasStatus: Bool {self._status != nil}
+  var hasStatus: Bool {self._status != nil}
   /// Clears the value of `status`. Subsequent reads from it will return its default value.
-  public mutating func clearStatus() {self._status = nil}
+  mutating func clearStatus() {self._status = nil}
 
   /// Info is extra information of the Runtime. The key could be arbitrary string, and
   /// value should be in json format. The information could include anything useful for
   /// debug, e.g. plugins used by the container runtime.
   /// It should only be returned non-empty when Verbose is true.
-  public var info: Dictionary<String,String> = [:]
+  var info: Dictionary<String,String> = [:]
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _status: Runtime_V1_RuntimeStatus? = nil
 }
 
-public nonisolated struct Runtime_V1_ImageFsInfoRequest: Sendable {
+nonisolated struct Runtime_V1_ImageFsInfoRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 /// UInt64Value is the wrapper of uint64.
-public nonisolated struct Runtime_V1_UInt64Value: Sendable {
+nonisolated struct Runtime_V1_UInt64Value: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// The value.
-  public var value: UInt64 = 0
+  var value: UInt64 = 0
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 /// FilesystemIdentifier uniquely identify the filesystem.
-public nonisolated struct Runtime_V1_FilesystemIdentifier: Sendable {
+nonisolated struct Runtime_V1_FilesystemIdentifier: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Mountpoint of a filesystem.
-  public var mountpoint: String = String()
+  var mountpoint: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 /// FilesystemUsage provides the filesystem usage information.
-public nonisolated struct Runtime_V1_FilesystemUsage: Sendable {
+nonisolated struct Runtime_V1_FilesystemUsage: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Timestamp in nanoseconds at which the information were collected. Must be > 0.
-  public var timestamp: Int64 = 0
+  var timestamp: Int64 = 0
 
   /// The unique identifier of the filesystem.
-  public var fsID: Runtime_V1_FilesystemIdentifier {
+  var fsID: Runtime_V1_FilesystemIdentifier {
     get {_fsID ?? Runtime_V1_FilesystemIdentifier()}
     set {_fsID = newValue}
   }
   /// Returns true if `fsID` has been explicitly set.
-  public var hasFsID: Bool {self._fsID != nil}
+  var hasFsID: Bool {self._fsID != nil}
   /// Clears the value of `fsID`. Subsequent reads from it will return its default value.
-  public mutating func clearFsID() {self._fsID = nil}
+  mutating func clearFsID() {self._fsID = nil}
 
   /// UsedBytes represents the bytes used for images on the filesystem.
   /// This may differ from the total bytes used on the filesystem and may not
   /// equal CapacityBytes - AvailableBytes.
-  public var usedBytes: Runtime_V1_UInt64Value {
+  var usedBytes: Runtime_V1_UInt64Value {
     get {_usedBytes ?? Runtime_V1_UInt64Value()}
     set {_usedBytes = newValue}
   }
   /// Returns true if `usedBytes` has been explicitly set.
-  public var hasUsedBytes: Bool {self._usedBytes != nil}
+  var hasUsedBytes: Bool {self._usedBytes != nil}
   /// Clears the value of `usedBytes`. Subsequent reads from it will return its default value.
-  public mutating func clearUsedBytes() {self._usedBytes = nil}
+  mutating func clearUsedBytes() {self._usedBytes = nil}
 
   /// InodesUsed represents the inodes used by the images.
   /// This may not equal InodesCapacity - InodesAvailable because the underlying
   /// filesystem may also be used for purposes other than storing images.
-  public var inodesUsed: Runtime_V1_UInt64Value {
+  var inodesUsed: Runtime_V1_UInt64Value {
     get {_inodesUsed ?? Runtime_V1_UInt64Value()}
     set {_inodesUsed = newValue}
   }
   /// Returns true if `inodesUsed` has been explicitly set.
-  public var hasInodesUsed: Bool {self._inodesUsed != nil}
+  var hasInodesUsed: Bool {self._inodesUsed != nil}
   /// Clears the value of `inodesUsed`. Subsequent reads from it will return its default value.
-  public mutating func clearInodesUsed() {self._inodesUsed = nil}
+  mutating func clearInodesUsed() {self._inodesUsed = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _fsID: Runtime_V1_FilesystemIdentifier? = nil
   fileprivate var _usedBytes: Runtime_V1_UInt64Value? = nil
   fileprivate var _inodesUsed: Runtime_V1_UInt64Value? = nil
 }
 
-public nonisolated struct Runtime_V1_ImageFsInfoResponse: Sendable {
+nonisolated struct Runtime_V1_ImageFsInfoResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Information of image filesystem(s).
-  public var imageFilesystems: [Runtime_V1_FilesystemUsage] = []
+  var imageFilesystems: [Runtime_V1_FilesystemUsage] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_ContainerStatsRequest: Sendable {
+nonisolated struct Runtime_V1_ContainerStatsRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// ID of the container for which to retrieve stats.
-  public var containerID: String = String()
+  var containerID: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_ContainerStatsResponse: Sendable {
+nonisolated struct Runtime_V1_ContainerStatsResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Stats of the container.
-  public var stats: Runtime_V1_ContainerStats {
+  var stats: Runtime_V1_ContainerStats {
     get {_stats ?? Runtime_V1_ContainerStats()}
     set {_stats = newValue}
   }
   /// Returns true if `stats` has been explicitly set.
-  public var hasStats: Bool {self._stats != nil}
+  var hasStats: Bool {self._stats != nil}
   /// Clears the value of `stats`. Subsequent reads from it will return its default value.
-  public mutating func clearStats() {self._stats = nil}
+  mutating func clearStats() {self._stats = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _stats: Runtime_V1_ContainerStats? = nil
 }
 
-public nonisolated struct Runtime_V1_ListContainerStatsRequest: Sendable {
+nonisolated struct Runtime_V1_ListContainerStatsRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Filter for the list request.
-  public var filter: Runtime_V1_ContainerStatsFilter {
+  var filter: Runtime_V1_ContainerStatsFilter {
     get {_filter ?? Runtime_V1_ContainerStatsFilter()}
     set {_filter = newValue}
   }
   /// Returns true if `filter` has been explicitly set.
-  public var hasFilter: Bool {self._filter != nil}
+  var hasFilter: Bool {self._filter != nil}
   /// Clears the value of `filter`. Subsequent reads from it will return its default value.
-  public mutating func clearFilter() {self._filter = nil}
+  mutating func clearFilter() {self._filter = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _filter: Runtime_V1_ContainerStatsFilter? = nil
 }
 
 /// ContainerStatsFilter is used to filter containers.
 /// All those fields are combined with 'AND'
-public nonisolated struct Runtime_V1_ContainerStatsFilter: Sendable {
+nonisolated struct Runtime_V1_ContainerStatsFilter: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// ID of the container.
-  public var id: String = String()
+  var id: String = String()
 
   /// ID of the PodSandbox.
-  public var podSandboxID: String = String()
+  var podSandboxID: String = String()
 
   /// LabelSelector to select matches.
   /// Only api.MatchLabels is supported for now and the requirements
   /// are ANDed. MatchExpressions is not supported yet.
-  public var labelSelector: Dictionary<String,String> = [:]
+  var labelSelector: Dictionary<String,String> = [:]
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_ListContainerStatsResponse: Sendable {
+nonisolated struct Runtime_V1_ListContainerStatsResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Stats of the container.
-  public var stats: [Runtime_V1_ContainerStats] = []
+  var stats: [Runtime_V1_ContainerStats] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
 /// ContainerAttributes provides basic information of the container.
-public nonisolated struct Runtime_V1_ContainerAttributes: Sendable {
+nonisolated struct Runtime_V1_ContainerAttributes: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// ID of the container.
-  public var id: String = String()
+  var id: String = String()
 
   /// Metadata of the container.
-  public var metadata: Runtime_V1_ContainerMetadata {
+  var metadata: Runtime_V1_ContainerMetadata {
     get {_metadata ?? Runtime_V1_ContainerMetadata()}
     set {_metadata = newValue}
   }
   /// Returns true if `metadata` has been explicitly set.
-  public var hasMetadata: Bool {self._metadata != nil}
+  var hasMetadata: Bool {self._metadata != nil}
   /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
-  public mutating func clearMetadata() {self._metadata = nil}
+  mutating func clearMetadata() {self._metadata = nil}
 
   /// Key-value pairs that may be used to scope and select individual resources.
-  public var labels: Dictionary<String,String> = [:]
+  var labels: Dictionary<String,String> = [:]
 
   /// Unstructured key-value map holding arbitrary metadata.
   /// Annotations MUST NOT be altered by the runtime; the value of this field
   /// MUST be identical to that of the corresponding ContainerConfig used to
   /// instantiate the Container this status represents.
-  public var annotations: Dictionary<String,String> = [:]
+  var annotations: Dictionary<String,String> = [:]
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _metadata: Runtime_V1_ContainerMetadata? = nil
 }
 
 /// ContainerStats provides the resource usage statistics for a container.
-public nonisolated struct Runtime_V1_ContainerStats: @unchecked Sendable {
+nonisolated struct Runtime_V1_ContainerStats: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Information of the container.
-  public var attributes: Runtime_V1_ContainerAttributes {
+  var attributes: Runtime_V1_ContainerAttributes {
     get {_storage._attributes ?? Runtime_V1_ContainerAttributes()}
     set {_uniqueStorage()._attributes = newValue}
   }
   /// Returns true if `attributes` has been explicitly set.
-  public var hasAttributes: Bool {_storage._attributes != nil}
+  var hasAttributes: Bool {_storage._attributes != nil}
   /// Clears the value of `attributes`. Subsequent reads from it will return its default value.
-  public mutating func clearAttributes() {_uniqueStorage()._attributes = nil}
+  mutating func clearAttributes() {_uniqueStorage()._attributes = nil}
 
   /// CPU usage gathered from the container.
-  public var cpu: Runtime_V1_CpuUsage {
+  var cpu: Runtime_V1_CpuUsage {
     get {_storage._cpu ?? Runtime_V1_CpuUsage()}
     set {_uniqueStorage()._cpu = newValue}
   }
   /// Returns true if `cpu` has been explicitly set.
-  public var hasCpu: Bool {_storage._cpu != nil}
+  var hasCpu: Bool {_storage._cpu != nil}
   /// Clears the value of `cpu`. Subsequent reads from it will return its default value.
-  public mutating func clearCpu() {_uniqueStorage()._cpu = nil}
+  mutating func clearCpu() {_uniqueStorage()._cpu = nil}
 
   /// Memory usage gathered from the container.
-  public var memory: Runtime_V1_MemoryUsage {
+  var memory: Runtime_V1_MemoryUsage {
     get {_storage._memory ?? Runtime_V1_MemoryUsage()}
     set {_uniqueStorage()._memory = newValue}
   }
   /// Returns true if `memory` has been explicitly set.
-  public var hasMemory: Bool {_storage._memory != nil}
+  var hasMemory: Bool {_storage._memory != nil}
   /// Clears the value of `memory`. Subsequent reads from it will return its default value.
-  public mutating func clearMemory() {_uniqueStorage()._memory = nil}
+  mutating func clearMemory() {_uniqueStorage()._memory = nil}
 
   /// Usage of the writable layer.
-  public var writableLayer: Runtime_V1_FilesystemUsage {
+  var writableLayer: Runtime_V1_FilesystemUsage {
     get {_storage._writableLayer ?? Runtime_V1_FilesystemUsage()}
     set {_uniqueStorage()._writableLayer = newValue}
   }
   /// Returns true if `writableLayer` has been explicitly set.
-  public var hasWritableLayer: Bool {_storage._writableLayer != nil}
+  var hasWritableLayer: Bool {_storage._writableLayer != nil}
   /// Clears the value of `writableLayer`. Subsequent reads from it will return its default value.
-  public mutating func clearWritableLayer() {_uniqueStorage()._writableLayer = nil}
+  mutating func clearWritableLayer() {_uniqueStorage()._writableLayer = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// CpuUsage provides the CPU usage information.
-public nonisolated struct Runtime_V1_CpuUsage: Sendable {
+nonisolated struct Runtime_V1_CpuUsage: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Timestamp in nanoseconds at which the information were collected. Must be > 0.
-  public var timestamp: Int64 = 0
+  var timestamp: Int64 = 0
 
   /// Cumulative CPU usage (sum across all cores) since object creation.
-  public var usageCoreNanoSeconds: Runtime_V1_UInt64Value {
+  var usageCoreNanoSeconds: Runtime_V1_UInt64Value {
     get {_usageCoreNanoSeconds ?? Runtime_V1_UInt64Value()}
     set {_usageCoreNanoSeconds = newValue}
   }
   /// Returns true if `usageCoreNanoSeconds` has been explicitly set.
-  public var hasUsageCoreNanoSeconds: Bool {self._usageCoreNanoSeconds != nil}
+  var hasUsageCoreNanoSeconds: Bool {self._usageCoreNanoSeconds != nil}
   /// Clears the value of `usageCoreNanoSeconds`. Subsequent reads from it will return its default value.
-  public mutating func clearUsageCoreNanoSeconds() {self._usageCoreNanoSeconds = nil}
+  mutating func clearUsageCoreNanoSeconds() {self._usageCoreNanoSeconds = nil}
 
   /// Total CPU usage (sum of all cores) averaged over the sample window.
   /// The "core" unit can be interpreted as CPU core-nanoseconds per second.
-  public var usageNanoCores: Runtime_V1_UInt64Value {
+  var usageNanoCores: Runtime_V1_UInt64Value {
     get {_usageNanoCores ?? Runtime_V1_UInt64Value()}
     set {_usageNanoCores = newValue}
   }
   /// Returns true if `usageNanoCores` has been explicitly set.
-  public var hasUsageNanoCores: Bool {self._usageNanoCores != nil}
+  var hasUsageNanoCores: Bool {self._usageNanoCores != nil}
   /// Clears the value of `usageNanoCores`. Subsequent reads from it will return its default value.
-  public mutating func clearUsageNanoCores() {self._usageNanoCores = nil}
+  mutating func clearUsageNanoCores() {self._usageNanoCores = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _usageCoreNanoSeconds: Runtime_V1_UInt64Value? = nil
   fileprivate var _usageNanoCores: Runtime_V1_UInt64Value? = nil
 }
 
 /// MemoryUsage provides the memory usage information.
-public nonisolated struct Runtime_V1_MemoryUsage: Sendable {
+nonisolated struct Runtime_V1_MemoryUsage: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Timestamp in nanoseconds at which the information were collected. Must be > 0.
-  public var timestamp: Int64 = 0
+  var timestamp: Int64 = 0
 
   /// The amount of working set memory in bytes.
-  public var workingSetBytes: Runtime_V1_UInt64Value {
+  var workingSetBytes: Runtime_V1_UInt64Value {
     get {_workingSetBytes ?? Runtime_V1_UInt64Value()}
     set {_workingSetBytes = newValue}
   }
   /// Returns true if `workingSetBytes` has been explicitly set.
-  public var hasWorkingSetBytes: Bool {self._workingSetBytes != nil}
+  var hasWorkingSetBytes: Bool {self._workingSetBytes != nil}
   /// Clears the value of `workingSetBytes`. Subsequent reads from it will return its default value.
-  public mutating func clearWorkingSetBytes() {self._workingSetBytes = nil}
+  mutating func clearWorkingSetBytes() {self._workingSetBytes = nil}
 
   /// Available memory for use. This is defined as the memory limit - workingSetBytes.
-  public var availableBytes: Runtime_V1_UInt64Value {
+  var availableBytes: Runtime_V1_UInt64Value {
     get {_availableBytes ?? Runtime_V1_UInt64Value()}
     set {_availableBytes = newValue}
   }
   /// Returns true if `availableBytes` has been explicitly set.
-  public var hasAvailableBytes: Bool {self._availableBytes != nil}
+  var hasAvailableBytes: Bool {self._availableBytes != nil}
   /// Clears the value of `availableBytes`. Subsequent reads from it will return its default value.
-  public mutating func clearAvailableBytes() {self._availableBytes = nil}
+  mutating func clearAvailableBytes() {self._availableBytes = nil}
 
   /// Total memory in use. This includes all memory regardless of when it was accessed.
-  public var usageBytes: Runtime_V1_UInt64Value {
+  var usageBytes: Runtime_V1_UInt64Value {
     get {_usageBytes ?? Runtime_V1_UInt64Value()}
     set {_usageBytes = newValue}
   }
   /// Returns true if `usageBytes` has been explicitly set.
-  public var hasUsageBytes: Bool {self._usageBytes != nil}
+  var hasUsageBytes: Bool {self._usageBytes != nil}
   /// Clears the value of `usageBytes`. Subsequent reads from it will return its default value.
-  public mutating func clearUsageBytes() {self._usageBytes = nil}
+  mutating func clearUsageBytes() {self._usageBytes = nil}
 
   /// The amount of anonymous and swap cache memory (includes transparent hugepages).
-  public var rssBytes: Runtime_V1_UInt64Value {
+  var rssBytes: Runtime_V1_UInt64Value {
     get {_rssBytes ?? Runtime_V1_UInt64Value()}
     set {_rssBytes = newValue}
   }
   /// Returns true if `rssBytes` has been explicitly set.
-  public var hasRssBytes: Bool {self._rssBytes != nil}
+  var hasRssBytes: Bool {self._rssBytes != nil}
   /// Clears the value of `rssBytes`. Subsequent reads from it will return its default value.
-  public mutating func clearRssBytes() {self._rssBytes = nil}
+  mutating func clearRssBytes() {self._rssBytes = nil}
 
   /// Cumulative number of minor page faults.
-  public var pageFaults: Runtime_V1_UInt64Value {
+  var pageFaults: Runtime_V1_UInt64Value {
     get {_pageFaults ?? Runtime_V1_UInt64Value()}
     set {_pageFaults = newValue}
   }
   /// Returns true if `pageFaults` has been explicitly set.
-  public var hasPageFaults: Bool {self._pageFaults != nil}
+  var hasPageFaults: Bool {self._pageFaults != nil}
   /// Clears the value of `pageFaults`. Subsequent reads from it will return its default value.
-  public mutating func clearPageFaults() {self._pageFaults = nil}
+  mutating func clearPageFaults() {self._pageFaults = nil}
 
   /// Cumulative number of major page faults.
-  public var majorPageFaults: Runtime_V1_UInt64Value {
+  var majorPageFaults: Runtime_V1_UInt64Value {
     get {_majorPageFaults ?? Runtime_V1_UInt64Value()}
     set {_majorPageFaults = newValue}
   }
   /// Returns true if `majorPageFaults` has been explicitly set.
-  public var hasMajorPageFaults: Bool {self._majorPageFaults != nil}
+  var hasMajorPageFaults: Bool {self._majorPageFaults != nil}
   /// Clears the value of `majorPageFaults`. Subsequent reads from it will return its default value.
-  public mutating func clearMajorPageFaults() {self._majorPageFaults = nil}
+  mutating func clearMajorPageFaults() {self._majorPageFaults = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _workingSetBytes: Runtime_V1_UInt64Value? = nil
   fileprivate var _availableBytes: Runtime_V1_UInt64Value? = nil
@@ -3877,97 +3877,97 @@ public nonisolated struct Runtime_V1_MemoryUsage: Sendable {
   fileprivate var _majorPageFaults: Runtime_V1_UInt64Value? = nil
 }
 
-public nonisolated struct Runtime_V1_ReopenContainerLogRequest: Sendable {
+nonisolated struct Runtime_V1_ReopenContainerLogRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// ID of the container for which to reopen the log.
-  public var containerID: String = String()
+  var containerID: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_ReopenContainerLogResponse: Sendable {
+nonisolated struct Runtime_V1_ReopenContainerLogResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_CheckpointContainerRequest: Sendable {
+nonisolated struct Runtime_V1_CheckpointContainerRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// ID of the container to be checkpointed.
-  public var containerID: String = String()
+  var containerID: String = String()
 
   /// Location of the checkpoint archive used for export
-  public var location: String = String()
+  var location: String = String()
 
   /// Timeout in seconds for the checkpoint to complete.
   /// Timeout of zero means to use the CRI default.
   /// Timeout > 0 means to use the user specified timeout.
-  public var timeout: Int64 = 0
+  var timeout: Int64 = 0
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_CheckpointContainerResponse: Sendable {
+nonisolated struct Runtime_V1_CheckpointContainerResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_GetEventsRequest: Sendable {
+nonisolated struct Runtime_V1_GetEventsRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 }
 
-public nonisolated struct Runtime_V1_ContainerEventResponse: Sendable {
+nonisolated struct Runtime_V1_ContainerEventResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// ID of the container
-  public var containerID: String = String()
+  var containerID: String = String()
 
   /// Type of the container event
-  public var containerEventType: Runtime_V1_ContainerEventType = .containerCreatedEvent
+  var containerEventType: Runtime_V1_ContainerEventType = .containerCreatedEvent
 
   /// Creation timestamp of this event
-  public var createdAt: Int64 = 0
+  var createdAt: Int64 = 0
 
   /// ID of the sandbox container
-  public var podSandboxMetadata: Runtime_V1_PodSandboxMetadata {
+  var podSandboxMetadata: Runtime_V1_PodSandboxMetadata {
     get {_podSandboxMetadata ?? Runtime_V1_PodSandboxMetadata()}
     set {_podSandboxMetadata = newValue}
   }
   /// Returns true if `podSandboxMetadata` has been explicitly set.
-  public var hasPodSandboxMetadata: Bool {self._podSandboxMetadata != nil}
+  var hasPodSandboxMetadata: Bool {self._podSandboxMetadata != nil}
   /// Clears the value of `podSandboxMetadata`. Subsequent reads from it will return its default value.
-  public mutating func clearPodSandboxMetadata() {self._podSandboxMetadata = nil}
+  mutating func clearPodSandboxMetadata() {self._podSandboxMetadata = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  init() {}
 
   fileprivate var _podSandboxMetadata: Runtime_V1_PodSandboxMetadata? = nil
 }
@@ -3977,34 +3977,34 @@ public nonisolated struct Runtime_V1_ContainerEventResponse: Sendable {
 fileprivate nonisolated let _protobuf_package = "runtime.v1"
 
 nonisolated extension Runtime_V1_Protocol: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0TCP\0\u{1}UDP\0\u{1}SCTP\0")
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0TCP\0\u{1}UDP\0\u{1}SCTP\0")
 }
 
 nonisolated extension Runtime_V1_MountPropagation: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0PROPAGATION_PRIVATE\0\u{1}PROPAGATION_HOST_TO_CONTAINER\0\u{1}PROPAGATION_BIDIRECTIONAL\0")
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0PROPAGATION_PRIVATE\0\u{1}PROPAGATION_HOST_TO_CONTAINER\0\u{1}PROPAGATION_BIDIRECTIONAL\0")
 }
 
 nonisolated extension Runtime_V1_NamespaceMode: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0POD\0\u{1}CONTAINER\0\u{1}NODE\0\u{1}TARGET\0")
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0POD\0\u{1}CONTAINER\0\u{1}NODE\0\u{1}TARGET\0")
 }
 
 nonisolated extension Runtime_V1_PodSandboxState: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0SANDBOX_READY\0\u{1}SANDBOX_NOTREADY\0")
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0SANDBOX_READY\0\u{1}SANDBOX_NOTREADY\0")
 }
 
 nonisolated extension Runtime_V1_ContainerState: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CONTAINER_CREATED\0\u{1}CONTAINER_RUNNING\0\u{1}CONTAINER_EXITED\0\u{1}CONTAINER_UNKNOWN\0")
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CONTAINER_CREATED\0\u{1}CONTAINER_RUNNING\0\u{1}CONTAINER_EXITED\0\u{1}CONTAINER_UNKNOWN\0")
 }
 
 nonisolated extension Runtime_V1_ContainerEventType: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CONTAINER_CREATED_EVENT\0\u{1}CONTAINER_STARTED_EVENT\0\u{1}CONTAINER_STOPPED_EVENT\0\u{1}CONTAINER_DELETED_EVENT\0")
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CONTAINER_CREATED_EVENT\0\u{1}CONTAINER_STARTED_EVENT\0\u{1}CONTAINER_STOPPED_EVENT\0\u{1}CONTAINER_DELETED_EVENT\0")
 }
 
 nonisolated extension Runtime_V1_VersionRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".VersionRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0")
+  static let protoMessageName: String = _protobuf_package + ".VersionRequest"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -4016,14 +4016,14 @@ nonisolated extension Runtime_V1_VersionRequest: SwiftProtobuf.Message, SwiftPro
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.version.isEmpty {
       try visitor.visitSingularStringField(value: self.version, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_VersionRequest, rhs: Runtime_V1_VersionRequest) -> Bool {
+  static func ==(lhs: Runtime_V1_VersionRequest, rhs: Runtime_V1_VersionRequest) -> Bool {
     if lhs.version != rhs.version {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -4031,10 +4031,10 @@ nonisolated extension Runtime_V1_VersionRequest: SwiftProtobuf.Message, SwiftPro
 }
 
 nonisolated extension Runtime_V1_VersionResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".VersionResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{3}runtime_name\0\u{3}runtime_version\0\u{3}runtime_api_version\0")
+  static let protoMessageName: String = _protobuf_package + ".VersionResponse"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{3}runtime_name\0\u{3}runtime_version\0\u{3}runtime_api_version\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -4049,7 +4049,7 @@ nonisolated extension Runtime_V1_VersionResponse: SwiftProtobuf.Message, SwiftPr
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.version.isEmpty {
       try visitor.visitSingularStringField(value: self.version, fieldNumber: 1)
     }
@@ -4065,7 +4065,7 @@ nonisolated extension Runtime_V1_VersionResponse: SwiftProtobuf.Message, SwiftPr
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_VersionResponse, rhs: Runtime_V1_VersionResponse) -> Bool {
+  static func ==(lhs: Runtime_V1_VersionResponse, rhs: Runtime_V1_VersionResponse) -> Bool {
     if lhs.version != rhs.version {return false}
     if lhs.runtimeName != rhs.runtimeName {return false}
     if lhs.runtimeVersion != rhs.runtimeVersion {return false}
@@ -4076,10 +4076,10 @@ nonisolated extension Runtime_V1_VersionResponse: SwiftProtobuf.Message, SwiftPr
 }
 
 nonisolated extension Runtime_V1_DNSConfig: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".DNSConfig"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}servers\0\u{1}searches\0\u{1}options\0")
+  static let protoMessageName: String = _protobuf_package + ".DNSConfig"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}servers\0\u{1}searches\0\u{1}options\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -4093,7 +4093,7 @@ nonisolated extension Runtime_V1_DNSConfig: SwiftProtobuf.Message, SwiftProtobuf
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.servers.isEmpty {
       try visitor.visitRepeatedStringField(value: self.servers, fieldNumber: 1)
     }
@@ -4106,7 +4106,7 @@ nonisolated extension Runtime_V1_DNSConfig: SwiftProtobuf.Message, SwiftProtobuf
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_DNSConfig, rhs: Runtime_V1_DNSConfig) -> Bool {
+  static func ==(lhs: Runtime_V1_DNSConfig, rhs: Runtime_V1_DNSConfig) -> Bool {
     if lhs.servers != rhs.servers {return false}
     if lhs.searches != rhs.searches {return false}
     if lhs.options != rhs.options {return false}
@@ -4116,10 +4116,10 @@ nonisolated extension Runtime_V1_DNSConfig: SwiftProtobuf.Message, SwiftProtobuf
 }
 
 nonisolated extension Runtime_V1_PortMapping: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".PortMapping"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}protocol\0\u{3}container_port\0\u{3}host_port\0\u{3}host_ip\0")
+  static let protoMessageName: String = _protobuf_package + ".PortMapping"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}protocol\0\u{3}container_port\0\u{3}host_port\0\u{3}host_ip\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -4134,7 +4134,7 @@ nonisolated extension Runtime_V1_PortMapping: SwiftProtobuf.Message, SwiftProtob
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if self.`protocol` != .tcp {
       try visitor.visitSingularEnumField(value: self.`protocol`, fieldNumber: 1)
     }
@@ -4150,7 +4150,7 @@ nonisolated extension Runtime_V1_PortMapping: SwiftProtobuf.Message, SwiftProtob
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_PortMapping, rhs: Runtime_V1_PortMapping) -> Bool {
+  static func ==(lhs: Runtime_V1_PortMapping, rhs: Runtime_V1_PortMapping) -> Bool {
     if lhs.`protocol` != rhs.`protocol` {return false}
     if lhs.containerPort != rhs.containerPort {return false}
     if lhs.hostPort != rhs.hostPort {return false}
@@ -4161,10 +4161,10 @@ nonisolated extension Runtime_V1_PortMapping: SwiftProtobuf.Message, SwiftProtob
 }
 
 nonisolated extension Runtime_V1_Mount: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Mount"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}container_path\0\u{3}host_path\0\u{1}readonly\0\u{3}selinux_relabel\0\u{1}propagation\0")
+  static let protoMessageName: String = _protobuf_package + ".Mount"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}container_path\0\u{3}host_path\0\u{1}readonly\0\u{3}selinux_relabel\0\u{1}propagation\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -4180,7 +4180,7 @@ nonisolated extension Runtime_V1_Mount: SwiftProtobuf.Message, SwiftProtobuf._Me
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.containerPath.isEmpty {
       try visitor.visitSingularStringField(value: self.containerPath, fieldNumber: 1)
     }
@@ -4199,7 +4199,7 @@ nonisolated extension Runtime_V1_Mount: SwiftProtobuf.Message, SwiftProtobuf._Me
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_Mount, rhs: Runtime_V1_Mount) -> Bool {
+  static func ==(lhs: Runtime_V1_Mount, rhs: Runtime_V1_Mount) -> Bool {
     if lhs.containerPath != rhs.containerPath {return false}
     if lhs.hostPath != rhs.hostPath {return false}
     if lhs.readonly != rhs.readonly {return false}
@@ -4211,10 +4211,10 @@ nonisolated extension Runtime_V1_Mount: SwiftProtobuf.Message, SwiftProtobuf._Me
 }
 
 nonisolated extension Runtime_V1_IDMapping: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".IDMapping"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}host_id\0\u{3}container_id\0\u{1}length\0")
+  static let protoMessageName: String = _protobuf_package + ".IDMapping"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}host_id\0\u{3}container_id\0\u{1}length\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -4228,7 +4228,7 @@ nonisolated extension Runtime_V1_IDMapping: SwiftProtobuf.Message, SwiftProtobuf
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if self.hostID != 0 {
       try visitor.visitSingularUInt32Field(value: self.hostID, fieldNumber: 1)
     }
@@ -4241,7 +4241,7 @@ nonisolated extension Runtime_V1_IDMapping: SwiftProtobuf.Message, SwiftProtobuf
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_IDMapping, rhs: Runtime_V1_IDMapping) -> Bool {
+  static func ==(lhs: Runtime_V1_IDMapping, rhs: Runtime_V1_IDMapping) -> Bool {
     if lhs.hostID != rhs.hostID {return false}
     if lhs.containerID != rhs.containerID {return false}
     if lhs.length != rhs.length {return false}
@@ -4251,10 +4251,10 @@ nonisolated extension Runtime_V1_IDMapping: SwiftProtobuf.Message, SwiftProtobuf
 }
 
 nonisolated extension Runtime_V1_UserNamespace: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".UserNamespace"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}mode\0\u{1}uids\0\u{1}gids\0")
+  static let protoMessageName: String = _protobuf_package + ".UserNamespace"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}mode\0\u{1}uids\0\u{1}gids\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -4268,7 +4268,7 @@ nonisolated extension Runtime_V1_UserNamespace: SwiftProtobuf.Message, SwiftProt
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if self.mode != .pod {
       try visitor.visitSingularEnumField(value: self.mode, fieldNumber: 1)
     }
@@ -4281,7 +4281,7 @@ nonisolated extension Runtime_V1_UserNamespace: SwiftProtobuf.Message, SwiftProt
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_UserNamespace, rhs: Runtime_V1_UserNamespace) -> Bool {
+  static func ==(lhs: Runtime_V1_UserNamespace, rhs: Runtime_V1_UserNamespace) -> Bool {
     if lhs.mode != rhs.mode {return false}
     if lhs.uids != rhs.uids {return false}
     if lhs.gids != rhs.gids {return false}
@@ -4291,10 +4291,10 @@ nonisolated extension Runtime_V1_UserNamespace: SwiftProtobuf.Message, SwiftProt
 }
 
 nonisolated extension Runtime_V1_NamespaceOption: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".NamespaceOption"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}network\0\u{1}pid\0\u{1}ipc\0\u{3}target_id\0\u{3}userns_options\0")
+  static let protoMessageName: String = _protobuf_package + ".NamespaceOption"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}network\0\u{1}pid\0\u{1}ipc\0\u{3}target_id\0\u{3}userns_options\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -4310,7 +4310,7 @@ nonisolated extension Runtime_V1_NamespaceOption: SwiftProtobuf.Message, SwiftPr
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -4333,7 +4333,7 @@ nonisolated extension Runtime_V1_NamespaceOption: SwiftProtobuf.Message, SwiftPr
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_NamespaceOption, rhs: Runtime_V1_NamespaceOption) -> Bool {
+  static func ==(lhs: Runtime_V1_NamespaceOption, rhs: Runtime_V1_NamespaceOption) -> Bool {
     if lhs.network != rhs.network {return false}
     if lhs.pid != rhs.pid {return false}
     if lhs.ipc != rhs.ipc {return false}
@@ -4345,10 +4345,10 @@ nonisolated extension Runtime_V1_NamespaceOption: SwiftProtobuf.Message, SwiftPr
 }
 
 nonisolated extension Runtime_V1_Int64Value: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Int64Value"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}value\0")
+  static let protoMessageName: String = _protobuf_package + ".Int64Value"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}value\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -4360,14 +4360,14 @@ nonisolated extension Runtime_V1_Int64Value: SwiftProtobuf.Message, SwiftProtobu
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if self.value != 0 {
       try visitor.visitSingularInt64Field(value: self.value, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_Int64Value, rhs: Runtime_V1_Int64Value) -> Bool {
+  static func ==(lhs: Runtime_V1_Int64Value, rhs: Runtime_V1_Int64Value) -> Bool {
     if lhs.value != rhs.value {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -4375,8 +4375,8 @@ nonisolated extension Runtime_V1_Int64Value: SwiftProtobuf.Message, SwiftProtobu
 }
 
 nonisolated extension Runtime_V1_LinuxSandboxSecurityContext: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".LinuxSandboxSecurityContext"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}namespace_options\0\u{3}selinux_options\0\u{3}run_as_user\0\u{3}readonly_rootfs\0\u{3}supplemental_groups\0\u{1}privileged\0\u{3}seccomp_profile_path\0\u{3}run_as_group\0\u{1}seccomp\0\u{1}apparmor\0")
+  static let protoMessageName: String = _protobuf_package + ".LinuxSandboxSecurityContext"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}namespace_options\0\u{3}selinux_options\0\u{3}run_as_user\0\u{3}readonly_rootfs\0\u{3}supplemental_groups\0\u{1}privileged\0\u{3}seccomp_profile_path\0\u{3}run_as_group\0\u{1}seccomp\0\u{1}apparmor\0")
 
   fileprivate class _StorageClass {
     var _namespaceOptions: Runtime_V1_NamespaceOption? = nil
@@ -4419,7 +4419,7 @@ nonisolated extension Runtime_V1_LinuxSandboxSecurityContext: SwiftProtobuf.Mess
     return _storage
   }
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     _ = _uniqueStorage()
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4443,7 +4443,7 @@ nonisolated extension Runtime_V1_LinuxSandboxSecurityContext: SwiftProtobuf.Mess
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every if/case branch local when no optimizations
@@ -4483,7 +4483,7 @@ nonisolated extension Runtime_V1_LinuxSandboxSecurityContext: SwiftProtobuf.Mess
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_LinuxSandboxSecurityContext, rhs: Runtime_V1_LinuxSandboxSecurityContext) -> Bool {
+  static func ==(lhs: Runtime_V1_LinuxSandboxSecurityContext, rhs: Runtime_V1_LinuxSandboxSecurityContext) -> Bool {
     if lhs._storage !== rhs._storage {
       let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
         let _storage = _args.0
@@ -4508,10 +4508,10 @@ nonisolated extension Runtime_V1_LinuxSandboxSecurityContext: SwiftProtobuf.Mess
 }
 
 nonisolated extension Runtime_V1_SecurityProfile: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".SecurityProfile"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}profile_type\0\u{3}localhost_ref\0")
+  static let protoMessageName: String = _protobuf_package + ".SecurityProfile"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}profile_type\0\u{3}localhost_ref\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -4524,7 +4524,7 @@ nonisolated extension Runtime_V1_SecurityProfile: SwiftProtobuf.Message, SwiftPr
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if self.profileType != .runtimeDefault {
       try visitor.visitSingularEnumField(value: self.profileType, fieldNumber: 1)
     }
@@ -4534,7 +4534,7 @@ nonisolated extension Runtime_V1_SecurityProfile: SwiftProtobuf.Message, SwiftPr
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_SecurityProfile, rhs: Runtime_V1_SecurityProfile) -> Bool {
+  static func ==(lhs: Runtime_V1_SecurityProfile, rhs: Runtime_V1_SecurityProfile) -> Bool {
     if lhs.profileType != rhs.profileType {return false}
     if lhs.localhostRef != rhs.localhostRef {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -4543,12 +4543,12 @@ nonisolated extension Runtime_V1_SecurityProfile: SwiftProtobuf.Message, SwiftPr
 }
 
 nonisolated extension Runtime_V1_SecurityProfile.ProfileType: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0RuntimeDefault\0\u{1}Unconfined\0\u{1}Localhost\0")
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0RuntimeDefault\0\u{1}Unconfined\0\u{1}Localhost\0")
 }
 
 nonisolated extension Runtime_V1_LinuxPodSandboxConfig: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".LinuxPodSandboxConfig"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}cgroup_parent\0\u{3}security_context\0\u{1}sysctls\0\u{1}overhead\0\u{1}resources\0")
+  static let protoMessageName: String = _protobuf_package + ".LinuxPodSandboxConfig"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}cgroup_parent\0\u{3}security_context\0\u{1}sysctls\0\u{1}overhead\0\u{1}resources\0")
 
   fileprivate class _StorageClass {
     var _cgroupParent: String = String()
@@ -4581,7 +4581,7 @@ nonisolated extension Runtime_V1_LinuxPodSandboxConfig: SwiftProtobuf.Message, S
     return _storage
   }
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     _ = _uniqueStorage()
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4600,7 +4600,7 @@ nonisolated extension Runtime_V1_LinuxPodSandboxConfig: SwiftProtobuf.Message, S
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every if/case branch local when no optimizations
@@ -4625,7 +4625,7 @@ nonisolated extension Runtime_V1_LinuxPodSandboxConfig: SwiftProtobuf.Message, S
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_LinuxPodSandboxConfig, rhs: Runtime_V1_LinuxPodSandboxConfig) -> Bool {
+  static func ==(lhs: Runtime_V1_LinuxPodSandboxConfig, rhs: Runtime_V1_LinuxPodSandboxConfig) -> Bool {
     if lhs._storage !== rhs._storage {
       let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
         let _storage = _args.0
@@ -4645,10 +4645,10 @@ nonisolated extension Runtime_V1_LinuxPodSandboxConfig: SwiftProtobuf.Message, S
 }
 
 nonisolated extension Runtime_V1_PodSandboxMetadata: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".PodSandboxMetadata"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}uid\0\u{1}namespace\0\u{1}attempt\0")
+  static let protoMessageName: String = _protobuf_package + ".PodSandboxMetadata"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}uid\0\u{1}namespace\0\u{1}attempt\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -4663,7 +4663,7 @@ nonisolated extension Runtime_V1_PodSandboxMetadata: SwiftProtobuf.Message, Swif
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
@@ -4679,7 +4679,7 @@ nonisolated extension Runtime_V1_PodSandboxMetadata: SwiftProtobuf.Message, Swif
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_PodSandboxMetadata, rhs: Runtime_V1_PodSandboxMetadata) -> Bool {
+  static func ==(lhs: Runtime_V1_PodSandboxMetadata, rhs: Runtime_V1_PodSandboxMetadata) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.uid != rhs.uid {return false}
     if lhs.namespace != rhs.namespace {return false}
@@ -4690,10 +4690,10 @@ nonisolated extension Runtime_V1_PodSandboxMetadata: SwiftProtobuf.Message, Swif
 }
 
 nonisolated extension Runtime_V1_PodSandboxConfig: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".PodSandboxConfig"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}metadata\0\u{1}hostname\0\u{3}log_directory\0\u{3}dns_config\0\u{3}port_mappings\0\u{1}labels\0\u{1}annotations\0\u{1}linux\0\u{1}windows\0")
+  static let protoMessageName: String = _protobuf_package + ".PodSandboxConfig"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}metadata\0\u{1}hostname\0\u{3}log_directory\0\u{3}dns_config\0\u{3}port_mappings\0\u{1}labels\0\u{1}annotations\0\u{1}linux\0\u{1}windows\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -4713,7 +4713,7 @@ nonisolated extension Runtime_V1_PodSandboxConfig: SwiftProtobuf.Message, SwiftP
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -4748,7 +4748,7 @@ nonisolated extension Runtime_V1_PodSandboxConfig: SwiftProtobuf.Message, SwiftP
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_PodSandboxConfig, rhs: Runtime_V1_PodSandboxConfig) -> Bool {
+  static func ==(lhs: Runtime_V1_PodSandboxConfig, rhs: Runtime_V1_PodSandboxConfig) -> Bool {
     if lhs._metadata != rhs._metadata {return false}
     if lhs.hostname != rhs.hostname {return false}
     if lhs.logDirectory != rhs.logDirectory {return false}
@@ -4764,8 +4764,8 @@ nonisolated extension Runtime_V1_PodSandboxConfig: SwiftProtobuf.Message, SwiftP
 }
 
 nonisolated extension Runtime_V1_RunPodSandboxRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".RunPodSandboxRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}config\0\u{3}runtime_handler\0")
+  static let protoMessageName: String = _protobuf_package + ".RunPodSandboxRequest"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}config\0\u{3}runtime_handler\0")
 
   fileprivate class _StorageClass {
     var _config: Runtime_V1_PodSandboxConfig? = nil
@@ -4792,7 +4792,7 @@ nonisolated extension Runtime_V1_RunPodSandboxRequest: SwiftProtobuf.Message, Sw
     return _storage
   }
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     _ = _uniqueStorage()
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4808,7 +4808,7 @@ nonisolated extension Runtime_V1_RunPodSandboxRequest: SwiftProtobuf.Message, Sw
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every if/case branch local when no optimizations
@@ -4824,7 +4824,7 @@ nonisolated extension Runtime_V1_RunPodSandboxRequest: SwiftProtobuf.Message, Sw
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_RunPodSandboxRequest, rhs: Runtime_V1_RunPodSandboxRequest) -> Bool {
+  static func ==(lhs: Runtime_V1_RunPodSandboxRequest, rhs: Runtime_V1_RunPodSandboxRequest) -> Bool {
     if lhs._storage !== rhs._storage {
       let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
         let _storage = _args.0
@@ -4841,10 +4841,10 @@ nonisolated extension Runtime_V1_RunPodSandboxRequest: SwiftProtobuf.Message, Sw
 }
 
 nonisolated extension Runtime_V1_RunPodSandboxResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".RunPodSandboxResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}pod_sandbox_id\0")
+  static let protoMessageName: String = _protobuf_package + ".RunPodSandboxResponse"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}pod_sandbox_id\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -4856,14 +4856,14 @@ nonisolated extension Runtime_V1_RunPodSandboxResponse: SwiftProtobuf.Message, S
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.podSandboxID.isEmpty {
       try visitor.visitSingularStringField(value: self.podSandboxID, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_RunPodSandboxResponse, rhs: Runtime_V1_RunPodSandboxResponse) -> Bool {
+  static func ==(lhs: Runtime_V1_RunPodSandboxResponse, rhs: Runtime_V1_RunPodSandboxResponse) -> Bool {
     if lhs.podSandboxID != rhs.podSandboxID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -4871,10 +4871,10 @@ nonisolated extension Runtime_V1_RunPodSandboxResponse: SwiftProtobuf.Message, S
 }
 
 nonisolated extension Runtime_V1_StopPodSandboxRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".StopPodSandboxRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}pod_sandbox_id\0")
+  static let protoMessageName: String = _protobuf_package + ".StopPodSandboxRequest"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}pod_sandbox_id\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -4886,14 +4886,14 @@ nonisolated extension Runtime_V1_StopPodSandboxRequest: SwiftProtobuf.Message, S
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.podSandboxID.isEmpty {
       try visitor.visitSingularStringField(value: self.podSandboxID, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_StopPodSandboxRequest, rhs: Runtime_V1_StopPodSandboxRequest) -> Bool {
+  static func ==(lhs: Runtime_V1_StopPodSandboxRequest, rhs: Runtime_V1_StopPodSandboxRequest) -> Bool {
     if lhs.podSandboxID != rhs.podSandboxID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -4901,29 +4901,29 @@ nonisolated extension Runtime_V1_StopPodSandboxRequest: SwiftProtobuf.Message, S
 }
 
 nonisolated extension Runtime_V1_StopPodSandboxResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".StopPodSandboxResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  static let protoMessageName: String = _protobuf_package + ".StopPodSandboxResponse"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap()
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     // Load everything into unknown fields
     while try decoder.nextFieldNumber() != nil {}
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_StopPodSandboxResponse, rhs: Runtime_V1_StopPodSandboxResponse) -> Bool {
+  static func ==(lhs: Runtime_V1_StopPodSandboxResponse, rhs: Runtime_V1_StopPodSandboxResponse) -> Bool {
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
 nonisolated extension Runtime_V1_RemovePodSandboxRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".RemovePodSandboxRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}pod_sandbox_id\0")
+  static let protoMessageName: String = _protobuf_package + ".RemovePodSandboxRequest"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}pod_sandbox_id\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -4935,14 +4935,14 @@ nonisolated extension Runtime_V1_RemovePodSandboxRequest: SwiftProtobuf.Message,
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.podSandboxID.isEmpty {
       try visitor.visitSingularStringField(value: self.podSandboxID, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_RemovePodSandboxRequest, rhs: Runtime_V1_RemovePodSandboxRequest) -> Bool {
+  static func ==(lhs: Runtime_V1_RemovePodSandboxRequest, rhs: Runtime_V1_RemovePodSandboxRequest) -> Bool {
     if lhs.podSandboxID != rhs.podSandboxID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -4950,29 +4950,29 @@ nonisolated extension Runtime_V1_RemovePodSandboxRequest: SwiftProtobuf.Message,
 }
 
 nonisolated extension Runtime_V1_RemovePodSandboxResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".RemovePodSandboxResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  static let protoMessageName: String = _protobuf_package + ".RemovePodSandboxResponse"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap()
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     // Load everything into unknown fields
     while try decoder.nextFieldNumber() != nil {}
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_RemovePodSandboxResponse, rhs: Runtime_V1_RemovePodSandboxResponse) -> Bool {
+  static func ==(lhs: Runtime_V1_RemovePodSandboxResponse, rhs: Runtime_V1_RemovePodSandboxResponse) -> Bool {
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
 nonisolated extension Runtime_V1_PodSandboxStatusRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".PodSandboxStatusRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}pod_sandbox_id\0\u{1}verbose\0")
+  static let protoMessageName: String = _protobuf_package + ".PodSandboxStatusRequest"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}pod_sandbox_id\0\u{1}verbose\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -4985,7 +4985,7 @@ nonisolated extension Runtime_V1_PodSandboxStatusRequest: SwiftProtobuf.Message,
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.podSandboxID.isEmpty {
       try visitor.visitSingularStringField(value: self.podSandboxID, fieldNumber: 1)
     }
@@ -4995,7 +4995,7 @@ nonisolated extension Runtime_V1_PodSandboxStatusRequest: SwiftProtobuf.Message,
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_PodSandboxStatusRequest, rhs: Runtime_V1_PodSandboxStatusRequest) -> Bool {
+  static func ==(lhs: Runtime_V1_PodSandboxStatusRequest, rhs: Runtime_V1_PodSandboxStatusRequest) -> Bool {
     if lhs.podSandboxID != rhs.podSandboxID {return false}
     if lhs.verbose != rhs.verbose {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -5004,10 +5004,10 @@ nonisolated extension Runtime_V1_PodSandboxStatusRequest: SwiftProtobuf.Message,
 }
 
 nonisolated extension Runtime_V1_PodIP: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".PodIP"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}ip\0")
+  static let protoMessageName: String = _protobuf_package + ".PodIP"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}ip\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -5019,14 +5019,14 @@ nonisolated extension Runtime_V1_PodIP: SwiftProtobuf.Message, SwiftProtobuf._Me
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.ip.isEmpty {
       try visitor.visitSingularStringField(value: self.ip, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_PodIP, rhs: Runtime_V1_PodIP) -> Bool {
+  static func ==(lhs: Runtime_V1_PodIP, rhs: Runtime_V1_PodIP) -> Bool {
     if lhs.ip != rhs.ip {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -5034,10 +5034,10 @@ nonisolated extension Runtime_V1_PodIP: SwiftProtobuf.Message, SwiftProtobuf._Me
 }
 
 nonisolated extension Runtime_V1_PodSandboxNetworkStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".PodSandboxNetworkStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}ip\0\u{3}additional_ips\0")
+  static let protoMessageName: String = _protobuf_package + ".PodSandboxNetworkStatus"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}ip\0\u{3}additional_ips\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -5050,7 +5050,7 @@ nonisolated extension Runtime_V1_PodSandboxNetworkStatus: SwiftProtobuf.Message,
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.ip.isEmpty {
       try visitor.visitSingularStringField(value: self.ip, fieldNumber: 1)
     }
@@ -5060,7 +5060,7 @@ nonisolated extension Runtime_V1_PodSandboxNetworkStatus: SwiftProtobuf.Message,
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_PodSandboxNetworkStatus, rhs: Runtime_V1_PodSandboxNetworkStatus) -> Bool {
+  static func ==(lhs: Runtime_V1_PodSandboxNetworkStatus, rhs: Runtime_V1_PodSandboxNetworkStatus) -> Bool {
     if lhs.ip != rhs.ip {return false}
     if lhs.additionalIps != rhs.additionalIps {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -5069,10 +5069,10 @@ nonisolated extension Runtime_V1_PodSandboxNetworkStatus: SwiftProtobuf.Message,
 }
 
 nonisolated extension Runtime_V1_Namespace: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Namespace"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\u{2}options\0")
+  static let protoMessageName: String = _protobuf_package + ".Namespace"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\u{2}options\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -5084,7 +5084,7 @@ nonisolated extension Runtime_V1_Namespace: SwiftProtobuf.Message, SwiftProtobuf
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -5095,7 +5095,7 @@ nonisolated extension Runtime_V1_Namespace: SwiftProtobuf.Message, SwiftProtobuf
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_Namespace, rhs: Runtime_V1_Namespace) -> Bool {
+  static func ==(lhs: Runtime_V1_Namespace, rhs: Runtime_V1_Namespace) -> Bool {
     if lhs._options != rhs._options {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -5103,10 +5103,10 @@ nonisolated extension Runtime_V1_Namespace: SwiftProtobuf.Message, SwiftProtobuf
 }
 
 nonisolated extension Runtime_V1_LinuxPodSandboxStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".LinuxPodSandboxStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}namespaces\0")
+  static let protoMessageName: String = _protobuf_package + ".LinuxPodSandboxStatus"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}namespaces\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -5118,7 +5118,7 @@ nonisolated extension Runtime_V1_LinuxPodSandboxStatus: SwiftProtobuf.Message, S
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -5129,7 +5129,7 @@ nonisolated extension Runtime_V1_LinuxPodSandboxStatus: SwiftProtobuf.Message, S
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_LinuxPodSandboxStatus, rhs: Runtime_V1_LinuxPodSandboxStatus) -> Bool {
+  static func ==(lhs: Runtime_V1_LinuxPodSandboxStatus, rhs: Runtime_V1_LinuxPodSandboxStatus) -> Bool {
     if lhs._namespaces != rhs._namespaces {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -5137,8 +5137,8 @@ nonisolated extension Runtime_V1_LinuxPodSandboxStatus: SwiftProtobuf.Message, S
 }
 
 nonisolated extension Runtime_V1_PodSandboxStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".PodSandboxStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}metadata\0\u{1}state\0\u{3}created_at\0\u{1}network\0\u{1}linux\0\u{1}labels\0\u{1}annotations\0\u{3}runtime_handler\0")
+  static let protoMessageName: String = _protobuf_package + ".PodSandboxStatus"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}metadata\0\u{1}state\0\u{3}created_at\0\u{1}network\0\u{1}linux\0\u{1}labels\0\u{1}annotations\0\u{3}runtime_handler\0")
 
   fileprivate class _StorageClass {
     var _id: String = String()
@@ -5179,7 +5179,7 @@ nonisolated extension Runtime_V1_PodSandboxStatus: SwiftProtobuf.Message, SwiftP
     return _storage
   }
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     _ = _uniqueStorage()
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       while let fieldNumber = try decoder.nextFieldNumber() {
@@ -5202,7 +5202,7 @@ nonisolated extension Runtime_V1_PodSandboxStatus: SwiftProtobuf.Message, SwiftP
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every if/case branch local when no optimizations
@@ -5239,7 +5239,7 @@ nonisolated extension Runtime_V1_PodSandboxStatus: SwiftProtobuf.Message, SwiftP
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_PodSandboxStatus, rhs: Runtime_V1_PodSandboxStatus) -> Bool {
+  static func ==(lhs: Runtime_V1_PodSandboxStatus, rhs: Runtime_V1_PodSandboxStatus) -> Bool {
     if lhs._storage !== rhs._storage {
       let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
         let _storage = _args.0
@@ -5263,10 +5263,10 @@ nonisolated extension Runtime_V1_PodSandboxStatus: SwiftProtobuf.Message, SwiftP
 }
 
 nonisolated extension Runtime_V1_PodSandboxStatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".PodSandboxStatusResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}status\0\u{1}info\0")
+  static let protoMessageName: String = _protobuf_package + ".PodSandboxStatusResponse"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}status\0\u{1}info\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -5279,7 +5279,7 @@ nonisolated extension Runtime_V1_PodSandboxStatusResponse: SwiftProtobuf.Message
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -5293,7 +5293,7 @@ nonisolated extension Runtime_V1_PodSandboxStatusResponse: SwiftProtobuf.Message
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_PodSandboxStatusResponse, rhs: Runtime_V1_PodSandboxStatusResponse) -> Bool {
+  static func ==(lhs: Runtime_V1_PodSandboxStatusResponse, rhs: Runtime_V1_PodSandboxStatusResponse) -> Bool {
     if lhs._status != rhs._status {return false}
     if lhs.info != rhs.info {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -5302,10 +5302,10 @@ nonisolated extension Runtime_V1_PodSandboxStatusResponse: SwiftProtobuf.Message
 }
 
 nonisolated extension Runtime_V1_PodSandboxStateValue: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".PodSandboxStateValue"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}state\0")
+  static let protoMessageName: String = _protobuf_package + ".PodSandboxStateValue"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}state\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -5317,14 +5317,14 @@ nonisolated extension Runtime_V1_PodSandboxStateValue: SwiftProtobuf.Message, Sw
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if self.state != .sandboxReady {
       try visitor.visitSingularEnumField(value: self.state, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_PodSandboxStateValue, rhs: Runtime_V1_PodSandboxStateValue) -> Bool {
+  static func ==(lhs: Runtime_V1_PodSandboxStateValue, rhs: Runtime_V1_PodSandboxStateValue) -> Bool {
     if lhs.state != rhs.state {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -5332,10 +5332,10 @@ nonisolated extension Runtime_V1_PodSandboxStateValue: SwiftProtobuf.Message, Sw
 }
 
 nonisolated extension Runtime_V1_PodSandboxFilter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".PodSandboxFilter"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}state\0\u{3}label_selector\0")
+  static let protoMessageName: String = _protobuf_package + ".PodSandboxFilter"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}state\0\u{3}label_selector\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -5349,7 +5349,7 @@ nonisolated extension Runtime_V1_PodSandboxFilter: SwiftProtobuf.Message, SwiftP
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -5366,7 +5366,7 @@ nonisolated extension Runtime_V1_PodSandboxFilter: SwiftProtobuf.Message, SwiftP
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_PodSandboxFilter, rhs: Runtime_V1_PodSandboxFilter) -> Bool {
+  static func ==(lhs: Runtime_V1_PodSandboxFilter, rhs: Runtime_V1_PodSandboxFilter) -> Bool {
     if lhs.id != rhs.id {return false}
     if lhs._state != rhs._state {return false}
     if lhs.labelSelector != rhs.labelSelector {return false}
@@ -5376,10 +5376,10 @@ nonisolated extension Runtime_V1_PodSandboxFilter: SwiftProtobuf.Message, SwiftP
 }
 
 nonisolated extension Runtime_V1_ListPodSandboxRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ListPodSandboxRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}filter\0")
+  static let protoMessageName: String = _protobuf_package + ".ListPodSandboxRequest"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}filter\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -5391,7 +5391,7 @@ nonisolated extension Runtime_V1_ListPodSandboxRequest: SwiftProtobuf.Message, S
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -5402,7 +5402,7 @@ nonisolated extension Runtime_V1_ListPodSandboxRequest: SwiftProtobuf.Message, S
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_ListPodSandboxRequest, rhs: Runtime_V1_ListPodSandboxRequest) -> Bool {
+  static func ==(lhs: Runtime_V1_ListPodSandboxRequest, rhs: Runtime_V1_ListPodSandboxRequest) -> Bool {
     if lhs._filter != rhs._filter {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -5410,10 +5410,10 @@ nonisolated extension Runtime_V1_ListPodSandboxRequest: SwiftProtobuf.Message, S
 }
 
 nonisolated extension Runtime_V1_PodSandbox: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".PodSandbox"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}metadata\0\u{1}state\0\u{3}created_at\0\u{1}labels\0\u{1}annotations\0\u{3}runtime_handler\0")
+  static let protoMessageName: String = _protobuf_package + ".PodSandbox"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}metadata\0\u{1}state\0\u{3}created_at\0\u{1}labels\0\u{1}annotations\0\u{3}runtime_handler\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -5431,7 +5431,7 @@ nonisolated extension Runtime_V1_PodSandbox: SwiftProtobuf.Message, SwiftProtobu
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -5460,7 +5460,7 @@ nonisolated extension Runtime_V1_PodSandbox: SwiftProtobuf.Message, SwiftProtobu
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_PodSandbox, rhs: Runtime_V1_PodSandbox) -> Bool {
+  static func ==(lhs: Runtime_V1_PodSandbox, rhs: Runtime_V1_PodSandbox) -> Bool {
     if lhs.id != rhs.id {return false}
     if lhs._metadata != rhs._metadata {return false}
     if lhs.state != rhs.state {return false}
@@ -5474,10 +5474,10 @@ nonisolated extension Runtime_V1_PodSandbox: SwiftProtobuf.Message, SwiftProtobu
 }
 
 nonisolated extension Runtime_V1_ListPodSandboxResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ListPodSandboxResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}items\0")
+  static let protoMessageName: String = _protobuf_package + ".ListPodSandboxResponse"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}items\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -5489,14 +5489,14 @@ nonisolated extension Runtime_V1_ListPodSandboxResponse: SwiftProtobuf.Message, 
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.items.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.items, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_ListPodSandboxResponse, rhs: Runtime_V1_ListPodSandboxResponse) -> Bool {
+  static func ==(lhs: Runtime_V1_ListPodSandboxResponse, rhs: Runtime_V1_ListPodSandboxResponse) -> Bool {
     if lhs.items != rhs.items {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -5504,10 +5504,10 @@ nonisolated extension Runtime_V1_ListPodSandboxResponse: SwiftProtobuf.Message, 
 }
 
 nonisolated extension Runtime_V1_PodSandboxStatsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".PodSandboxStatsRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}pod_sandbox_id\0")
+  static let protoMessageName: String = _protobuf_package + ".PodSandboxStatsRequest"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}pod_sandbox_id\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -5519,14 +5519,14 @@ nonisolated extension Runtime_V1_PodSandboxStatsRequest: SwiftProtobuf.Message, 
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.podSandboxID.isEmpty {
       try visitor.visitSingularStringField(value: self.podSandboxID, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_PodSandboxStatsRequest, rhs: Runtime_V1_PodSandboxStatsRequest) -> Bool {
+  static func ==(lhs: Runtime_V1_PodSandboxStatsRequest, rhs: Runtime_V1_PodSandboxStatsRequest) -> Bool {
     if lhs.podSandboxID != rhs.podSandboxID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -5534,10 +5534,10 @@ nonisolated extension Runtime_V1_PodSandboxStatsRequest: SwiftProtobuf.Message, 
 }
 
 nonisolated extension Runtime_V1_PodSandboxStatsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".PodSandboxStatsResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stats\0")
+  static let protoMessageName: String = _protobuf_package + ".PodSandboxStatsResponse"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stats\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -5549,7 +5549,7 @@ nonisolated extension Runtime_V1_PodSandboxStatsResponse: SwiftProtobuf.Message,
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -5560,7 +5560,7 @@ nonisolated extension Runtime_V1_PodSandboxStatsResponse: SwiftProtobuf.Message,
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_PodSandboxStatsResponse, rhs: Runtime_V1_PodSandboxStatsResponse) -> Bool {
+  static func ==(lhs: Runtime_V1_PodSandboxStatsResponse, rhs: Runtime_V1_PodSandboxStatsResponse) -> Bool {
     if lhs._stats != rhs._stats {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -5568,10 +5568,10 @@ nonisolated extension Runtime_V1_PodSandboxStatsResponse: SwiftProtobuf.Message,
 }
 
 nonisolated extension Runtime_V1_PodSandboxStatsFilter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".PodSandboxStatsFilter"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}label_selector\0")
+  static let protoMessageName: String = _protobuf_package + ".PodSandboxStatsFilter"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}label_selector\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -5584,7 +5584,7 @@ nonisolated extension Runtime_V1_PodSandboxStatsFilter: SwiftProtobuf.Message, S
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.id.isEmpty {
       try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
     }
@@ -5594,7 +5594,7 @@ nonisolated extension Runtime_V1_PodSandboxStatsFilter: SwiftProtobuf.Message, S
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_PodSandboxStatsFilter, rhs: Runtime_V1_PodSandboxStatsFilter) -> Bool {
+  static func ==(lhs: Runtime_V1_PodSandboxStatsFilter, rhs: Runtime_V1_PodSandboxStatsFilter) -> Bool {
     if lhs.id != rhs.id {return false}
     if lhs.labelSelector != rhs.labelSelector {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -5603,10 +5603,10 @@ nonisolated extension Runtime_V1_PodSandboxStatsFilter: SwiftProtobuf.Message, S
 }
 
 nonisolated extension Runtime_V1_ListPodSandboxStatsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ListPodSandboxStatsRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}filter\0")
+  static let protoMessageName: String = _protobuf_package + ".ListPodSandboxStatsRequest"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}filter\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -5618,7 +5618,7 @@ nonisolated extension Runtime_V1_ListPodSandboxStatsRequest: SwiftProtobuf.Messa
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -5629,7 +5629,7 @@ nonisolated extension Runtime_V1_ListPodSandboxStatsRequest: SwiftProtobuf.Messa
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_ListPodSandboxStatsRequest, rhs: Runtime_V1_ListPodSandboxStatsRequest) -> Bool {
+  static func ==(lhs: Runtime_V1_ListPodSandboxStatsRequest, rhs: Runtime_V1_ListPodSandboxStatsRequest) -> Bool {
     if lhs._filter != rhs._filter {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -5637,10 +5637,10 @@ nonisolated extension Runtime_V1_ListPodSandboxStatsRequest: SwiftProtobuf.Messa
 }
 
 nonisolated extension Runtime_V1_ListPodSandboxStatsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ListPodSandboxStatsResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stats\0")
+  static let protoMessageName: String = _protobuf_package + ".ListPodSandboxStatsResponse"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stats\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -5652,14 +5652,14 @@ nonisolated extension Runtime_V1_ListPodSandboxStatsResponse: SwiftProtobuf.Mess
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.stats.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.stats, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_ListPodSandboxStatsResponse, rhs: Runtime_V1_ListPodSandboxStatsResponse) -> Bool {
+  static func ==(lhs: Runtime_V1_ListPodSandboxStatsResponse, rhs: Runtime_V1_ListPodSandboxStatsResponse) -> Bool {
     if lhs.stats != rhs.stats {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -5667,10 +5667,10 @@ nonisolated extension Runtime_V1_ListPodSandboxStatsResponse: SwiftProtobuf.Mess
 }
 
 nonisolated extension Runtime_V1_PodSandboxAttributes: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".PodSandboxAttributes"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}metadata\0\u{1}labels\0\u{1}annotations\0")
+  static let protoMessageName: String = _protobuf_package + ".PodSandboxAttributes"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}metadata\0\u{1}labels\0\u{1}annotations\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -5685,7 +5685,7 @@ nonisolated extension Runtime_V1_PodSandboxAttributes: SwiftProtobuf.Message, Sw
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -5705,7 +5705,7 @@ nonisolated extension Runtime_V1_PodSandboxAttributes: SwiftProtobuf.Message, Sw
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_PodSandboxAttributes, rhs: Runtime_V1_PodSandboxAttributes) -> Bool {
+  static func ==(lhs: Runtime_V1_PodSandboxAttributes, rhs: Runtime_V1_PodSandboxAttributes) -> Bool {
     if lhs.id != rhs.id {return false}
     if lhs._metadata != rhs._metadata {return false}
     if lhs.labels != rhs.labels {return false}
@@ -5716,10 +5716,10 @@ nonisolated extension Runtime_V1_PodSandboxAttributes: SwiftProtobuf.Message, Sw
 }
 
 nonisolated extension Runtime_V1_PodSandboxStats: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".PodSandboxStats"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}attributes\0\u{1}linux\0\u{1}windows\0")
+  static let protoMessageName: String = _protobuf_package + ".PodSandboxStats"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}attributes\0\u{1}linux\0\u{1}windows\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -5733,7 +5733,7 @@ nonisolated extension Runtime_V1_PodSandboxStats: SwiftProtobuf.Message, SwiftPr
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -5750,7 +5750,7 @@ nonisolated extension Runtime_V1_PodSandboxStats: SwiftProtobuf.Message, SwiftPr
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_PodSandboxStats, rhs: Runtime_V1_PodSandboxStats) -> Bool {
+  static func ==(lhs: Runtime_V1_PodSandboxStats, rhs: Runtime_V1_PodSandboxStats) -> Bool {
     if lhs._attributes != rhs._attributes {return false}
     if lhs._linux != rhs._linux {return false}
     if lhs._windows != rhs._windows {return false}
@@ -5760,8 +5760,8 @@ nonisolated extension Runtime_V1_PodSandboxStats: SwiftProtobuf.Message, SwiftPr
 }
 
 nonisolated extension Runtime_V1_LinuxPodSandboxStats: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".LinuxPodSandboxStats"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}cpu\0\u{1}memory\0\u{1}network\0\u{1}process\0\u{1}containers\0")
+  static let protoMessageName: String = _protobuf_package + ".LinuxPodSandboxStats"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}cpu\0\u{1}memory\0\u{1}network\0\u{1}process\0\u{1}containers\0")
 
   fileprivate class _StorageClass {
     var _cpu: Runtime_V1_CpuUsage? = nil
@@ -5794,7 +5794,7 @@ nonisolated extension Runtime_V1_LinuxPodSandboxStats: SwiftProtobuf.Message, Sw
     return _storage
   }
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     _ = _uniqueStorage()
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       while let fieldNumber = try decoder.nextFieldNumber() {
@@ -5813,7 +5813,7 @@ nonisolated extension Runtime_V1_LinuxPodSandboxStats: SwiftProtobuf.Message, Sw
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every if/case branch local when no optimizations
@@ -5838,7 +5838,7 @@ nonisolated extension Runtime_V1_LinuxPodSandboxStats: SwiftProtobuf.Message, Sw
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_LinuxPodSandboxStats, rhs: Runtime_V1_LinuxPodSandboxStats) -> Bool {
+  static func ==(lhs: Runtime_V1_LinuxPodSandboxStats, rhs: Runtime_V1_LinuxPodSandboxStats) -> Bool {
     if lhs._storage !== rhs._storage {
       let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
         let _storage = _args.0
@@ -5858,29 +5858,29 @@ nonisolated extension Runtime_V1_LinuxPodSandboxStats: SwiftProtobuf.Message, Sw
 }
 
 nonisolated extension Runtime_V1_WindowsPodSandboxStats: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".WindowsPodSandboxStats"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  static let protoMessageName: String = _protobuf_package + ".WindowsPodSandboxStats"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap()
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     // Load everything into unknown fields
     while try decoder.nextFieldNumber() != nil {}
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_WindowsPodSandboxStats, rhs: Runtime_V1_WindowsPodSandboxStats) -> Bool {
+  static func ==(lhs: Runtime_V1_WindowsPodSandboxStats, rhs: Runtime_V1_WindowsPodSandboxStats) -> Bool {
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
 nonisolated extension Runtime_V1_NetworkUsage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".NetworkUsage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}timestamp\0\u{3}default_interface\0\u{1}interfaces\0")
+  static let protoMessageName: String = _protobuf_package + ".NetworkUsage"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}timestamp\0\u{3}default_interface\0\u{1}interfaces\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -5894,7 +5894,7 @@ nonisolated extension Runtime_V1_NetworkUsage: SwiftProtobuf.Message, SwiftProto
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -5911,7 +5911,7 @@ nonisolated extension Runtime_V1_NetworkUsage: SwiftProtobuf.Message, SwiftProto
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_NetworkUsage, rhs: Runtime_V1_NetworkUsage) -> Bool {
+  static func ==(lhs: Runtime_V1_NetworkUsage, rhs: Runtime_V1_NetworkUsage) -> Bool {
     if lhs.timestamp != rhs.timestamp {return false}
     if lhs._defaultInterface != rhs._defaultInterface {return false}
     if lhs.interfaces != rhs.interfaces {return false}
@@ -5921,10 +5921,10 @@ nonisolated extension Runtime_V1_NetworkUsage: SwiftProtobuf.Message, SwiftProto
 }
 
 nonisolated extension Runtime_V1_NetworkInterfaceUsage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".NetworkInterfaceUsage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}rx_bytes\0\u{3}rx_errors\0\u{3}tx_bytes\0\u{3}tx_errors\0")
+  static let protoMessageName: String = _protobuf_package + ".NetworkInterfaceUsage"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}rx_bytes\0\u{3}rx_errors\0\u{3}tx_bytes\0\u{3}tx_errors\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -5940,7 +5940,7 @@ nonisolated extension Runtime_V1_NetworkInterfaceUsage: SwiftProtobuf.Message, S
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -5963,7 +5963,7 @@ nonisolated extension Runtime_V1_NetworkInterfaceUsage: SwiftProtobuf.Message, S
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_NetworkInterfaceUsage, rhs: Runtime_V1_NetworkInterfaceUsage) -> Bool {
+  static func ==(lhs: Runtime_V1_NetworkInterfaceUsage, rhs: Runtime_V1_NetworkInterfaceUsage) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs._rxBytes != rhs._rxBytes {return false}
     if lhs._rxErrors != rhs._rxErrors {return false}
@@ -5975,10 +5975,10 @@ nonisolated extension Runtime_V1_NetworkInterfaceUsage: SwiftProtobuf.Message, S
 }
 
 nonisolated extension Runtime_V1_ProcessUsage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ProcessUsage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}timestamp\0\u{3}process_count\0")
+  static let protoMessageName: String = _protobuf_package + ".ProcessUsage"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}timestamp\0\u{3}process_count\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -5991,7 +5991,7 @@ nonisolated extension Runtime_V1_ProcessUsage: SwiftProtobuf.Message, SwiftProto
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -6005,7 +6005,7 @@ nonisolated extension Runtime_V1_ProcessUsage: SwiftProtobuf.Message, SwiftProto
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_ProcessUsage, rhs: Runtime_V1_ProcessUsage) -> Bool {
+  static func ==(lhs: Runtime_V1_ProcessUsage, rhs: Runtime_V1_ProcessUsage) -> Bool {
     if lhs.timestamp != rhs.timestamp {return false}
     if lhs._processCount != rhs._processCount {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -6014,10 +6014,10 @@ nonisolated extension Runtime_V1_ProcessUsage: SwiftProtobuf.Message, SwiftProto
 }
 
 nonisolated extension Runtime_V1_ImageSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ImageSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}image\0\u{1}annotations\0")
+  static let protoMessageName: String = _protobuf_package + ".ImageSpec"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}image\0\u{1}annotations\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -6030,7 +6030,7 @@ nonisolated extension Runtime_V1_ImageSpec: SwiftProtobuf.Message, SwiftProtobuf
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.image.isEmpty {
       try visitor.visitSingularStringField(value: self.image, fieldNumber: 1)
     }
@@ -6040,7 +6040,7 @@ nonisolated extension Runtime_V1_ImageSpec: SwiftProtobuf.Message, SwiftProtobuf
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_ImageSpec, rhs: Runtime_V1_ImageSpec) -> Bool {
+  static func ==(lhs: Runtime_V1_ImageSpec, rhs: Runtime_V1_ImageSpec) -> Bool {
     if lhs.image != rhs.image {return false}
     if lhs.annotations != rhs.annotations {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -6049,10 +6049,10 @@ nonisolated extension Runtime_V1_ImageSpec: SwiftProtobuf.Message, SwiftProtobuf
 }
 
 nonisolated extension Runtime_V1_KeyValue: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".KeyValue"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0\u{1}value\0")
+  static let protoMessageName: String = _protobuf_package + ".KeyValue"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0\u{1}value\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -6065,7 +6065,7 @@ nonisolated extension Runtime_V1_KeyValue: SwiftProtobuf.Message, SwiftProtobuf.
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.key.isEmpty {
       try visitor.visitSingularStringField(value: self.key, fieldNumber: 1)
     }
@@ -6075,7 +6075,7 @@ nonisolated extension Runtime_V1_KeyValue: SwiftProtobuf.Message, SwiftProtobuf.
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_KeyValue, rhs: Runtime_V1_KeyValue) -> Bool {
+  static func ==(lhs: Runtime_V1_KeyValue, rhs: Runtime_V1_KeyValue) -> Bool {
     if lhs.key != rhs.key {return false}
     if lhs.value != rhs.value {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -6084,10 +6084,10 @@ nonisolated extension Runtime_V1_KeyValue: SwiftProtobuf.Message, SwiftProtobuf.
 }
 
 nonisolated extension Runtime_V1_LinuxContainerResources: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".LinuxContainerResources"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}cpu_period\0\u{3}cpu_quota\0\u{3}cpu_shares\0\u{3}memory_limit_in_bytes\0\u{3}oom_score_adj\0\u{3}cpuset_cpus\0\u{3}cpuset_mems\0\u{3}hugepage_limits\0\u{1}unified\0\u{3}memory_swap_limit_in_bytes\0")
+  static let protoMessageName: String = _protobuf_package + ".LinuxContainerResources"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}cpu_period\0\u{3}cpu_quota\0\u{3}cpu_shares\0\u{3}memory_limit_in_bytes\0\u{3}oom_score_adj\0\u{3}cpuset_cpus\0\u{3}cpuset_mems\0\u{3}hugepage_limits\0\u{1}unified\0\u{3}memory_swap_limit_in_bytes\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -6108,7 +6108,7 @@ nonisolated extension Runtime_V1_LinuxContainerResources: SwiftProtobuf.Message,
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if self.cpuPeriod != 0 {
       try visitor.visitSingularInt64Field(value: self.cpuPeriod, fieldNumber: 1)
     }
@@ -6142,7 +6142,7 @@ nonisolated extension Runtime_V1_LinuxContainerResources: SwiftProtobuf.Message,
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_LinuxContainerResources, rhs: Runtime_V1_LinuxContainerResources) -> Bool {
+  static func ==(lhs: Runtime_V1_LinuxContainerResources, rhs: Runtime_V1_LinuxContainerResources) -> Bool {
     if lhs.cpuPeriod != rhs.cpuPeriod {return false}
     if lhs.cpuQuota != rhs.cpuQuota {return false}
     if lhs.cpuShares != rhs.cpuShares {return false}
@@ -6159,10 +6159,10 @@ nonisolated extension Runtime_V1_LinuxContainerResources: SwiftProtobuf.Message,
 }
 
 nonisolated extension Runtime_V1_HugepageLimit: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".HugepageLimit"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}page_size\0\u{1}limit\0")
+  static let protoMessageName: String = _protobuf_package + ".HugepageLimit"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}page_size\0\u{1}limit\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -6175,7 +6175,7 @@ nonisolated extension Runtime_V1_HugepageLimit: SwiftProtobuf.Message, SwiftProt
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.pageSize.isEmpty {
       try visitor.visitSingularStringField(value: self.pageSize, fieldNumber: 1)
     }
@@ -6185,7 +6185,7 @@ nonisolated extension Runtime_V1_HugepageLimit: SwiftProtobuf.Message, SwiftProt
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_HugepageLimit, rhs: Runtime_V1_HugepageLimit) -> Bool {
+  static func ==(lhs: Runtime_V1_HugepageLimit, rhs: Runtime_V1_HugepageLimit) -> Bool {
     if lhs.pageSize != rhs.pageSize {return false}
     if lhs.limit != rhs.limit {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -6194,10 +6194,10 @@ nonisolated extension Runtime_V1_HugepageLimit: SwiftProtobuf.Message, SwiftProt
 }
 
 nonisolated extension Runtime_V1_SELinuxOption: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".SELinuxOption"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}user\0\u{1}role\0\u{1}type\0\u{1}level\0")
+  static let protoMessageName: String = _protobuf_package + ".SELinuxOption"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}user\0\u{1}role\0\u{1}type\0\u{1}level\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -6212,7 +6212,7 @@ nonisolated extension Runtime_V1_SELinuxOption: SwiftProtobuf.Message, SwiftProt
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.user.isEmpty {
       try visitor.visitSingularStringField(value: self.user, fieldNumber: 1)
     }
@@ -6228,7 +6228,7 @@ nonisolated extension Runtime_V1_SELinuxOption: SwiftProtobuf.Message, SwiftProt
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_SELinuxOption, rhs: Runtime_V1_SELinuxOption) -> Bool {
+  static func ==(lhs: Runtime_V1_SELinuxOption, rhs: Runtime_V1_SELinuxOption) -> Bool {
     if lhs.user != rhs.user {return false}
     if lhs.role != rhs.role {return false}
     if lhs.type != rhs.type {return false}
@@ -6239,10 +6239,10 @@ nonisolated extension Runtime_V1_SELinuxOption: SwiftProtobuf.Message, SwiftProt
 }
 
 nonisolated extension Runtime_V1_Capability: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Capability"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}add_capabilities\0\u{3}drop_capabilities\0\u{3}add_ambient_capabilities\0")
+  static let protoMessageName: String = _protobuf_package + ".Capability"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}add_capabilities\0\u{3}drop_capabilities\0\u{3}add_ambient_capabilities\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -6256,7 +6256,7 @@ nonisolated extension Runtime_V1_Capability: SwiftProtobuf.Message, SwiftProtobu
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.addCapabilities.isEmpty {
       try visitor.visitRepeatedStringField(value: self.addCapabilities, fieldNumber: 1)
     }
@@ -6269,7 +6269,7 @@ nonisolated extension Runtime_V1_Capability: SwiftProtobuf.Message, SwiftProtobu
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_Capability, rhs: Runtime_V1_Capability) -> Bool {
+  static func ==(lhs: Runtime_V1_Capability, rhs: Runtime_V1_Capability) -> Bool {
     if lhs.addCapabilities != rhs.addCapabilities {return false}
     if lhs.dropCapabilities != rhs.dropCapabilities {return false}
     if lhs.addAmbientCapabilities != rhs.addAmbientCapabilities {return false}
@@ -6279,8 +6279,8 @@ nonisolated extension Runtime_V1_Capability: SwiftProtobuf.Message, SwiftProtobu
 }
 
 nonisolated extension Runtime_V1_LinuxContainerSecurityContext: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".LinuxContainerSecurityContext"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}capabilities\0\u{1}privileged\0\u{3}namespace_options\0\u{3}selinux_options\0\u{3}run_as_user\0\u{3}run_as_username\0\u{3}readonly_rootfs\0\u{3}supplemental_groups\0\u{3}apparmor_profile\0\u{3}seccomp_profile_path\0\u{3}no_new_privs\0\u{3}run_as_group\0\u{3}masked_paths\0\u{3}readonly_paths\0\u{1}seccomp\0\u{1}apparmor\0")
+  static let protoMessageName: String = _protobuf_package + ".LinuxContainerSecurityContext"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}capabilities\0\u{1}privileged\0\u{3}namespace_options\0\u{3}selinux_options\0\u{3}run_as_user\0\u{3}run_as_username\0\u{3}readonly_rootfs\0\u{3}supplemental_groups\0\u{3}apparmor_profile\0\u{3}seccomp_profile_path\0\u{3}no_new_privs\0\u{3}run_as_group\0\u{3}masked_paths\0\u{3}readonly_paths\0\u{1}seccomp\0\u{1}apparmor\0")
 
   fileprivate class _StorageClass {
     var _capabilities: Runtime_V1_Capability? = nil
@@ -6335,7 +6335,7 @@ nonisolated extension Runtime_V1_LinuxContainerSecurityContext: SwiftProtobuf.Me
     return _storage
   }
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     _ = _uniqueStorage()
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       while let fieldNumber = try decoder.nextFieldNumber() {
@@ -6365,7 +6365,7 @@ nonisolated extension Runtime_V1_LinuxContainerSecurityContext: SwiftProtobuf.Me
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every if/case branch local when no optimizations
@@ -6423,7 +6423,7 @@ nonisolated extension Runtime_V1_LinuxContainerSecurityContext: SwiftProtobuf.Me
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_LinuxContainerSecurityContext, rhs: Runtime_V1_LinuxContainerSecurityContext) -> Bool {
+  static func ==(lhs: Runtime_V1_LinuxContainerSecurityContext, rhs: Runtime_V1_LinuxContainerSecurityContext) -> Bool {
     if lhs._storage !== rhs._storage {
       let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
         let _storage = _args.0
@@ -6454,10 +6454,10 @@ nonisolated extension Runtime_V1_LinuxContainerSecurityContext: SwiftProtobuf.Me
 }
 
 nonisolated extension Runtime_V1_LinuxContainerConfig: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".LinuxContainerConfig"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}resources\0\u{3}security_context\0")
+  static let protoMessageName: String = _protobuf_package + ".LinuxContainerConfig"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}resources\0\u{3}security_context\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -6470,7 +6470,7 @@ nonisolated extension Runtime_V1_LinuxContainerConfig: SwiftProtobuf.Message, Sw
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -6484,7 +6484,7 @@ nonisolated extension Runtime_V1_LinuxContainerConfig: SwiftProtobuf.Message, Sw
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_LinuxContainerConfig, rhs: Runtime_V1_LinuxContainerConfig) -> Bool {
+  static func ==(lhs: Runtime_V1_LinuxContainerConfig, rhs: Runtime_V1_LinuxContainerConfig) -> Bool {
     if lhs._resources != rhs._resources {return false}
     if lhs._securityContext != rhs._securityContext {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -6493,10 +6493,10 @@ nonisolated extension Runtime_V1_LinuxContainerConfig: SwiftProtobuf.Message, Sw
 }
 
 nonisolated extension Runtime_V1_WindowsSandboxSecurityContext: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".WindowsSandboxSecurityContext"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}run_as_username\0\u{3}credential_spec\0\u{3}host_process\0")
+  static let protoMessageName: String = _protobuf_package + ".WindowsSandboxSecurityContext"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}run_as_username\0\u{3}credential_spec\0\u{3}host_process\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -6510,7 +6510,7 @@ nonisolated extension Runtime_V1_WindowsSandboxSecurityContext: SwiftProtobuf.Me
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.runAsUsername.isEmpty {
       try visitor.visitSingularStringField(value: self.runAsUsername, fieldNumber: 1)
     }
@@ -6523,7 +6523,7 @@ nonisolated extension Runtime_V1_WindowsSandboxSecurityContext: SwiftProtobuf.Me
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_WindowsSandboxSecurityContext, rhs: Runtime_V1_WindowsSandboxSecurityContext) -> Bool {
+  static func ==(lhs: Runtime_V1_WindowsSandboxSecurityContext, rhs: Runtime_V1_WindowsSandboxSecurityContext) -> Bool {
     if lhs.runAsUsername != rhs.runAsUsername {return false}
     if lhs.credentialSpec != rhs.credentialSpec {return false}
     if lhs.hostProcess != rhs.hostProcess {return false}
@@ -6533,10 +6533,10 @@ nonisolated extension Runtime_V1_WindowsSandboxSecurityContext: SwiftProtobuf.Me
 }
 
 nonisolated extension Runtime_V1_WindowsPodSandboxConfig: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".WindowsPodSandboxConfig"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}security_context\0")
+  static let protoMessageName: String = _protobuf_package + ".WindowsPodSandboxConfig"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}security_context\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -6548,7 +6548,7 @@ nonisolated extension Runtime_V1_WindowsPodSandboxConfig: SwiftProtobuf.Message,
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -6559,7 +6559,7 @@ nonisolated extension Runtime_V1_WindowsPodSandboxConfig: SwiftProtobuf.Message,
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_WindowsPodSandboxConfig, rhs: Runtime_V1_WindowsPodSandboxConfig) -> Bool {
+  static func ==(lhs: Runtime_V1_WindowsPodSandboxConfig, rhs: Runtime_V1_WindowsPodSandboxConfig) -> Bool {
     if lhs._securityContext != rhs._securityContext {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -6567,10 +6567,10 @@ nonisolated extension Runtime_V1_WindowsPodSandboxConfig: SwiftProtobuf.Message,
 }
 
 nonisolated extension Runtime_V1_WindowsContainerSecurityContext: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".WindowsContainerSecurityContext"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}run_as_username\0\u{3}credential_spec\0\u{3}host_process\0")
+  static let protoMessageName: String = _protobuf_package + ".WindowsContainerSecurityContext"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}run_as_username\0\u{3}credential_spec\0\u{3}host_process\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -6584,7 +6584,7 @@ nonisolated extension Runtime_V1_WindowsContainerSecurityContext: SwiftProtobuf.
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.runAsUsername.isEmpty {
       try visitor.visitSingularStringField(value: self.runAsUsername, fieldNumber: 1)
     }
@@ -6597,7 +6597,7 @@ nonisolated extension Runtime_V1_WindowsContainerSecurityContext: SwiftProtobuf.
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_WindowsContainerSecurityContext, rhs: Runtime_V1_WindowsContainerSecurityContext) -> Bool {
+  static func ==(lhs: Runtime_V1_WindowsContainerSecurityContext, rhs: Runtime_V1_WindowsContainerSecurityContext) -> Bool {
     if lhs.runAsUsername != rhs.runAsUsername {return false}
     if lhs.credentialSpec != rhs.credentialSpec {return false}
     if lhs.hostProcess != rhs.hostProcess {return false}
@@ -6607,10 +6607,10 @@ nonisolated extension Runtime_V1_WindowsContainerSecurityContext: SwiftProtobuf.
 }
 
 nonisolated extension Runtime_V1_WindowsContainerConfig: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".WindowsContainerConfig"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}resources\0\u{3}security_context\0")
+  static let protoMessageName: String = _protobuf_package + ".WindowsContainerConfig"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}resources\0\u{3}security_context\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -6623,7 +6623,7 @@ nonisolated extension Runtime_V1_WindowsContainerConfig: SwiftProtobuf.Message, 
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -6637,7 +6637,7 @@ nonisolated extension Runtime_V1_WindowsContainerConfig: SwiftProtobuf.Message, 
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_WindowsContainerConfig, rhs: Runtime_V1_WindowsContainerConfig) -> Bool {
+  static func ==(lhs: Runtime_V1_WindowsContainerConfig, rhs: Runtime_V1_WindowsContainerConfig) -> Bool {
     if lhs._resources != rhs._resources {return false}
     if lhs._securityContext != rhs._securityContext {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -6646,10 +6646,10 @@ nonisolated extension Runtime_V1_WindowsContainerConfig: SwiftProtobuf.Message, 
 }
 
 nonisolated extension Runtime_V1_WindowsContainerResources: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".WindowsContainerResources"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}cpu_shares\0\u{3}cpu_count\0\u{3}cpu_maximum\0\u{3}memory_limit_in_bytes\0\u{3}rootfs_size_in_bytes\0")
+  static let protoMessageName: String = _protobuf_package + ".WindowsContainerResources"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}cpu_shares\0\u{3}cpu_count\0\u{3}cpu_maximum\0\u{3}memory_limit_in_bytes\0\u{3}rootfs_size_in_bytes\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -6665,7 +6665,7 @@ nonisolated extension Runtime_V1_WindowsContainerResources: SwiftProtobuf.Messag
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if self.cpuShares != 0 {
       try visitor.visitSingularInt64Field(value: self.cpuShares, fieldNumber: 1)
     }
@@ -6684,7 +6684,7 @@ nonisolated extension Runtime_V1_WindowsContainerResources: SwiftProtobuf.Messag
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_WindowsContainerResources, rhs: Runtime_V1_WindowsContainerResources) -> Bool {
+  static func ==(lhs: Runtime_V1_WindowsContainerResources, rhs: Runtime_V1_WindowsContainerResources) -> Bool {
     if lhs.cpuShares != rhs.cpuShares {return false}
     if lhs.cpuCount != rhs.cpuCount {return false}
     if lhs.cpuMaximum != rhs.cpuMaximum {return false}
@@ -6696,10 +6696,10 @@ nonisolated extension Runtime_V1_WindowsContainerResources: SwiftProtobuf.Messag
 }
 
 nonisolated extension Runtime_V1_ContainerMetadata: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ContainerMetadata"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}attempt\0")
+  static let protoMessageName: String = _protobuf_package + ".ContainerMetadata"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}attempt\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -6712,7 +6712,7 @@ nonisolated extension Runtime_V1_ContainerMetadata: SwiftProtobuf.Message, Swift
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
@@ -6722,7 +6722,7 @@ nonisolated extension Runtime_V1_ContainerMetadata: SwiftProtobuf.Message, Swift
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_ContainerMetadata, rhs: Runtime_V1_ContainerMetadata) -> Bool {
+  static func ==(lhs: Runtime_V1_ContainerMetadata, rhs: Runtime_V1_ContainerMetadata) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.attempt != rhs.attempt {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -6731,10 +6731,10 @@ nonisolated extension Runtime_V1_ContainerMetadata: SwiftProtobuf.Message, Swift
 }
 
 nonisolated extension Runtime_V1_Device: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Device"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}container_path\0\u{3}host_path\0\u{1}permissions\0")
+  static let protoMessageName: String = _protobuf_package + ".Device"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}container_path\0\u{3}host_path\0\u{1}permissions\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -6748,7 +6748,7 @@ nonisolated extension Runtime_V1_Device: SwiftProtobuf.Message, SwiftProtobuf._M
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.containerPath.isEmpty {
       try visitor.visitSingularStringField(value: self.containerPath, fieldNumber: 1)
     }
@@ -6761,7 +6761,7 @@ nonisolated extension Runtime_V1_Device: SwiftProtobuf.Message, SwiftProtobuf._M
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_Device, rhs: Runtime_V1_Device) -> Bool {
+  static func ==(lhs: Runtime_V1_Device, rhs: Runtime_V1_Device) -> Bool {
     if lhs.containerPath != rhs.containerPath {return false}
     if lhs.hostPath != rhs.hostPath {return false}
     if lhs.permissions != rhs.permissions {return false}
@@ -6771,8 +6771,8 @@ nonisolated extension Runtime_V1_Device: SwiftProtobuf.Message, SwiftProtobuf._M
 }
 
 nonisolated extension Runtime_V1_ContainerConfig: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ContainerConfig"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}metadata\0\u{1}image\0\u{1}command\0\u{1}args\0\u{3}working_dir\0\u{1}envs\0\u{1}mounts\0\u{1}devices\0\u{1}labels\0\u{1}annotations\0\u{3}log_path\0\u{1}stdin\0\u{3}stdin_once\0\u{1}tty\0\u{1}linux\0\u{1}windows\0")
+  static let protoMessageName: String = _protobuf_package + ".ContainerConfig"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}metadata\0\u{1}image\0\u{1}command\0\u{1}args\0\u{3}working_dir\0\u{1}envs\0\u{1}mounts\0\u{1}devices\0\u{1}labels\0\u{1}annotations\0\u{3}log_path\0\u{1}stdin\0\u{3}stdin_once\0\u{1}tty\0\u{1}linux\0\u{1}windows\0")
 
   fileprivate class _StorageClass {
     var _metadata: Runtime_V1_ContainerMetadata? = nil
@@ -6827,7 +6827,7 @@ nonisolated extension Runtime_V1_ContainerConfig: SwiftProtobuf.Message, SwiftPr
     return _storage
   }
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     _ = _uniqueStorage()
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       while let fieldNumber = try decoder.nextFieldNumber() {
@@ -6857,7 +6857,7 @@ nonisolated extension Runtime_V1_ContainerConfig: SwiftProtobuf.Message, SwiftPr
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every if/case branch local when no optimizations
@@ -6915,7 +6915,7 @@ nonisolated extension Runtime_V1_ContainerConfig: SwiftProtobuf.Message, SwiftPr
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_ContainerConfig, rhs: Runtime_V1_ContainerConfig) -> Bool {
+  static func ==(lhs: Runtime_V1_ContainerConfig, rhs: Runtime_V1_ContainerConfig) -> Bool {
     if lhs._storage !== rhs._storage {
       let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
         let _storage = _args.0
@@ -6946,8 +6946,8 @@ nonisolated extension Runtime_V1_ContainerConfig: SwiftProtobuf.Message, SwiftPr
 }
 
 nonisolated extension Runtime_V1_CreateContainerRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".CreateContainerRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}pod_sandbox_id\0\u{1}config\0\u{3}sandbox_config\0")
+  static let protoMessageName: String = _protobuf_package + ".CreateContainerRequest"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}pod_sandbox_id\0\u{1}config\0\u{3}sandbox_config\0")
 
   fileprivate class _StorageClass {
     var _podSandboxID: String = String()
@@ -6976,7 +6976,7 @@ nonisolated extension Runtime_V1_CreateContainerRequest: SwiftProtobuf.Message, 
     return _storage
   }
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     _ = _uniqueStorage()
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       while let fieldNumber = try decoder.nextFieldNumber() {
@@ -6993,7 +6993,7 @@ nonisolated extension Runtime_V1_CreateContainerRequest: SwiftProtobuf.Message, 
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every if/case branch local when no optimizations
@@ -7012,7 +7012,7 @@ nonisolated extension Runtime_V1_CreateContainerRequest: SwiftProtobuf.Message, 
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_CreateContainerRequest, rhs: Runtime_V1_CreateContainerRequest) -> Bool {
+  static func ==(lhs: Runtime_V1_CreateContainerRequest, rhs: Runtime_V1_CreateContainerRequest) -> Bool {
     if lhs._storage !== rhs._storage {
       let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
         let _storage = _args.0
@@ -7030,10 +7030,10 @@ nonisolated extension Runtime_V1_CreateContainerRequest: SwiftProtobuf.Message, 
 }
 
 nonisolated extension Runtime_V1_CreateContainerResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".CreateContainerResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}container_id\0")
+  static let protoMessageName: String = _protobuf_package + ".CreateContainerResponse"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}container_id\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -7045,14 +7045,14 @@ nonisolated extension Runtime_V1_CreateContainerResponse: SwiftProtobuf.Message,
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.containerID.isEmpty {
       try visitor.visitSingularStringField(value: self.containerID, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_CreateContainerResponse, rhs: Runtime_V1_CreateContainerResponse) -> Bool {
+  static func ==(lhs: Runtime_V1_CreateContainerResponse, rhs: Runtime_V1_CreateContainerResponse) -> Bool {
     if lhs.containerID != rhs.containerID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -7060,10 +7060,10 @@ nonisolated extension Runtime_V1_CreateContainerResponse: SwiftProtobuf.Message,
 }
 
 nonisolated extension Runtime_V1_StartContainerRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".StartContainerRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}container_id\0")
+  static let protoMessageName: String = _protobuf_package + ".StartContainerRequest"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}container_id\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -7075,14 +7075,14 @@ nonisolated extension Runtime_V1_StartContainerRequest: SwiftProtobuf.Message, S
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.containerID.isEmpty {
       try visitor.visitSingularStringField(value: self.containerID, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_StartContainerRequest, rhs: Runtime_V1_StartContainerRequest) -> Bool {
+  static func ==(lhs: Runtime_V1_StartContainerRequest, rhs: Runtime_V1_StartContainerRequest) -> Bool {
     if lhs.containerID != rhs.containerID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -7090,29 +7090,29 @@ nonisolated extension Runtime_V1_StartContainerRequest: SwiftProtobuf.Message, S
 }
 
 nonisolated extension Runtime_V1_StartContainerResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".StartContainerResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  static let protoMessageName: String = _protobuf_package + ".StartContainerResponse"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap()
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     // Load everything into unknown fields
     while try decoder.nextFieldNumber() != nil {}
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_StartContainerResponse, rhs: Runtime_V1_StartContainerResponse) -> Bool {
+  static func ==(lhs: Runtime_V1_StartContainerResponse, rhs: Runtime_V1_StartContainerResponse) -> Bool {
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
 nonisolated extension Runtime_V1_StopContainerRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".StopContainerRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}container_id\0\u{1}timeout\0")
+  static let protoMessageName: String = _protobuf_package + ".StopContainerRequest"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}container_id\0\u{1}timeout\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -7125,7 +7125,7 @@ nonisolated extension Runtime_V1_StopContainerRequest: SwiftProtobuf.Message, Sw
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.containerID.isEmpty {
       try visitor.visitSingularStringField(value: self.containerID, fieldNumber: 1)
     }
@@ -7135,7 +7135,7 @@ nonisolated extension Runtime_V1_StopContainerRequest: SwiftProtobuf.Message, Sw
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_StopContainerRequest, rhs: Runtime_V1_StopContainerRequest) -> Bool {
+  static func ==(lhs: Runtime_V1_StopContainerRequest, rhs: Runtime_V1_StopContainerRequest) -> Bool {
     if lhs.containerID != rhs.containerID {return false}
     if lhs.timeout != rhs.timeout {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -7144,29 +7144,29 @@ nonisolated extension Runtime_V1_StopContainerRequest: SwiftProtobuf.Message, Sw
 }
 
 nonisolated extension Runtime_V1_StopContainerResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".StopContainerResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  static let protoMessageName: String = _protobuf_package + ".StopContainerResponse"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap()
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     // Load everything into unknown fields
     while try decoder.nextFieldNumber() != nil {}
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_StopContainerResponse, rhs: Runtime_V1_StopContainerResponse) -> Bool {
+  static func ==(lhs: Runtime_V1_StopContainerResponse, rhs: Runtime_V1_StopContainerResponse) -> Bool {
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
 nonisolated extension Runtime_V1_RemoveContainerRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".RemoveContainerRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}container_id\0")
+  static let protoMessageName: String = _protobuf_package + ".RemoveContainerRequest"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}container_id\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -7178,14 +7178,14 @@ nonisolated extension Runtime_V1_RemoveContainerRequest: SwiftProtobuf.Message, 
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.containerID.isEmpty {
       try visitor.visitSingularStringField(value: self.containerID, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_RemoveContainerRequest, rhs: Runtime_V1_RemoveContainerRequest) -> Bool {
+  static func ==(lhs: Runtime_V1_RemoveContainerRequest, rhs: Runtime_V1_RemoveContainerRequest) -> Bool {
     if lhs.containerID != rhs.containerID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -7193,29 +7193,29 @@ nonisolated extension Runtime_V1_RemoveContainerRequest: SwiftProtobuf.Message, 
 }
 
 nonisolated extension Runtime_V1_RemoveContainerResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".RemoveContainerResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  static let protoMessageName: String = _protobuf_package + ".RemoveContainerResponse"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap()
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     // Load everything into unknown fields
     while try decoder.nextFieldNumber() != nil {}
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_RemoveContainerResponse, rhs: Runtime_V1_RemoveContainerResponse) -> Bool {
+  static func ==(lhs: Runtime_V1_RemoveContainerResponse, rhs: Runtime_V1_RemoveContainerResponse) -> Bool {
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
 nonisolated extension Runtime_V1_ContainerStateValue: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ContainerStateValue"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}state\0")
+  static let protoMessageName: String = _protobuf_package + ".ContainerStateValue"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}state\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -7227,14 +7227,14 @@ nonisolated extension Runtime_V1_ContainerStateValue: SwiftProtobuf.Message, Swi
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if self.state != .containerCreated {
       try visitor.visitSingularEnumField(value: self.state, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_ContainerStateValue, rhs: Runtime_V1_ContainerStateValue) -> Bool {
+  static func ==(lhs: Runtime_V1_ContainerStateValue, rhs: Runtime_V1_ContainerStateValue) -> Bool {
     if lhs.state != rhs.state {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -7242,10 +7242,10 @@ nonisolated extension Runtime_V1_ContainerStateValue: SwiftProtobuf.Message, Swi
 }
 
 nonisolated extension Runtime_V1_ContainerFilter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ContainerFilter"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}state\0\u{3}pod_sandbox_id\0\u{3}label_selector\0")
+  static let protoMessageName: String = _protobuf_package + ".ContainerFilter"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}state\0\u{3}pod_sandbox_id\0\u{3}label_selector\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -7260,7 +7260,7 @@ nonisolated extension Runtime_V1_ContainerFilter: SwiftProtobuf.Message, SwiftPr
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -7280,7 +7280,7 @@ nonisolated extension Runtime_V1_ContainerFilter: SwiftProtobuf.Message, SwiftPr
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_ContainerFilter, rhs: Runtime_V1_ContainerFilter) -> Bool {
+  static func ==(lhs: Runtime_V1_ContainerFilter, rhs: Runtime_V1_ContainerFilter) -> Bool {
     if lhs.id != rhs.id {return false}
     if lhs._state != rhs._state {return false}
     if lhs.podSandboxID != rhs.podSandboxID {return false}
@@ -7291,10 +7291,10 @@ nonisolated extension Runtime_V1_ContainerFilter: SwiftProtobuf.Message, SwiftPr
 }
 
 nonisolated extension Runtime_V1_ListContainersRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ListContainersRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}filter\0")
+  static let protoMessageName: String = _protobuf_package + ".ListContainersRequest"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}filter\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -7306,7 +7306,7 @@ nonisolated extension Runtime_V1_ListContainersRequest: SwiftProtobuf.Message, S
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -7317,7 +7317,7 @@ nonisolated extension Runtime_V1_ListContainersRequest: SwiftProtobuf.Message, S
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_ListContainersRequest, rhs: Runtime_V1_ListContainersRequest) -> Bool {
+  static func ==(lhs: Runtime_V1_ListContainersRequest, rhs: Runtime_V1_ListContainersRequest) -> Bool {
     if lhs._filter != rhs._filter {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -7325,10 +7325,10 @@ nonisolated extension Runtime_V1_ListContainersRequest: SwiftProtobuf.Message, S
 }
 
 nonisolated extension Runtime_V1_Container: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Container"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}pod_sandbox_id\0\u{1}metadata\0\u{1}image\0\u{3}image_ref\0\u{1}state\0\u{3}created_at\0\u{1}labels\0\u{1}annotations\0")
+  static let protoMessageName: String = _protobuf_package + ".Container"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}pod_sandbox_id\0\u{1}metadata\0\u{1}image\0\u{3}image_ref\0\u{1}state\0\u{3}created_at\0\u{1}labels\0\u{1}annotations\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -7348,7 +7348,7 @@ nonisolated extension Runtime_V1_Container: SwiftProtobuf.Message, SwiftProtobuf
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -7383,7 +7383,7 @@ nonisolated extension Runtime_V1_Container: SwiftProtobuf.Message, SwiftProtobuf
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_Container, rhs: Runtime_V1_Container) -> Bool {
+  static func ==(lhs: Runtime_V1_Container, rhs: Runtime_V1_Container) -> Bool {
     if lhs.id != rhs.id {return false}
     if lhs.podSandboxID != rhs.podSandboxID {return false}
     if lhs._metadata != rhs._metadata {return false}
@@ -7399,10 +7399,10 @@ nonisolated extension Runtime_V1_Container: SwiftProtobuf.Message, SwiftProtobuf
 }
 
 nonisolated extension Runtime_V1_ListContainersResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ListContainersResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}containers\0")
+  static let protoMessageName: String = _protobuf_package + ".ListContainersResponse"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}containers\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -7414,14 +7414,14 @@ nonisolated extension Runtime_V1_ListContainersResponse: SwiftProtobuf.Message, 
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.containers.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.containers, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_ListContainersResponse, rhs: Runtime_V1_ListContainersResponse) -> Bool {
+  static func ==(lhs: Runtime_V1_ListContainersResponse, rhs: Runtime_V1_ListContainersResponse) -> Bool {
     if lhs.containers != rhs.containers {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -7429,10 +7429,10 @@ nonisolated extension Runtime_V1_ListContainersResponse: SwiftProtobuf.Message, 
 }
 
 nonisolated extension Runtime_V1_ContainerStatusRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ContainerStatusRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}container_id\0\u{1}verbose\0")
+  static let protoMessageName: String = _protobuf_package + ".ContainerStatusRequest"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}container_id\0\u{1}verbose\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -7445,7 +7445,7 @@ nonisolated extension Runtime_V1_ContainerStatusRequest: SwiftProtobuf.Message, 
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.containerID.isEmpty {
       try visitor.visitSingularStringField(value: self.containerID, fieldNumber: 1)
     }
@@ -7455,7 +7455,7 @@ nonisolated extension Runtime_V1_ContainerStatusRequest: SwiftProtobuf.Message, 
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_ContainerStatusRequest, rhs: Runtime_V1_ContainerStatusRequest) -> Bool {
+  static func ==(lhs: Runtime_V1_ContainerStatusRequest, rhs: Runtime_V1_ContainerStatusRequest) -> Bool {
     if lhs.containerID != rhs.containerID {return false}
     if lhs.verbose != rhs.verbose {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -7464,8 +7464,8 @@ nonisolated extension Runtime_V1_ContainerStatusRequest: SwiftProtobuf.Message, 
 }
 
 nonisolated extension Runtime_V1_ContainerStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ContainerStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}metadata\0\u{1}state\0\u{3}created_at\0\u{3}started_at\0\u{3}finished_at\0\u{3}exit_code\0\u{1}image\0\u{3}image_ref\0\u{1}reason\0\u{1}message\0\u{1}labels\0\u{1}annotations\0\u{1}mounts\0\u{3}log_path\0\u{1}resources\0")
+  static let protoMessageName: String = _protobuf_package + ".ContainerStatus"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}metadata\0\u{1}state\0\u{3}created_at\0\u{3}started_at\0\u{3}finished_at\0\u{3}exit_code\0\u{1}image\0\u{3}image_ref\0\u{1}reason\0\u{1}message\0\u{1}labels\0\u{1}annotations\0\u{1}mounts\0\u{3}log_path\0\u{1}resources\0")
 
   fileprivate class _StorageClass {
     var _id: String = String()
@@ -7520,7 +7520,7 @@ nonisolated extension Runtime_V1_ContainerStatus: SwiftProtobuf.Message, SwiftPr
     return _storage
   }
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     _ = _uniqueStorage()
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       while let fieldNumber = try decoder.nextFieldNumber() {
@@ -7550,7 +7550,7 @@ nonisolated extension Runtime_V1_ContainerStatus: SwiftProtobuf.Message, SwiftPr
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every if/case branch local when no optimizations
@@ -7608,7 +7608,7 @@ nonisolated extension Runtime_V1_ContainerStatus: SwiftProtobuf.Message, SwiftPr
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_ContainerStatus, rhs: Runtime_V1_ContainerStatus) -> Bool {
+  static func ==(lhs: Runtime_V1_ContainerStatus, rhs: Runtime_V1_ContainerStatus) -> Bool {
     if lhs._storage !== rhs._storage {
       let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
         let _storage = _args.0
@@ -7639,10 +7639,10 @@ nonisolated extension Runtime_V1_ContainerStatus: SwiftProtobuf.Message, SwiftPr
 }
 
 nonisolated extension Runtime_V1_ContainerStatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ContainerStatusResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}status\0\u{1}info\0")
+  static let protoMessageName: String = _protobuf_package + ".ContainerStatusResponse"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}status\0\u{1}info\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -7655,7 +7655,7 @@ nonisolated extension Runtime_V1_ContainerStatusResponse: SwiftProtobuf.Message,
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -7669,7 +7669,7 @@ nonisolated extension Runtime_V1_ContainerStatusResponse: SwiftProtobuf.Message,
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_ContainerStatusResponse, rhs: Runtime_V1_ContainerStatusResponse) -> Bool {
+  static func ==(lhs: Runtime_V1_ContainerStatusResponse, rhs: Runtime_V1_ContainerStatusResponse) -> Bool {
     if lhs._status != rhs._status {return false}
     if lhs.info != rhs.info {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -7678,10 +7678,10 @@ nonisolated extension Runtime_V1_ContainerStatusResponse: SwiftProtobuf.Message,
 }
 
 nonisolated extension Runtime_V1_ContainerResources: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ContainerResources"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}linux\0\u{1}windows\0")
+  static let protoMessageName: String = _protobuf_package + ".ContainerResources"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}linux\0\u{1}windows\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -7694,7 +7694,7 @@ nonisolated extension Runtime_V1_ContainerResources: SwiftProtobuf.Message, Swif
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -7708,7 +7708,7 @@ nonisolated extension Runtime_V1_ContainerResources: SwiftProtobuf.Message, Swif
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_ContainerResources, rhs: Runtime_V1_ContainerResources) -> Bool {
+  static func ==(lhs: Runtime_V1_ContainerResources, rhs: Runtime_V1_ContainerResources) -> Bool {
     if lhs._linux != rhs._linux {return false}
     if lhs._windows != rhs._windows {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -7717,8 +7717,8 @@ nonisolated extension Runtime_V1_ContainerResources: SwiftProtobuf.Message, Swif
 }
 
 nonisolated extension Runtime_V1_UpdateContainerResourcesRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".UpdateContainerResourcesRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}container_id\0\u{1}linux\0\u{1}windows\0\u{1}annotations\0")
+  static let protoMessageName: String = _protobuf_package + ".UpdateContainerResourcesRequest"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}container_id\0\u{1}linux\0\u{1}windows\0\u{1}annotations\0")
 
   fileprivate class _StorageClass {
     var _containerID: String = String()
@@ -7749,7 +7749,7 @@ nonisolated extension Runtime_V1_UpdateContainerResourcesRequest: SwiftProtobuf.
     return _storage
   }
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     _ = _uniqueStorage()
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       while let fieldNumber = try decoder.nextFieldNumber() {
@@ -7767,7 +7767,7 @@ nonisolated extension Runtime_V1_UpdateContainerResourcesRequest: SwiftProtobuf.
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every if/case branch local when no optimizations
@@ -7789,7 +7789,7 @@ nonisolated extension Runtime_V1_UpdateContainerResourcesRequest: SwiftProtobuf.
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_UpdateContainerResourcesRequest, rhs: Runtime_V1_UpdateContainerResourcesRequest) -> Bool {
+  static func ==(lhs: Runtime_V1_UpdateContainerResourcesRequest, rhs: Runtime_V1_UpdateContainerResourcesRequest) -> Bool {
     if lhs._storage !== rhs._storage {
       let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
         let _storage = _args.0
@@ -7808,29 +7808,29 @@ nonisolated extension Runtime_V1_UpdateContainerResourcesRequest: SwiftProtobuf.
 }
 
 nonisolated extension Runtime_V1_UpdateContainerResourcesResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".UpdateContainerResourcesResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  static let protoMessageName: String = _protobuf_package + ".UpdateContainerResourcesResponse"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap()
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     // Load everything into unknown fields
     while try decoder.nextFieldNumber() != nil {}
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_UpdateContainerResourcesResponse, rhs: Runtime_V1_UpdateContainerResourcesResponse) -> Bool {
+  static func ==(lhs: Runtime_V1_UpdateContainerResourcesResponse, rhs: Runtime_V1_UpdateContainerResourcesResponse) -> Bool {
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
 nonisolated extension Runtime_V1_ExecSyncRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ExecSyncRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}container_id\0\u{1}cmd\0\u{1}timeout\0")
+  static let protoMessageName: String = _protobuf_package + ".ExecSyncRequest"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}container_id\0\u{1}cmd\0\u{1}timeout\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -7844,7 +7844,7 @@ nonisolated extension Runtime_V1_ExecSyncRequest: SwiftProtobuf.Message, SwiftPr
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.containerID.isEmpty {
       try visitor.visitSingularStringField(value: self.containerID, fieldNumber: 1)
     }
@@ -7857,7 +7857,7 @@ nonisolated extension Runtime_V1_ExecSyncRequest: SwiftProtobuf.Message, SwiftPr
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_ExecSyncRequest, rhs: Runtime_V1_ExecSyncRequest) -> Bool {
+  static func ==(lhs: Runtime_V1_ExecSyncRequest, rhs: Runtime_V1_ExecSyncRequest) -> Bool {
     if lhs.containerID != rhs.containerID {return false}
     if lhs.cmd != rhs.cmd {return false}
     if lhs.timeout != rhs.timeout {return false}
@@ -7867,10 +7867,10 @@ nonisolated extension Runtime_V1_ExecSyncRequest: SwiftProtobuf.Message, SwiftPr
 }
 
 nonisolated extension Runtime_V1_ExecSyncResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ExecSyncResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stdout\0\u{1}stderr\0\u{3}exit_code\0")
+  static let protoMessageName: String = _protobuf_package + ".ExecSyncResponse"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stdout\0\u{1}stderr\0\u{3}exit_code\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -7884,7 +7884,7 @@ nonisolated extension Runtime_V1_ExecSyncResponse: SwiftProtobuf.Message, SwiftP
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.stdout.isEmpty {
       try visitor.visitSingularBytesField(value: self.stdout, fieldNumber: 1)
     }
@@ -7897,7 +7897,7 @@ nonisolated extension Runtime_V1_ExecSyncResponse: SwiftProtobuf.Message, SwiftP
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_ExecSyncResponse, rhs: Runtime_V1_ExecSyncResponse) -> Bool {
+  static func ==(lhs: Runtime_V1_ExecSyncResponse, rhs: Runtime_V1_ExecSyncResponse) -> Bool {
     if lhs.stdout != rhs.stdout {return false}
     if lhs.stderr != rhs.stderr {return false}
     if lhs.exitCode != rhs.exitCode {return false}
@@ -7907,10 +7907,10 @@ nonisolated extension Runtime_V1_ExecSyncResponse: SwiftProtobuf.Message, SwiftP
 }
 
 nonisolated extension Runtime_V1_ExecRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ExecRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}container_id\0\u{1}cmd\0\u{1}tty\0\u{1}stdin\0\u{1}stdout\0\u{1}stderr\0")
+  static let protoMessageName: String = _protobuf_package + ".ExecRequest"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}container_id\0\u{1}cmd\0\u{1}tty\0\u{1}stdin\0\u{1}stdout\0\u{1}stderr\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -7927,7 +7927,7 @@ nonisolated extension Runtime_V1_ExecRequest: SwiftProtobuf.Message, SwiftProtob
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.containerID.isEmpty {
       try visitor.visitSingularStringField(value: self.containerID, fieldNumber: 1)
     }
@@ -7949,7 +7949,7 @@ nonisolated extension Runtime_V1_ExecRequest: SwiftProtobuf.Message, SwiftProtob
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_ExecRequest, rhs: Runtime_V1_ExecRequest) -> Bool {
+  static func ==(lhs: Runtime_V1_ExecRequest, rhs: Runtime_V1_ExecRequest) -> Bool {
     if lhs.containerID != rhs.containerID {return false}
     if lhs.cmd != rhs.cmd {return false}
     if lhs.tty != rhs.tty {return false}
@@ -7962,10 +7962,10 @@ nonisolated extension Runtime_V1_ExecRequest: SwiftProtobuf.Message, SwiftProtob
 }
 
 nonisolated extension Runtime_V1_ExecResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ExecResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}url\0")
+  static let protoMessageName: String = _protobuf_package + ".ExecResponse"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}url\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -7977,14 +7977,14 @@ nonisolated extension Runtime_V1_ExecResponse: SwiftProtobuf.Message, SwiftProto
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.url.isEmpty {
       try visitor.visitSingularStringField(value: self.url, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_ExecResponse, rhs: Runtime_V1_ExecResponse) -> Bool {
+  static func ==(lhs: Runtime_V1_ExecResponse, rhs: Runtime_V1_ExecResponse) -> Bool {
     if lhs.url != rhs.url {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -7992,10 +7992,10 @@ nonisolated extension Runtime_V1_ExecResponse: SwiftProtobuf.Message, SwiftProto
 }
 
 nonisolated extension Runtime_V1_AttachRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".AttachRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}container_id\0\u{1}stdin\0\u{1}tty\0\u{1}stdout\0\u{1}stderr\0")
+  static let protoMessageName: String = _protobuf_package + ".AttachRequest"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}container_id\0\u{1}stdin\0\u{1}tty\0\u{1}stdout\0\u{1}stderr\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -8011,7 +8011,7 @@ nonisolated extension Runtime_V1_AttachRequest: SwiftProtobuf.Message, SwiftProt
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.containerID.isEmpty {
       try visitor.visitSingularStringField(value: self.containerID, fieldNumber: 1)
     }
@@ -8030,7 +8030,7 @@ nonisolated extension Runtime_V1_AttachRequest: SwiftProtobuf.Message, SwiftProt
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_AttachRequest, rhs: Runtime_V1_AttachRequest) -> Bool {
+  static func ==(lhs: Runtime_V1_AttachRequest, rhs: Runtime_V1_AttachRequest) -> Bool {
     if lhs.containerID != rhs.containerID {return false}
     if lhs.stdin != rhs.stdin {return false}
     if lhs.tty != rhs.tty {return false}
@@ -8042,10 +8042,10 @@ nonisolated extension Runtime_V1_AttachRequest: SwiftProtobuf.Message, SwiftProt
 }
 
 nonisolated extension Runtime_V1_AttachResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".AttachResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}url\0")
+  static let protoMessageName: String = _protobuf_package + ".AttachResponse"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}url\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -8057,14 +8057,14 @@ nonisolated extension Runtime_V1_AttachResponse: SwiftProtobuf.Message, SwiftPro
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.url.isEmpty {
       try visitor.visitSingularStringField(value: self.url, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_AttachResponse, rhs: Runtime_V1_AttachResponse) -> Bool {
+  static func ==(lhs: Runtime_V1_AttachResponse, rhs: Runtime_V1_AttachResponse) -> Bool {
     if lhs.url != rhs.url {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -8072,10 +8072,10 @@ nonisolated extension Runtime_V1_AttachResponse: SwiftProtobuf.Message, SwiftPro
 }
 
 nonisolated extension Runtime_V1_PortForwardRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".PortForwardRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}pod_sandbox_id\0\u{1}port\0")
+  static let protoMessageName: String = _protobuf_package + ".PortForwardRequest"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}pod_sandbox_id\0\u{1}port\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -8088,7 +8088,7 @@ nonisolated extension Runtime_V1_PortForwardRequest: SwiftProtobuf.Message, Swif
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.podSandboxID.isEmpty {
       try visitor.visitSingularStringField(value: self.podSandboxID, fieldNumber: 1)
     }
@@ -8098,7 +8098,7 @@ nonisolated extension Runtime_V1_PortForwardRequest: SwiftProtobuf.Message, Swif
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_PortForwardRequest, rhs: Runtime_V1_PortForwardRequest) -> Bool {
+  static func ==(lhs: Runtime_V1_PortForwardRequest, rhs: Runtime_V1_PortForwardRequest) -> Bool {
     if lhs.podSandboxID != rhs.podSandboxID {return false}
     if lhs.port != rhs.port {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -8107,10 +8107,10 @@ nonisolated extension Runtime_V1_PortForwardRequest: SwiftProtobuf.Message, Swif
 }
 
 nonisolated extension Runtime_V1_PortForwardResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".PortForwardResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}url\0")
+  static let protoMessageName: String = _protobuf_package + ".PortForwardResponse"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}url\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -8122,14 +8122,14 @@ nonisolated extension Runtime_V1_PortForwardResponse: SwiftProtobuf.Message, Swi
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.url.isEmpty {
       try visitor.visitSingularStringField(value: self.url, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_PortForwardResponse, rhs: Runtime_V1_PortForwardResponse) -> Bool {
+  static func ==(lhs: Runtime_V1_PortForwardResponse, rhs: Runtime_V1_PortForwardResponse) -> Bool {
     if lhs.url != rhs.url {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -8137,10 +8137,10 @@ nonisolated extension Runtime_V1_PortForwardResponse: SwiftProtobuf.Message, Swi
 }
 
 nonisolated extension Runtime_V1_ImageFilter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ImageFilter"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}image\0")
+  static let protoMessageName: String = _protobuf_package + ".ImageFilter"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}image\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -8152,7 +8152,7 @@ nonisolated extension Runtime_V1_ImageFilter: SwiftProtobuf.Message, SwiftProtob
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -8163,7 +8163,7 @@ nonisolated extension Runtime_V1_ImageFilter: SwiftProtobuf.Message, SwiftProtob
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_ImageFilter, rhs: Runtime_V1_ImageFilter) -> Bool {
+  static func ==(lhs: Runtime_V1_ImageFilter, rhs: Runtime_V1_ImageFilter) -> Bool {
     if lhs._image != rhs._image {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -8171,10 +8171,10 @@ nonisolated extension Runtime_V1_ImageFilter: SwiftProtobuf.Message, SwiftProtob
 }
 
 nonisolated extension Runtime_V1_ListImagesRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ListImagesRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}filter\0")
+  static let protoMessageName: String = _protobuf_package + ".ListImagesRequest"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}filter\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -8186,7 +8186,7 @@ nonisolated extension Runtime_V1_ListImagesRequest: SwiftProtobuf.Message, Swift
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -8197,7 +8197,7 @@ nonisolated extension Runtime_V1_ListImagesRequest: SwiftProtobuf.Message, Swift
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_ListImagesRequest, rhs: Runtime_V1_ListImagesRequest) -> Bool {
+  static func ==(lhs: Runtime_V1_ListImagesRequest, rhs: Runtime_V1_ListImagesRequest) -> Bool {
     if lhs._filter != rhs._filter {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -8205,10 +8205,10 @@ nonisolated extension Runtime_V1_ListImagesRequest: SwiftProtobuf.Message, Swift
 }
 
 nonisolated extension Runtime_V1_Image: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Image"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}repo_tags\0\u{3}repo_digests\0\u{1}size\0\u{1}uid\0\u{1}username\0\u{1}spec\0\u{1}pinned\0")
+  static let protoMessageName: String = _protobuf_package + ".Image"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}repo_tags\0\u{3}repo_digests\0\u{1}size\0\u{1}uid\0\u{1}username\0\u{1}spec\0\u{1}pinned\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -8227,7 +8227,7 @@ nonisolated extension Runtime_V1_Image: SwiftProtobuf.Message, SwiftProtobuf._Me
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -8259,7 +8259,7 @@ nonisolated extension Runtime_V1_Image: SwiftProtobuf.Message, SwiftProtobuf._Me
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_Image, rhs: Runtime_V1_Image) -> Bool {
+  static func ==(lhs: Runtime_V1_Image, rhs: Runtime_V1_Image) -> Bool {
     if lhs.id != rhs.id {return false}
     if lhs.repoTags != rhs.repoTags {return false}
     if lhs.repoDigests != rhs.repoDigests {return false}
@@ -8274,10 +8274,10 @@ nonisolated extension Runtime_V1_Image: SwiftProtobuf.Message, SwiftProtobuf._Me
 }
 
 nonisolated extension Runtime_V1_ListImagesResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ListImagesResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}images\0")
+  static let protoMessageName: String = _protobuf_package + ".ListImagesResponse"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}images\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -8289,14 +8289,14 @@ nonisolated extension Runtime_V1_ListImagesResponse: SwiftProtobuf.Message, Swif
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.images.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.images, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_ListImagesResponse, rhs: Runtime_V1_ListImagesResponse) -> Bool {
+  static func ==(lhs: Runtime_V1_ListImagesResponse, rhs: Runtime_V1_ListImagesResponse) -> Bool {
     if lhs.images != rhs.images {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -8304,10 +8304,10 @@ nonisolated extension Runtime_V1_ListImagesResponse: SwiftProtobuf.Message, Swif
 }
 
 nonisolated extension Runtime_V1_ImageStatusRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ImageStatusRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}image\0\u{1}verbose\0")
+  static let protoMessageName: String = _protobuf_package + ".ImageStatusRequest"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}image\0\u{1}verbose\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -8320,7 +8320,7 @@ nonisolated extension Runtime_V1_ImageStatusRequest: SwiftProtobuf.Message, Swif
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -8334,7 +8334,7 @@ nonisolated extension Runtime_V1_ImageStatusRequest: SwiftProtobuf.Message, Swif
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_ImageStatusRequest, rhs: Runtime_V1_ImageStatusRequest) -> Bool {
+  static func ==(lhs: Runtime_V1_ImageStatusRequest, rhs: Runtime_V1_ImageStatusRequest) -> Bool {
     if lhs._image != rhs._image {return false}
     if lhs.verbose != rhs.verbose {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -8343,10 +8343,10 @@ nonisolated extension Runtime_V1_ImageStatusRequest: SwiftProtobuf.Message, Swif
 }
 
 nonisolated extension Runtime_V1_ImageStatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ImageStatusResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}image\0\u{1}info\0")
+  static let protoMessageName: String = _protobuf_package + ".ImageStatusResponse"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}image\0\u{1}info\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -8359,7 +8359,7 @@ nonisolated extension Runtime_V1_ImageStatusResponse: SwiftProtobuf.Message, Swi
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -8373,7 +8373,7 @@ nonisolated extension Runtime_V1_ImageStatusResponse: SwiftProtobuf.Message, Swi
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_ImageStatusResponse, rhs: Runtime_V1_ImageStatusResponse) -> Bool {
+  static func ==(lhs: Runtime_V1_ImageStatusResponse, rhs: Runtime_V1_ImageStatusResponse) -> Bool {
     if lhs._image != rhs._image {return false}
     if lhs.info != rhs.info {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -8382,10 +8382,10 @@ nonisolated extension Runtime_V1_ImageStatusResponse: SwiftProtobuf.Message, Swi
 }
 
 nonisolated extension Runtime_V1_AuthConfig: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".AuthConfig"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}username\0\u{1}password\0\u{1}auth\0\u{3}server_address\0\u{3}identity_token\0\u{3}registry_token\0")
+  static let protoMessageName: String = _protobuf_package + ".AuthConfig"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}username\0\u{1}password\0\u{1}auth\0\u{3}server_address\0\u{3}identity_token\0\u{3}registry_token\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -8402,7 +8402,7 @@ nonisolated extension Runtime_V1_AuthConfig: SwiftProtobuf.Message, SwiftProtobu
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.username.isEmpty {
       try visitor.visitSingularStringField(value: self.username, fieldNumber: 1)
     }
@@ -8424,7 +8424,7 @@ nonisolated extension Runtime_V1_AuthConfig: SwiftProtobuf.Message, SwiftProtobu
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_AuthConfig, rhs: Runtime_V1_AuthConfig) -> Bool {
+  static func ==(lhs: Runtime_V1_AuthConfig, rhs: Runtime_V1_AuthConfig) -> Bool {
     if lhs.username != rhs.username {return false}
     if lhs.password != rhs.password {return false}
     if lhs.auth != rhs.auth {return false}
@@ -8437,8 +8437,8 @@ nonisolated extension Runtime_V1_AuthConfig: SwiftProtobuf.Message, SwiftProtobu
 }
 
 nonisolated extension Runtime_V1_PullImageRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".PullImageRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}image\0\u{1}auth\0\u{3}sandbox_config\0")
+  static let protoMessageName: String = _protobuf_package + ".PullImageRequest"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}image\0\u{1}auth\0\u{3}sandbox_config\0")
 
   fileprivate class _StorageClass {
     var _image: Runtime_V1_ImageSpec? = nil
@@ -8467,7 +8467,7 @@ nonisolated extension Runtime_V1_PullImageRequest: SwiftProtobuf.Message, SwiftP
     return _storage
   }
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     _ = _uniqueStorage()
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       while let fieldNumber = try decoder.nextFieldNumber() {
@@ -8484,7 +8484,7 @@ nonisolated extension Runtime_V1_PullImageRequest: SwiftProtobuf.Message, SwiftP
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every if/case branch local when no optimizations
@@ -8503,7 +8503,7 @@ nonisolated extension Runtime_V1_PullImageRequest: SwiftProtobuf.Message, SwiftP
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_PullImageRequest, rhs: Runtime_V1_PullImageRequest) -> Bool {
+  static func ==(lhs: Runtime_V1_PullImageRequest, rhs: Runtime_V1_PullImageRequest) -> Bool {
     if lhs._storage !== rhs._storage {
       let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
         let _storage = _args.0
@@ -8521,10 +8521,10 @@ nonisolated extension Runtime_V1_PullImageRequest: SwiftProtobuf.Message, SwiftP
 }
 
 nonisolated extension Runtime_V1_PullImageResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".PullImageResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}image_ref\0")
+  static let protoMessageName: String = _protobuf_package + ".PullImageResponse"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}image_ref\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -8536,14 +8536,14 @@ nonisolated extension Runtime_V1_PullImageResponse: SwiftProtobuf.Message, Swift
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.imageRef.isEmpty {
       try visitor.visitSingularStringField(value: self.imageRef, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_PullImageResponse, rhs: Runtime_V1_PullImageResponse) -> Bool {
+  static func ==(lhs: Runtime_V1_PullImageResponse, rhs: Runtime_V1_PullImageResponse) -> Bool {
     if lhs.imageRef != rhs.imageRef {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -8551,10 +8551,10 @@ nonisolated extension Runtime_V1_PullImageResponse: SwiftProtobuf.Message, Swift
 }
 
 nonisolated extension Runtime_V1_RemoveImageRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".RemoveImageRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}image\0")
+  static let protoMessageName: String = _protobuf_package + ".RemoveImageRequest"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}image\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -8566,7 +8566,7 @@ nonisolated extension Runtime_V1_RemoveImageRequest: SwiftProtobuf.Message, Swif
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -8577,7 +8577,7 @@ nonisolated extension Runtime_V1_RemoveImageRequest: SwiftProtobuf.Message, Swif
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_RemoveImageRequest, rhs: Runtime_V1_RemoveImageRequest) -> Bool {
+  static func ==(lhs: Runtime_V1_RemoveImageRequest, rhs: Runtime_V1_RemoveImageRequest) -> Bool {
     if lhs._image != rhs._image {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -8585,29 +8585,29 @@ nonisolated extension Runtime_V1_RemoveImageRequest: SwiftProtobuf.Message, Swif
 }
 
 nonisolated extension Runtime_V1_RemoveImageResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".RemoveImageResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  static let protoMessageName: String = _protobuf_package + ".RemoveImageResponse"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap()
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     // Load everything into unknown fields
     while try decoder.nextFieldNumber() != nil {}
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_RemoveImageResponse, rhs: Runtime_V1_RemoveImageResponse) -> Bool {
+  static func ==(lhs: Runtime_V1_RemoveImageResponse, rhs: Runtime_V1_RemoveImageResponse) -> Bool {
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
 nonisolated extension Runtime_V1_NetworkConfig: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".NetworkConfig"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}pod_cidr\0")
+  static let protoMessageName: String = _protobuf_package + ".NetworkConfig"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}pod_cidr\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -8619,14 +8619,14 @@ nonisolated extension Runtime_V1_NetworkConfig: SwiftProtobuf.Message, SwiftProt
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.podCidr.isEmpty {
       try visitor.visitSingularStringField(value: self.podCidr, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_NetworkConfig, rhs: Runtime_V1_NetworkConfig) -> Bool {
+  static func ==(lhs: Runtime_V1_NetworkConfig, rhs: Runtime_V1_NetworkConfig) -> Bool {
     if lhs.podCidr != rhs.podCidr {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -8634,10 +8634,10 @@ nonisolated extension Runtime_V1_NetworkConfig: SwiftProtobuf.Message, SwiftProt
 }
 
 nonisolated extension Runtime_V1_RuntimeConfig: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".RuntimeConfig"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}network_config\0")
+  static let protoMessageName: String = _protobuf_package + ".RuntimeConfig"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}network_config\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -8649,7 +8649,7 @@ nonisolated extension Runtime_V1_RuntimeConfig: SwiftProtobuf.Message, SwiftProt
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -8660,7 +8660,7 @@ nonisolated extension Runtime_V1_RuntimeConfig: SwiftProtobuf.Message, SwiftProt
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_RuntimeConfig, rhs: Runtime_V1_RuntimeConfig) -> Bool {
+  static func ==(lhs: Runtime_V1_RuntimeConfig, rhs: Runtime_V1_RuntimeConfig) -> Bool {
     if lhs._networkConfig != rhs._networkConfig {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -8668,10 +8668,10 @@ nonisolated extension Runtime_V1_RuntimeConfig: SwiftProtobuf.Message, SwiftProt
 }
 
 nonisolated extension Runtime_V1_UpdateRuntimeConfigRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".UpdateRuntimeConfigRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}runtime_config\0")
+  static let protoMessageName: String = _protobuf_package + ".UpdateRuntimeConfigRequest"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}runtime_config\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -8683,7 +8683,7 @@ nonisolated extension Runtime_V1_UpdateRuntimeConfigRequest: SwiftProtobuf.Messa
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -8694,7 +8694,7 @@ nonisolated extension Runtime_V1_UpdateRuntimeConfigRequest: SwiftProtobuf.Messa
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_UpdateRuntimeConfigRequest, rhs: Runtime_V1_UpdateRuntimeConfigRequest) -> Bool {
+  static func ==(lhs: Runtime_V1_UpdateRuntimeConfigRequest, rhs: Runtime_V1_UpdateRuntimeConfigRequest) -> Bool {
     if lhs._runtimeConfig != rhs._runtimeConfig {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -8702,29 +8702,29 @@ nonisolated extension Runtime_V1_UpdateRuntimeConfigRequest: SwiftProtobuf.Messa
 }
 
 nonisolated extension Runtime_V1_UpdateRuntimeConfigResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".UpdateRuntimeConfigResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  static let protoMessageName: String = _protobuf_package + ".UpdateRuntimeConfigResponse"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap()
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     // Load everything into unknown fields
     while try decoder.nextFieldNumber() != nil {}
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_UpdateRuntimeConfigResponse, rhs: Runtime_V1_UpdateRuntimeConfigResponse) -> Bool {
+  static func ==(lhs: Runtime_V1_UpdateRuntimeConfigResponse, rhs: Runtime_V1_UpdateRuntimeConfigResponse) -> Bool {
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
 nonisolated extension Runtime_V1_RuntimeCondition: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".RuntimeCondition"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}type\0\u{1}status\0\u{1}reason\0\u{1}message\0")
+  static let protoMessageName: String = _protobuf_package + ".RuntimeCondition"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}type\0\u{1}status\0\u{1}reason\0\u{1}message\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -8739,7 +8739,7 @@ nonisolated extension Runtime_V1_RuntimeCondition: SwiftProtobuf.Message, SwiftP
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.type.isEmpty {
       try visitor.visitSingularStringField(value: self.type, fieldNumber: 1)
     }
@@ -8755,7 +8755,7 @@ nonisolated extension Runtime_V1_RuntimeCondition: SwiftProtobuf.Message, SwiftP
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_RuntimeCondition, rhs: Runtime_V1_RuntimeCondition) -> Bool {
+  static func ==(lhs: Runtime_V1_RuntimeCondition, rhs: Runtime_V1_RuntimeCondition) -> Bool {
     if lhs.type != rhs.type {return false}
     if lhs.status != rhs.status {return false}
     if lhs.reason != rhs.reason {return false}
@@ -8766,10 +8766,10 @@ nonisolated extension Runtime_V1_RuntimeCondition: SwiftProtobuf.Message, SwiftP
 }
 
 nonisolated extension Runtime_V1_RuntimeStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".RuntimeStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}conditions\0")
+  static let protoMessageName: String = _protobuf_package + ".RuntimeStatus"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}conditions\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -8781,14 +8781,14 @@ nonisolated extension Runtime_V1_RuntimeStatus: SwiftProtobuf.Message, SwiftProt
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.conditions.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.conditions, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_RuntimeStatus, rhs: Runtime_V1_RuntimeStatus) -> Bool {
+  static func ==(lhs: Runtime_V1_RuntimeStatus, rhs: Runtime_V1_RuntimeStatus) -> Bool {
     if lhs.conditions != rhs.conditions {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -8796,10 +8796,10 @@ nonisolated extension Runtime_V1_RuntimeStatus: SwiftProtobuf.Message, SwiftProt
 }
 
 nonisolated extension Runtime_V1_StatusRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".StatusRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}verbose\0")
+  static let protoMessageName: String = _protobuf_package + ".StatusRequest"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}verbose\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -8811,14 +8811,14 @@ nonisolated extension Runtime_V1_StatusRequest: SwiftProtobuf.Message, SwiftProt
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if self.verbose != false {
       try visitor.visitSingularBoolField(value: self.verbose, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_StatusRequest, rhs: Runtime_V1_StatusRequest) -> Bool {
+  static func ==(lhs: Runtime_V1_StatusRequest, rhs: Runtime_V1_StatusRequest) -> Bool {
     if lhs.verbose != rhs.verbose {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -8826,10 +8826,10 @@ nonisolated extension Runtime_V1_StatusRequest: SwiftProtobuf.Message, SwiftProt
 }
 
 nonisolated extension Runtime_V1_StatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".StatusResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}status\0\u{1}info\0")
+  static let protoMessageName: String = _protobuf_package + ".StatusResponse"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}status\0\u{1}info\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -8842,7 +8842,7 @@ nonisolated extension Runtime_V1_StatusResponse: SwiftProtobuf.Message, SwiftPro
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -8856,7 +8856,7 @@ nonisolated extension Runtime_V1_StatusResponse: SwiftProtobuf.Message, SwiftPro
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_StatusResponse, rhs: Runtime_V1_StatusResponse) -> Bool {
+  static func ==(lhs: Runtime_V1_StatusResponse, rhs: Runtime_V1_StatusResponse) -> Bool {
     if lhs._status != rhs._status {return false}
     if lhs.info != rhs.info {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -8865,29 +8865,29 @@ nonisolated extension Runtime_V1_StatusResponse: SwiftProtobuf.Message, SwiftPro
 }
 
 nonisolated extension Runtime_V1_ImageFsInfoRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ImageFsInfoRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  static let protoMessageName: String = _protobuf_package + ".ImageFsInfoRequest"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap()
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     // Load everything into unknown fields
     while try decoder.nextFieldNumber() != nil {}
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_ImageFsInfoRequest, rhs: Runtime_V1_ImageFsInfoRequest) -> Bool {
+  static func ==(lhs: Runtime_V1_ImageFsInfoRequest, rhs: Runtime_V1_ImageFsInfoRequest) -> Bool {
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
 nonisolated extension Runtime_V1_UInt64Value: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".UInt64Value"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}value\0")
+  static let protoMessageName: String = _protobuf_package + ".UInt64Value"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}value\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -8899,14 +8899,14 @@ nonisolated extension Runtime_V1_UInt64Value: SwiftProtobuf.Message, SwiftProtob
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if self.value != 0 {
       try visitor.visitSingularUInt64Field(value: self.value, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_UInt64Value, rhs: Runtime_V1_UInt64Value) -> Bool {
+  static func ==(lhs: Runtime_V1_UInt64Value, rhs: Runtime_V1_UInt64Value) -> Bool {
     if lhs.value != rhs.value {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -8914,10 +8914,10 @@ nonisolated extension Runtime_V1_UInt64Value: SwiftProtobuf.Message, SwiftProtob
 }
 
 nonisolated extension Runtime_V1_FilesystemIdentifier: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".FilesystemIdentifier"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}mountpoint\0")
+  static let protoMessageName: String = _protobuf_package + ".FilesystemIdentifier"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}mountpoint\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -8929,14 +8929,14 @@ nonisolated extension Runtime_V1_FilesystemIdentifier: SwiftProtobuf.Message, Sw
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.mountpoint.isEmpty {
       try visitor.visitSingularStringField(value: self.mountpoint, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_FilesystemIdentifier, rhs: Runtime_V1_FilesystemIdentifier) -> Bool {
+  static func ==(lhs: Runtime_V1_FilesystemIdentifier, rhs: Runtime_V1_FilesystemIdentifier) -> Bool {
     if lhs.mountpoint != rhs.mountpoint {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -8944,10 +8944,10 @@ nonisolated extension Runtime_V1_FilesystemIdentifier: SwiftProtobuf.Message, Sw
 }
 
 nonisolated extension Runtime_V1_FilesystemUsage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".FilesystemUsage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}timestamp\0\u{3}fs_id\0\u{3}used_bytes\0\u{3}inodes_used\0")
+  static let protoMessageName: String = _protobuf_package + ".FilesystemUsage"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}timestamp\0\u{3}fs_id\0\u{3}used_bytes\0\u{3}inodes_used\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -8962,7 +8962,7 @@ nonisolated extension Runtime_V1_FilesystemUsage: SwiftProtobuf.Message, SwiftPr
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -8982,7 +8982,7 @@ nonisolated extension Runtime_V1_FilesystemUsage: SwiftProtobuf.Message, SwiftPr
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_FilesystemUsage, rhs: Runtime_V1_FilesystemUsage) -> Bool {
+  static func ==(lhs: Runtime_V1_FilesystemUsage, rhs: Runtime_V1_FilesystemUsage) -> Bool {
     if lhs.timestamp != rhs.timestamp {return false}
     if lhs._fsID != rhs._fsID {return false}
     if lhs._usedBytes != rhs._usedBytes {return false}
@@ -8993,10 +8993,10 @@ nonisolated extension Runtime_V1_FilesystemUsage: SwiftProtobuf.Message, SwiftPr
 }
 
 nonisolated extension Runtime_V1_ImageFsInfoResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ImageFsInfoResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}image_filesystems\0")
+  static let protoMessageName: String = _protobuf_package + ".ImageFsInfoResponse"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}image_filesystems\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -9008,14 +9008,14 @@ nonisolated extension Runtime_V1_ImageFsInfoResponse: SwiftProtobuf.Message, Swi
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.imageFilesystems.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.imageFilesystems, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_ImageFsInfoResponse, rhs: Runtime_V1_ImageFsInfoResponse) -> Bool {
+  static func ==(lhs: Runtime_V1_ImageFsInfoResponse, rhs: Runtime_V1_ImageFsInfoResponse) -> Bool {
     if lhs.imageFilesystems != rhs.imageFilesystems {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -9023,10 +9023,10 @@ nonisolated extension Runtime_V1_ImageFsInfoResponse: SwiftProtobuf.Message, Swi
 }
 
 nonisolated extension Runtime_V1_ContainerStatsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ContainerStatsRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}container_id\0")
+  static let protoMessageName: String = _protobuf_package + ".ContainerStatsRequest"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}container_id\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -9038,14 +9038,14 @@ nonisolated extension Runtime_V1_ContainerStatsRequest: SwiftProtobuf.Message, S
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.containerID.isEmpty {
       try visitor.visitSingularStringField(value: self.containerID, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_ContainerStatsRequest, rhs: Runtime_V1_ContainerStatsRequest) -> Bool {
+  static func ==(lhs: Runtime_V1_ContainerStatsRequest, rhs: Runtime_V1_ContainerStatsRequest) -> Bool {
     if lhs.containerID != rhs.containerID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -9053,10 +9053,10 @@ nonisolated extension Runtime_V1_ContainerStatsRequest: SwiftProtobuf.Message, S
 }
 
 nonisolated extension Runtime_V1_ContainerStatsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ContainerStatsResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stats\0")
+  static let protoMessageName: String = _protobuf_package + ".ContainerStatsResponse"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stats\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -9068,7 +9068,7 @@ nonisolated extension Runtime_V1_ContainerStatsResponse: SwiftProtobuf.Message, 
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -9079,7 +9079,7 @@ nonisolated extension Runtime_V1_ContainerStatsResponse: SwiftProtobuf.Message, 
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_ContainerStatsResponse, rhs: Runtime_V1_ContainerStatsResponse) -> Bool {
+  static func ==(lhs: Runtime_V1_ContainerStatsResponse, rhs: Runtime_V1_ContainerStatsResponse) -> Bool {
     if lhs._stats != rhs._stats {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -9087,10 +9087,10 @@ nonisolated extension Runtime_V1_ContainerStatsResponse: SwiftProtobuf.Message, 
 }
 
 nonisolated extension Runtime_V1_ListContainerStatsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ListContainerStatsRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}filter\0")
+  static let protoMessageName: String = _protobuf_package + ".ListContainerStatsRequest"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}filter\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -9102,7 +9102,7 @@ nonisolated extension Runtime_V1_ListContainerStatsRequest: SwiftProtobuf.Messag
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -9113,7 +9113,7 @@ nonisolated extension Runtime_V1_ListContainerStatsRequest: SwiftProtobuf.Messag
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_ListContainerStatsRequest, rhs: Runtime_V1_ListContainerStatsRequest) -> Bool {
+  static func ==(lhs: Runtime_V1_ListContainerStatsRequest, rhs: Runtime_V1_ListContainerStatsRequest) -> Bool {
     if lhs._filter != rhs._filter {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -9121,10 +9121,10 @@ nonisolated extension Runtime_V1_ListContainerStatsRequest: SwiftProtobuf.Messag
 }
 
 nonisolated extension Runtime_V1_ContainerStatsFilter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ContainerStatsFilter"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}pod_sandbox_id\0\u{3}label_selector\0")
+  static let protoMessageName: String = _protobuf_package + ".ContainerStatsFilter"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}pod_sandbox_id\0\u{3}label_selector\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -9138,7 +9138,7 @@ nonisolated extension Runtime_V1_ContainerStatsFilter: SwiftProtobuf.Message, Sw
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.id.isEmpty {
       try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
     }
@@ -9151,7 +9151,7 @@ nonisolated extension Runtime_V1_ContainerStatsFilter: SwiftProtobuf.Message, Sw
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_ContainerStatsFilter, rhs: Runtime_V1_ContainerStatsFilter) -> Bool {
+  static func ==(lhs: Runtime_V1_ContainerStatsFilter, rhs: Runtime_V1_ContainerStatsFilter) -> Bool {
     if lhs.id != rhs.id {return false}
     if lhs.podSandboxID != rhs.podSandboxID {return false}
     if lhs.labelSelector != rhs.labelSelector {return false}
@@ -9161,10 +9161,10 @@ nonisolated extension Runtime_V1_ContainerStatsFilter: SwiftProtobuf.Message, Sw
 }
 
 nonisolated extension Runtime_V1_ListContainerStatsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ListContainerStatsResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stats\0")
+  static let protoMessageName: String = _protobuf_package + ".ListContainerStatsResponse"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stats\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -9176,14 +9176,14 @@ nonisolated extension Runtime_V1_ListContainerStatsResponse: SwiftProtobuf.Messa
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.stats.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.stats, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_ListContainerStatsResponse, rhs: Runtime_V1_ListContainerStatsResponse) -> Bool {
+  static func ==(lhs: Runtime_V1_ListContainerStatsResponse, rhs: Runtime_V1_ListContainerStatsResponse) -> Bool {
     if lhs.stats != rhs.stats {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -9191,10 +9191,10 @@ nonisolated extension Runtime_V1_ListContainerStatsResponse: SwiftProtobuf.Messa
 }
 
 nonisolated extension Runtime_V1_ContainerAttributes: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ContainerAttributes"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}metadata\0\u{1}labels\0\u{1}annotations\0")
+  static let protoMessageName: String = _protobuf_package + ".ContainerAttributes"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}metadata\0\u{1}labels\0\u{1}annotations\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -9209,7 +9209,7 @@ nonisolated extension Runtime_V1_ContainerAttributes: SwiftProtobuf.Message, Swi
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -9229,7 +9229,7 @@ nonisolated extension Runtime_V1_ContainerAttributes: SwiftProtobuf.Message, Swi
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_ContainerAttributes, rhs: Runtime_V1_ContainerAttributes) -> Bool {
+  static func ==(lhs: Runtime_V1_ContainerAttributes, rhs: Runtime_V1_ContainerAttributes) -> Bool {
     if lhs.id != rhs.id {return false}
     if lhs._metadata != rhs._metadata {return false}
     if lhs.labels != rhs.labels {return false}
@@ -9240,8 +9240,8 @@ nonisolated extension Runtime_V1_ContainerAttributes: SwiftProtobuf.Message, Swi
 }
 
 nonisolated extension Runtime_V1_ContainerStats: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ContainerStats"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}attributes\0\u{1}cpu\0\u{1}memory\0\u{3}writable_layer\0")
+  static let protoMessageName: String = _protobuf_package + ".ContainerStats"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}attributes\0\u{1}cpu\0\u{1}memory\0\u{3}writable_layer\0")
 
   fileprivate class _StorageClass {
     var _attributes: Runtime_V1_ContainerAttributes? = nil
@@ -9272,7 +9272,7 @@ nonisolated extension Runtime_V1_ContainerStats: SwiftProtobuf.Message, SwiftPro
     return _storage
   }
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     _ = _uniqueStorage()
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       while let fieldNumber = try decoder.nextFieldNumber() {
@@ -9290,7 +9290,7 @@ nonisolated extension Runtime_V1_ContainerStats: SwiftProtobuf.Message, SwiftPro
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every if/case branch local when no optimizations
@@ -9312,7 +9312,7 @@ nonisolated extension Runtime_V1_ContainerStats: SwiftProtobuf.Message, SwiftPro
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_ContainerStats, rhs: Runtime_V1_ContainerStats) -> Bool {
+  static func ==(lhs: Runtime_V1_ContainerStats, rhs: Runtime_V1_ContainerStats) -> Bool {
     if lhs._storage !== rhs._storage {
       let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
         let _storage = _args.0
@@ -9331,10 +9331,10 @@ nonisolated extension Runtime_V1_ContainerStats: SwiftProtobuf.Message, SwiftPro
 }
 
 nonisolated extension Runtime_V1_CpuUsage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".CpuUsage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}timestamp\0\u{3}usage_core_nano_seconds\0\u{3}usage_nano_cores\0")
+  static let protoMessageName: String = _protobuf_package + ".CpuUsage"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}timestamp\0\u{3}usage_core_nano_seconds\0\u{3}usage_nano_cores\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -9348,7 +9348,7 @@ nonisolated extension Runtime_V1_CpuUsage: SwiftProtobuf.Message, SwiftProtobuf.
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -9365,7 +9365,7 @@ nonisolated extension Runtime_V1_CpuUsage: SwiftProtobuf.Message, SwiftProtobuf.
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_CpuUsage, rhs: Runtime_V1_CpuUsage) -> Bool {
+  static func ==(lhs: Runtime_V1_CpuUsage, rhs: Runtime_V1_CpuUsage) -> Bool {
     if lhs.timestamp != rhs.timestamp {return false}
     if lhs._usageCoreNanoSeconds != rhs._usageCoreNanoSeconds {return false}
     if lhs._usageNanoCores != rhs._usageNanoCores {return false}
@@ -9375,10 +9375,10 @@ nonisolated extension Runtime_V1_CpuUsage: SwiftProtobuf.Message, SwiftProtobuf.
 }
 
 nonisolated extension Runtime_V1_MemoryUsage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".MemoryUsage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}timestamp\0\u{3}working_set_bytes\0\u{3}available_bytes\0\u{3}usage_bytes\0\u{3}rss_bytes\0\u{3}page_faults\0\u{3}major_page_faults\0")
+  static let protoMessageName: String = _protobuf_package + ".MemoryUsage"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}timestamp\0\u{3}working_set_bytes\0\u{3}available_bytes\0\u{3}usage_bytes\0\u{3}rss_bytes\0\u{3}page_faults\0\u{3}major_page_faults\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -9396,7 +9396,7 @@ nonisolated extension Runtime_V1_MemoryUsage: SwiftProtobuf.Message, SwiftProtob
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -9425,7 +9425,7 @@ nonisolated extension Runtime_V1_MemoryUsage: SwiftProtobuf.Message, SwiftProtob
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_MemoryUsage, rhs: Runtime_V1_MemoryUsage) -> Bool {
+  static func ==(lhs: Runtime_V1_MemoryUsage, rhs: Runtime_V1_MemoryUsage) -> Bool {
     if lhs.timestamp != rhs.timestamp {return false}
     if lhs._workingSetBytes != rhs._workingSetBytes {return false}
     if lhs._availableBytes != rhs._availableBytes {return false}
@@ -9439,10 +9439,10 @@ nonisolated extension Runtime_V1_MemoryUsage: SwiftProtobuf.Message, SwiftProtob
 }
 
 nonisolated extension Runtime_V1_ReopenContainerLogRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ReopenContainerLogRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}container_id\0")
+  static let protoMessageName: String = _protobuf_package + ".ReopenContainerLogRequest"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}container_id\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -9454,14 +9454,14 @@ nonisolated extension Runtime_V1_ReopenContainerLogRequest: SwiftProtobuf.Messag
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.containerID.isEmpty {
       try visitor.visitSingularStringField(value: self.containerID, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_ReopenContainerLogRequest, rhs: Runtime_V1_ReopenContainerLogRequest) -> Bool {
+  static func ==(lhs: Runtime_V1_ReopenContainerLogRequest, rhs: Runtime_V1_ReopenContainerLogRequest) -> Bool {
     if lhs.containerID != rhs.containerID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -9469,29 +9469,29 @@ nonisolated extension Runtime_V1_ReopenContainerLogRequest: SwiftProtobuf.Messag
 }
 
 nonisolated extension Runtime_V1_ReopenContainerLogResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ReopenContainerLogResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  static let protoMessageName: String = _protobuf_package + ".ReopenContainerLogResponse"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap()
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     // Load everything into unknown fields
     while try decoder.nextFieldNumber() != nil {}
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_ReopenContainerLogResponse, rhs: Runtime_V1_ReopenContainerLogResponse) -> Bool {
+  static func ==(lhs: Runtime_V1_ReopenContainerLogResponse, rhs: Runtime_V1_ReopenContainerLogResponse) -> Bool {
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
 nonisolated extension Runtime_V1_CheckpointContainerRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".CheckpointContainerRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}container_id\0\u{1}location\0\u{1}timeout\0")
+  static let protoMessageName: String = _protobuf_package + ".CheckpointContainerRequest"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}container_id\0\u{1}location\0\u{1}timeout\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -9505,7 +9505,7 @@ nonisolated extension Runtime_V1_CheckpointContainerRequest: SwiftProtobuf.Messa
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.containerID.isEmpty {
       try visitor.visitSingularStringField(value: self.containerID, fieldNumber: 1)
     }
@@ -9518,7 +9518,7 @@ nonisolated extension Runtime_V1_CheckpointContainerRequest: SwiftProtobuf.Messa
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_CheckpointContainerRequest, rhs: Runtime_V1_CheckpointContainerRequest) -> Bool {
+  static func ==(lhs: Runtime_V1_CheckpointContainerRequest, rhs: Runtime_V1_CheckpointContainerRequest) -> Bool {
     if lhs.containerID != rhs.containerID {return false}
     if lhs.location != rhs.location {return false}
     if lhs.timeout != rhs.timeout {return false}
@@ -9528,48 +9528,48 @@ nonisolated extension Runtime_V1_CheckpointContainerRequest: SwiftProtobuf.Messa
 }
 
 nonisolated extension Runtime_V1_CheckpointContainerResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".CheckpointContainerResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  static let protoMessageName: String = _protobuf_package + ".CheckpointContainerResponse"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap()
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     // Load everything into unknown fields
     while try decoder.nextFieldNumber() != nil {}
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_CheckpointContainerResponse, rhs: Runtime_V1_CheckpointContainerResponse) -> Bool {
+  static func ==(lhs: Runtime_V1_CheckpointContainerResponse, rhs: Runtime_V1_CheckpointContainerResponse) -> Bool {
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
 nonisolated extension Runtime_V1_GetEventsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".GetEventsRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  static let protoMessageName: String = _protobuf_package + ".GetEventsRequest"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap()
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     // Load everything into unknown fields
     while try decoder.nextFieldNumber() != nil {}
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_GetEventsRequest, rhs: Runtime_V1_GetEventsRequest) -> Bool {
+  static func ==(lhs: Runtime_V1_GetEventsRequest, rhs: Runtime_V1_GetEventsRequest) -> Bool {
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
 nonisolated extension Runtime_V1_ContainerEventResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ContainerEventResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}container_id\0\u{3}container_event_type\0\u{3}created_at\0\u{3}pod_sandbox_metadata\0")
+  static let protoMessageName: String = _protobuf_package + ".ContainerEventResponse"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}container_id\0\u{3}container_event_type\0\u{3}created_at\0\u{3}pod_sandbox_metadata\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -9584,7 +9584,7 @@ nonisolated extension Runtime_V1_ContainerEventResponse: SwiftProtobuf.Message, 
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -9604,7 +9604,7 @@ nonisolated extension Runtime_V1_ContainerEventResponse: SwiftProtobuf.Message, 
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Runtime_V1_ContainerEventResponse, rhs: Runtime_V1_ContainerEventResponse) -> Bool {
+  static func ==(lhs: Runtime_V1_ContainerEventResponse, rhs: Runtime_V1_ContainerEventResponse) -> Bool {
     if lhs.containerID != rhs.containerID {return false}
     if lhs.containerEventType != rhs.containerEventType {return false}
     if lhs.createdAt != rhs.createdAt {return false}
