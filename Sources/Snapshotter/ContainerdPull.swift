@@ -60,8 +60,9 @@ public enum ContainerdPull {
         static let expire = "containerd.io/gc.expire"
     }
 
-    /// The longest `stargz.layers` label, as the reference keeps it under containerd's label limit.
-    static let layersLabelLimit = 4096
+    /// containerd refuses a label whose key and value together exceed 4096 bytes; the
+    /// `stargz.layers` list is cut (at a whole digest) to fit, as the reference does.
+    static let layersLabelLimit = 4096 - RemoteLabel.imageLayers.utf8.count
 
     /// Pulls `reference` into containerd; `progress` receives one line per step.
     public static func pull(_ reference: ImageReference, options: Options = Options(),

@@ -26,6 +26,18 @@ import Testing
         let fetched = node.fetched()
         print("CRI pull + pod + container: \(fetched) of \(node.imageBytes) registry bytes of the image fetched")
         #expect(fetched > 0 && fetched < node.imageBytes / 3, "fetched \(fetched) of \(node.imageBytes) bytes")
+
+        // `estargz pull --namespace k8s.io` pre-pulls for the kubelet: the CRI plugin knows the image.
+        let prepulled = "\(node.registryHost)/bbdata:prepulled"
+        try TestSupport.run(node.environment.estargz, ["image", "convert", "oci:" + (try node.environment.imageLayout()), prepulled])
+        #expect(try await node.imageTags(prepulled) == [])
+        try node.environment.pull(prepulled, namespace: "k8s.io")
+        var tags: [String] = []
+        for _ in 0 ..< 50 where !tags.contains(prepulled) {
+            tags = try await node.imageTags(prepulled)
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(tags.contains(prepulled), "\(tags)")
     }
 
     /// A private registry (basic auth): the pod's pull secret (CRI AuthConfig) lets containerd read
@@ -120,6 +132,15 @@ private struct CRINode {
 
     /// Layers the snapshotter mounted lazily so far.
     func lazyMounts() -> Int { snapshotterLog().components(separatedBy: "remote snapshot mounted lazily").count - 1 }
+
+    /// The repo tags the CRI ImageService reports for `image` (none when it does not know it).
+    func imageTags(_ image: String) async throws -> [String] {
+        let transport = try HTTP2ClientTransport.Posix(target: .unixDomainSocket(path: environment.directory + "/containerd.sock"),
+                                                       transportSecurity: .plaintext)
+        return try await withGRPCClient(transport: transport) { client in
+            try await Runtime_V1_ImageService.Client(wrapping: client).imageStatus(.with { $0.image.image = image }).image.repoTags
+        }
+    }
 
     /// What a kubelet does for a one-container pod: pull both images (with the pull secret, when
     /// given), run the sandbox on the host network, create and start the container, wait for it
