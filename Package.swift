@@ -61,6 +61,7 @@ var package = Package(
                 "EStargzCore",
                 "EStargzRemote",
                 "LazyFS",
+                "CFuse3",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),

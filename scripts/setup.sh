@@ -6,7 +6,7 @@ packages=(
   zlib1g-dev libzstd-dev libxxhash-dev libdeflate-dev libisal-dev libssl-dev libfuse3-dev fuse3
   golang-go golang-github-containerd-stargz-snapshotter-dev
   python3 tar attr containerd runc busybox-static stargz-snapshotter
-  docker-registry skopeo apache2-utils openssl debootstrap time
+  docker-registry skopeo apache2-utils openssl debootstrap time podman
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -30,7 +30,7 @@ public struct RegistryOptions: ParsableArguments, Sendable {
     }
 }
 
-/// `--level` and `--chunk-size`, for every command that writes eStargz layers.
+/// `--level`, `--chunk-size`, `--zstdchunked`, `--zstd-level` and `--estargz-min-chunk-size`, for every command that writes layers.
 public struct LayerFormatOptions: ParsableArguments, Sendable {
     @Option(help: "gzip compression level, 1 (fastest) to 9 (smallest).")
     public var level: Int = 9
@@ -38,11 +38,37 @@ public struct LayerFormatOptions: ParsableArguments, Sendable {
     @Option(help: "Largest chunk of a regular file, in bytes.")
     public var chunkSize: Int = 4 << 20
 
+    @Flag(help: "Write zstd:chunked (zstd frames, media type application/vnd.oci.image.layer.v1.tar+zstd) instead of eStargz.")
+    public var zstdchunked = false
+
+    @Option(help: ArgumentHelp("zstd compression level for --zstdchunked (default 3; up to 22, negative is faster).",
+                               valueName: "N"))
+    public var zstdLevel: Int?
+
+    @Option(name: .customLong("estargz-min-chunk-size"),
+            help: ArgumentHelp("Let small files and chunks share a gzip member until it holds BYTES of uncompressed data (entries get innerOffset; smaller blob, fewer members). 0: one member per chunk.",
+                               valueName: "BYTES"))
+    public var minimumChunkSize: Int = 0
+
     public init() {}
 
-    /// Sets the writer's compression level and chunk size from these options.
+    public func validate() throws {
+        guard minimumChunkSize >= 0 else { throw ValidationError("--estargz-min-chunk-size must not be negative") }
+        if zstdLevel != nil && !zstdchunked { throw ValidationError("--zstd-level needs --zstdchunked") }
+        if zstdchunked, let zstdLevel, !LayerCompression.zstdChunked.levels.contains(zstdLevel) {
+            throw ValidationError("--zstd-level \(zstdLevel) is not in \(LayerCompression.zstdChunked.levels)")
+        }
+    }
+
+    /// The format the layers are written in.
+    public var compression: LayerCompression { zstdchunked ? .zstdChunked : .gzip }
+
+    /// Sets the writer's format, compression level and chunk size from these options.
     public func apply(to options: inout LayerWriter.Options) {
         options.compressionLevel = level
         options.chunkSize = chunkSize
+        options.compression = compression
+        if let zstdLevel { options.zstdCompressionLevel = zstdLevel }
+        options.minimumChunkSize = minimumChunkSize
     }
 }

@@ -29,7 +29,8 @@ public func isLocalFile(_ path: String) -> Bool {
 }
 
 /// Opens a blob from a local file, verifying its TOC against `tocDigest` when given.
-public func openLayer(_ path: String, tocDigest: String?) throws -> LayerReader {
+/// `externalTOC`: the file holding the TOC of a blob built with an external TOC.
+public func openLayer(_ path: String, tocDigest: String?, externalTOC: String? = nil) throws -> LayerReader {
     try runReportingErrors {
         var expected: SHA256Digest?
         if let tocDigest {
@@ -38,7 +39,11 @@ public func openLayer(_ path: String, tocDigest: String?) throws -> LayerReader 
             }
             expected = digest
         }
-        return try LayerReader(source: try FileSource(path: path), tocDigest: expected)
+        let toc = try externalTOC.map { file in
+            let source = try FileSource(path: file)
+            return try source.read(at: 0, count: Int(source.size))
+        }
+        return try LayerReader(source: try FileSource(path: path), tocDigest: expected, externalTOC: toc)
     }
 }
 
@@ -67,12 +72,17 @@ func renameFile(_ from: String, _ to: String) throws {
 
 /// Writes all of `bytes` to stdout, retrying short writes.
 public func writeToStandardOutput(_ bytes: [UInt8]) throws {
+    try writeAll(1, bytes, path: "standard output")
+}
+
+/// Writes all of `bytes` to `fd`, retrying short writes.
+func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws {
     var done = 0
     while done < bytes.count {
-        let n = bytes.withUnsafeBytes { write(1, $0.baseAddress! + done, $0.count - done) }
+        let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, $0.count - done) }
         if n < 0 {
             if errno == EINTR { continue }
-            throw EStargzError.io(operation: "write", path: "standard output", errno: errno)
+            throw EStargzError.io(operation: "write", path: path, errno: errno)
         }
         done += n
     }

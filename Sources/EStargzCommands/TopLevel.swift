@@ -19,7 +19,8 @@ extension CommandConfiguration {
 /// The subcommands that need the registry client, FUSE or gRPC, so only `estargz-remote` runs
 /// them; `estargz` lists them in its help with these abstracts and hands them over.
 public enum RemoteSubcommand: String, CaseIterable, Sendable {
-    case image, mount, snapshotter, pull
+    case image, mount, snapshotter, pull, store
+    case fuseManager = "fuse-manager"
 
     /// The command's name on the command line.
     public var name: String { rawValue }
@@ -31,6 +32,8 @@ public enum RemoteSubcommand: String, CaseIterable, Sendable {
         case .mount: "Mount eStargz layers through FUSE and read them lazily, verifying every chunk."
         case .snapshotter: "Serve a containerd snapshotter (proxy plugin) on a unix socket."
         case .pull: "Pull an image into containerd with its eStargz layers mounted lazily by the snapshotter."
+        case .fuseManager: "Hold the snapshotter's lazy FUSE mounts in a process that outlives it."
+        case .store: "Serve eStargz layers lazily to Podman and CRI-O (containers/storage's additional layer store)."
         }
     }
 }

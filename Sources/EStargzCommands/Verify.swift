@@ -14,10 +14,13 @@ public struct Verify: ParsableCommand {
     @Option(help: "The trusted TOC digest (sha256:...), e.g. from the layer's annotation.")
     var tocDigest: String?
 
+    @Option(help: ArgumentHelp("The TOC of a blob built with an external TOC (a TOC image layer); needs --toc-digest.", valueName: "TOCFILE"))
+    var externalTOC: String?
+
     public init() {}
 
     public func run() throws {
-        let layer = try openLayer(blob, tocDigest: tocDigest)
+        let layer = try openLayer(blob, tocDigest: tocDigest, externalTOC: externalTOC)
         let total = layer.totalChunkBytes
         let progress = Progress(label: "verify")
         try runReportingErrors {

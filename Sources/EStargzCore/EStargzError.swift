@@ -9,6 +9,8 @@ public enum EStargzError: Error, Sendable, Equatable, CustomStringConvertible {
     case invalidTOC(String)
     /// The TOC JSON does not hash to the digest the caller trusts.
     case tocDigestMismatch(expected: String, actual: String)
+    /// The blob's footer says its TOC is in a TOC image (`--estargz-external-toc`), and none was given.
+    case externalTOCRequired
     /// A chunk decompressed fine but its SHA-256 differs from the TOC's `chunkDigest`.
     case chunkDigestMismatch(entry: String, chunkOffset: Int64, expected: String, actual: String)
     /// A chunk's compressed bytes at blob offset `offset` could not be decoded.
@@ -40,6 +42,8 @@ public enum EStargzError: Error, Sendable, Equatable, CustomStringConvertible {
             return "invalid TOC: \(reason)"
         case let .tocDigestMismatch(expected, actual):
             return "TOC digest mismatch: expected \(expected), got \(actual)"
+        case .externalTOCRequired:
+            return "the layer's TOC is external (in the image's TOC image, its tag + \"-esgztoc\"; for a local blob: --external-toc FILE) and none was given"
         case let .chunkDigestMismatch(entry, chunkOffset, expected, actual):
             return "chunk digest mismatch in \(entry) at chunk offset \(chunkOffset): expected \(expected), got \(actual)"
         case let .corruptChunk(entry, offset, reason):

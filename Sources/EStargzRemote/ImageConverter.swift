@@ -1,7 +1,7 @@
 import EStargzCore
 import Foundation
 
-/// Converts every layer of an image to eStargz and writes the new image: OCI manifest with the
+/// Converts every layer of an image to eStargz (or zstd:chunked) and writes the new image: OCI manifest with the
 /// stargz annotations on each layer, the new diffIDs in the config. A multi-platform index is
 /// converted for every platform (or only the one asked for) and written as an OCI index.
 public enum ImageConverter {
@@ -13,6 +13,10 @@ public enum ImageConverter {
         /// every platform of an index and writes a new index referencing them; a source that is a
         /// single manifest is converted either way.
         public var platform: Platform?
+        /// Leave each layer's TOC out of it and write them all to a TOC image named DST's tag +
+        /// `-esgztoc` (see ``ExternalTOC``), pushed next to DST (`--estargz-external-toc`).
+        /// `layer.keepDiffID` additionally keeps each layer's uncompressed bytes (and diffID).
+        public var externalTOC = false
         /// Where downloaded and converted layers are kept while converting.
         public var temporaryDirectory = ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
         public init() {}
@@ -50,6 +54,8 @@ public enum ImageConverter {
         public var images: [ImageResult]
         /// The new index, when the source was an index converted for every platform.
         public var index: ImageIndex?
+        /// With ``Options/externalTOC``: where the TOC image went and its manifest's digest.
+        public var tocImage: (location: ImageLocation, digest: String)? = nil
     }
 
     /// One source image: its manifest and config, and the index entry it came from.
@@ -90,7 +96,8 @@ public enum ImageConverter {
                 order.append(layer.digest)
                 layers.append(result)
             }
-            // The config with the new diffIDs (the uncompressed tars changed: eStargz adds TOC and landmarks).
+            // The config with the new diffIDs (the uncompressed tars changed: eStargz adds TOC and landmarks;
+            // with keepDiffID they are the source's).
             let newConfig = try rewriteConfig(image.config, diffIDs: layers.map { $0.conversion.diffID.description })
             let configDescriptor = Descriptor(mediaType: MediaType.ociConfig, digest: digestString(newConfig), size: Int64(newConfig.count))
             let newManifest = ImageManifest(config: configDescriptor, layers: layers.map(\.descriptor), annotations: image.manifest.annotations)
@@ -115,10 +122,13 @@ public enum ImageConverter {
                 try OCILayout(directory: directory, create: true).adoptBlob(path: entry.path, digest: entry.result.descriptor.digest)
             }
         }
+        // The TOC image goes first: when DST's tag appears, the TOCs its layers need are there.
+        let tocImage = options.externalTOC
+            ? try await writeTOCImage(order.map { converted[$0]!.result }, for: destination, client: client, progress: progress) : nil
         guard let sourceIndex else {
             try await writeManifest(manifests[0], mediaType: MediaType.ociManifest, to: destination, tagged: true, client: client)
             progress("manifest \(results[0].manifestDigest)")
-            return Result(digest: results[0].manifestDigest, images: results, index: nil)
+            return Result(digest: results[0].manifestDigest, images: results, index: nil, tocImage: tocImage)
         }
         var entries: [Descriptor] = []
         for (image, bytes) in zip(images, manifests) {
@@ -130,7 +140,29 @@ public enum ImageConverter {
         let indexBytes = try CanonicalJSON.encode(index)
         try await writeManifest(indexBytes, mediaType: MediaType.ociIndex, to: destination, tagged: true, client: client)
         progress("index \(digestString(indexBytes)) of \(entries.count) manifests")
-        return Result(digest: digestString(indexBytes), images: results, index: index)
+        return Result(digest: digestString(indexBytes), images: results, index: index, tocImage: tocImage)
+    }
+
+    /// Writes the TOC image of `layers` (every platform's, as upstream's converter does) under
+    /// DST's tag + `-esgztoc`: the TOC blobs, the empty config, the manifest.
+    private static func writeTOCImage(_ layers: [LayerResult], for destination: ImageLocation, client: RegistryClient,
+                                      progress: @Sendable (String) -> Void) async throws -> (location: ImageLocation, digest: String) {
+        let location: ImageLocation
+        switch destination {
+        case let .registry(reference): location = .registry(try ExternalTOC.imageReference(for: reference))
+        case let .layout(directory, tag): location = .layout(directory: directory, tag: (tag ?? "latest") + ExternalTOC.suffix)
+        }
+        var tocs: [(toc: Descriptor, layerDigest: String)] = []
+        for layer in layers {
+            guard let toc = layer.conversion.externalTOC else { throw RegistryError.local("layer \(layer.descriptor.digest) has no external TOC") }
+            try await writeBlob(toc, to: location, client: client)
+            tocs.append((Descriptor(mediaType: MediaType.ociLayerGzip, digest: digestString(toc), size: Int64(toc.count)), layer.descriptor.digest))
+        }
+        let (config, manifest) = try ExternalTOC.manifest(tocs: tocs)
+        try await writeBlob(config, to: location, client: client)
+        try await writeManifest(manifest, mediaType: MediaType.ociManifest, to: location, tagged: true, client: client)
+        progress("TOC image \(location) \(digestString(manifest)) with \(tocs.count) TOCs")
+        return (location, digestString(manifest))
     }
 
     /// The manifests to convert: the one for `options.platform`, or every image of an index
@@ -204,16 +236,20 @@ public enum ImageConverter {
             input = OCILayout(unchecked: directory).blobPath(layer.digest)
         }
         progress("\(label): converting")
-        let layerOptions = options.layer
+        var layerOptions = options.layer
+        layerOptions.externalTOC = options.externalTOC
         let conversion = try await Task(executorPreference: BlockingBridge.shared) {
             try LayerWriter.convert(inputPath: input, outputPath: output, options: layerOptions)
         }.value
         if case .registry = source { unlink(input) }
         let (digest, size) = try fileDigest(output)
-        let descriptor = Descriptor(mediaType: MediaType.ociLayerGzip, digest: digest, size: size, annotations: [
+        // zstd:chunked layers also carry the manifest checksum and position containers/storage reads,
+        // as the reference's nativeconverter/zstdchunked writes them.
+        let annotations = [
             StargzAnnotation.tocDigest: conversion.tocDigest.description,
             StargzAnnotation.uncompressedSize: String(conversion.uncompressedSize),
-        ])
+        ].merging(conversion.annotations) { first, _ in first }
+        let descriptor = Descriptor(mediaType: layerOptions.compression.mediaType, digest: digest, size: size, annotations: annotations)
         progress("\(label): \(layer.size) → \(size) bytes, toc \(conversion.tocDigest)")
         return LayerResult(source: layer, descriptor: descriptor, conversion: conversion)
     }

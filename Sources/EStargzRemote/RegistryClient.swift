@@ -40,9 +40,26 @@ public final class RegistryClient: Sendable {
         /// The longest a `Retry-After` header of a 429 or 503 response makes the client wait
         /// before retrying; a longer one is cut to this.
         public var maximumRetryAfter: Duration = .seconds(60)
+        /// The longest one call (a range read, a manifest fetch) may take until the response
+        /// starts, retries and their backoff included; past it the call fails with
+        /// ``RegistryError/timedOut(url:reason:)``. A lazily mounted layer turns that into `EIO`,
+        /// so a registry outage fails reads within this bound instead of holding them.
+        /// nil: bounded only by the per-request timeouts and `maxRetries`.
+        public var operationTimeout: Duration?
         /// Blob uploads larger than this are sent in chunks of this size (PATCH); smaller ones in one PUT.
         public var uploadChunkSize = 16 << 20
         public init() {}
+
+        /// Bounds every call by `timeout` (``operationTimeout``), and the connect and read
+        /// timeouts of each request within it, so that a call fails within about `timeout`
+        /// whether the registry refuses connections, stalls or answers 5xx.
+        public mutating func applyFetchTimeout(_ timeout: Duration) {
+            operationTimeout = timeout
+            let components = timeout.components
+            let amount = TimeAmount.nanoseconds(components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000)
+            connectTimeout = min(connectTimeout, amount)
+            readTimeout = min(readTimeout, amount)
+        }
     }
 
     /// A resolved image: its manifest (after platform selection) and config.
@@ -317,11 +334,13 @@ public final class RegistryClient: Sendable {
               onHead: (Int, HTTPHeaders) -> Void = { _, _ in }, restartBody: () -> Bool = { false },
               onBody: (ByteBuffer) throws -> Void) async throws(RegistryError) -> String {
         var lastError = RegistryError.transport(url: path, reason: "no endpoint")
+        let deadline = options.operationTimeout.map { ContinuousClock.now + $0 }
         for endpoint in endpoints {
             let url = absolute ?? "\(endpoint)/v2/\(reference.repository)/\(path)"
             do {
                 return try await attempt(reference, endpointURL: endpoint, url: url, method: method, headers: headers, body: body,
-                                         expect: expect, retry: retry, rangeRequest: rangeRequest, onHead: onHead, restartBody: restartBody, onBody: onBody)
+                                         expect: expect, retry: retry, rangeRequest: rangeRequest, deadline: deadline,
+                                         onHead: onHead, restartBody: restartBody, onBody: onBody)
             } catch {
                 // Only pull falls through to the next mirror; auth and client errors of the last one are reported.
                 if case .cancelled = error { throw error }
@@ -332,14 +351,25 @@ public final class RegistryClient: Sendable {
     }
 
     private func attempt(_ reference: ImageReference, endpointURL: String, url: String, method: HTTPMethod, headers: [String: String],
-                         body: [UInt8]?, expect: Set<Int>, retry: Bool, rangeRequest: Bool,
+                         body: [UInt8]?, expect: Set<Int>, retry: Bool, rangeRequest: Bool, deadline: ContinuousClock.Instant?,
                          onHead: (Int, HTTPHeaders) -> Void, restartBody: () -> Bool,
                          onBody: (ByteBuffer) throws -> Void) async throws(RegistryError) -> String {
         let authKey = "\(hostOf(endpointURL))/\(reference.repository)"
         var attempts = 0
         var challenged = false
+        /// Sleeps before the next attempt, or fails when that would pass the deadline.
+        func retryAfterBackoff(_ last: @autoclosure () -> RegistryError, atLeast minimum: Duration? = nil) async throws(RegistryError) {
+            attempts += 1
+            if let deadline, ContinuousClock.now + backoffDelay(attempts, atLeast: minimum) >= deadline {
+                throw Self.pastDeadline(last(), url: url, timeout: options.operationTimeout)
+            }
+            try await backoff(attempts, atLeast: minimum)
+        }
         while true {
             if Task.isCancelled { throw .cancelled }
+            if let deadline, ContinuousClock.now >= deadline {
+                throw .timedOut(url: url, reason: "no response within the operation timeout (\(options.operationTimeout!))")
+            }
             var request = HTTPClientRequest(url: url)
             request.method = method
             for (name, value) in headers { request.headers.replaceOrAdd(name: name, value: value) }
@@ -349,14 +379,13 @@ public final class RegistryClient: Sendable {
             let response: HTTPClientResponse
             var finalURL = url
             do {
-                (response, finalURL) = try await executeFollowingRedirects(request)
+                (response, finalURL) = try await executeFollowingRedirects(request, deadline: deadline)
             } catch let error as RegistryError {
                 throw error
             } catch {
                 if Task.isCancelled || error is CancellationError { throw .cancelled }
                 if retry, attempts < options.maxRetries {
-                    attempts += 1
-                    try await backoff(attempts)
+                    try await retryAfterBackoff(Self.failure(error, url: url))
                     continue
                 }
                 throw Self.failure(error, url: url)
@@ -378,8 +407,8 @@ public final class RegistryClient: Sendable {
                 let retryAfter = status == 429 || status == 503
                     ? Self.retryAfterDelay(response.headers.first(name: "Retry-After"), now: Date()) : nil
                 _ = try? await response.body.collect(upTo: 1 << 20)
-                attempts += 1
-                try await backoff(attempts, atLeast: retryAfter.map { min($0, options.maximumRetryAfter) })
+                try await retryAfterBackoff(.unexpectedStatus(url: url, status: status, body: ""),
+                                            atLeast: retryAfter.map { min($0, options.maximumRetryAfter) })
                 continue
             }
             if rangeRequest, status == 200 {
@@ -404,8 +433,7 @@ public final class RegistryClient: Sendable {
                 // A body cut short (connection closed before Content-Length bytes) is retried like a
                 // failed connection when the caller can discard what it has seen (`restartBody`).
                 if retry, attempts < options.maxRetries, restartBody() {
-                    attempts += 1
-                    try await backoff(attempts)
+                    try await retryAfterBackoff(Self.failure(error, url: finalURL, during: "body"))
                     continue
                 }
                 throw Self.failure(error, url: finalURL, during: "body")
@@ -418,10 +446,16 @@ public final class RegistryClient: Sendable {
 
     /// Follows up to five redirects, keeping every header except `Authorization` on a new host
     /// (blob storage signs its URLs; our registry token means nothing there).
-    private func executeFollowingRedirects(_ first: HTTPClientRequest) async throws -> (HTTPClientResponse, String) {
+    private func executeFollowingRedirects(_ first: HTTPClientRequest,
+                                           deadline: ContinuousClock.Instant? = nil) async throws -> (HTTPClientResponse, String) {
         var request = first
         for _ in 0 ..< 6 {
-            let response = try await http.execute(request, timeout: options.requestTimeout)
+            var timeout = options.requestTimeout
+            if let deadline {
+                let left = (deadline - ContinuousClock.now).components
+                timeout = min(timeout, .nanoseconds(max(1, left.seconds * 1_000_000_000 + left.attoseconds / 1_000_000_000)))
+            }
+            let response = try await http.execute(request, timeout: timeout)
             guard [301, 302, 303, 307, 308].contains(Int(response.status.code)),
                   let location = response.headers.first(name: "Location") else {
                 return (response, request.url)
@@ -437,8 +471,17 @@ public final class RegistryClient: Sendable {
 
     /// Sleeps before retry number `attempt`: `initialBackoff` doubled per retry, or `atLeast` when longer.
     private func backoff(_ attempt: Int, atLeast minimum: Duration? = nil) async throws(RegistryError) {
-        let delay = max(options.initialBackoff * (1 << (attempt - 1)), minimum ?? .zero)
-        do { try await Task.sleep(for: delay) } catch { throw .cancelled }
+        do { try await Task.sleep(for: backoffDelay(attempt, atLeast: minimum)) } catch { throw .cancelled }
+    }
+
+    private func backoffDelay(_ attempt: Int, atLeast minimum: Duration?) -> Duration {
+        max(options.initialBackoff * (1 << (attempt - 1)), minimum ?? .zero)
+    }
+
+    /// The error of a call whose next retry would pass the operation timeout: a timeout, saying
+    /// what the last attempt met.
+    static func pastDeadline(_ last: RegistryError, url: String, timeout: Duration?) -> RegistryError {
+        .timedOut(url: url, reason: "gave up within the operation timeout (\(timeout.map { "\($0)" } ?? "none")); last attempt: \(last)")
     }
 
     /// The error reported when retries are exhausted: timeouts typed as such, anything else a

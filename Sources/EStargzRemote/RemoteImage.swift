@@ -16,7 +16,8 @@ public final class RemoteImage: Sendable {
     private init(layers: [Layer]) { self.layers = layers }
 
     /// Opens `reference`: a layer blob when its digest names a blob (not a manifest), otherwise
-    /// the image it resolves to. Layers are verified against their `toc.digest` annotation.
+    /// the image it resolves to. Layers are verified against their `toc.digest` annotation. A layer
+    /// whose TOC is external gets it from the image's TOC image (see ``ExternalTOC``).
     public static func open(client: RegistryClient, reference: ImageReference, platform: Platform = .current,
                             cache: (any ChunkCache)? = nil, options: RangeReader.Options = RangeReader.Options()) async throws -> RemoteImage {
         var descriptors: [Descriptor]
@@ -32,6 +33,7 @@ public final class RemoteImage: Sendable {
             descriptors = [Descriptor(mediaType: MediaType.ociLayerGzip, digest: digest, size: source.size)]
         }
         var layers: [Layer] = []
+        var tocFinder: ExternalTOCFinder?
         for descriptor in descriptors {
             let source: RangeReader
             if let blobSource { source = blobSource } else {
@@ -39,9 +41,19 @@ public final class RemoteImage: Sendable {
                                                     size: descriptor.size, options: options)
             }
             let trusted = descriptor.annotations?[StargzAnnotation.tocDigest].flatMap { SHA256Digest(parsing: $0) }
-            let reader = try await Task(executorPreference: BlockingBridge.shared) {
-                try LayerReader(source: source, tocDigest: trusted, cache: cache)
-            }.value
+            let reader: LayerReader
+            do {
+                reader = try await Task(executorPreference: BlockingBridge.shared) {
+                    try LayerReader(source: source, tocDigest: trusted, cache: cache)
+                }.value
+            } catch EStargzError.externalTOCRequired where blobSource == nil {
+                // The TOC is in the image's TOC image (`TAG-esgztoc`); checked against `trusted`.
+                if tocFinder == nil { tocFinder = try ExternalTOCFinder(client: client, image: reference) }
+                let toc = try await tocFinder!.toc(forLayer: descriptor.digest)
+                reader = try await Task(executorPreference: BlockingBridge.shared) {
+                    try LayerReader(source: source, tocDigest: trusted, cache: cache, externalTOC: toc)
+                }.value
+            }
             layers.append(Layer(descriptor: descriptor, source: source, reader: reader))
         }
         return RemoteImage(layers: layers)

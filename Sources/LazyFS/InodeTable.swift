@@ -196,7 +196,10 @@ enum InodeTable {
         if draft.opaque { xattrs.removeAll { $0.name == overlayOpaqueXattr }; xattrs.append((overlayOpaqueXattr, Array("y".utf8))) }
         xattrs.sort { $0.name < $1.name }
         var inode = Inode(kind: draft.isOverlayWhiteout ? .characterDevice : kind,
-                          permissions: UInt32(truncatingIfNeeded: entry.mode) & 0o7777,
+                          // Symlinks are 0777 whatever the tar header says, as `tar -x` and overlayfs show them
+                          // (Linux ignores a symlink's own mode; only lchmod-less 0777 exists on disk).
+                          permissions: kind == .symlink && !draft.isOverlayWhiteout
+                              ? 0o777 : UInt32(truncatingIfNeeded: entry.mode) & 0o7777,
                           uid: UInt32(truncatingIfNeeded: entry.uid), gid: UInt32(truncatingIfNeeded: entry.gid),
                           modificationTime: entry.modificationTime,
                           size: kind == .regular ? entry.size : 0,

@@ -14,12 +14,12 @@ public struct SnapshotMount: Sendable, Equatable {
 /// as committed snapshots whose `fs` directory is a LazyFS mount.
 public actor OverlaySnapshotter {
     private var store: SnapshotStore
-    private let remote: RemoteLayers?
+    private let remote: (any LayerMounting)?
     private let logger = Logger(label: "estargz.snapshotter")
 
     /// Opens (or creates) the snapshotter's state under `root`. With `remote`, layers that
     /// containerd describes as eStargz are mounted lazily instead of being downloaded.
-    public init(root: String, remote: RemoteLayers? = nil) throws {
+    public init(root: String, remote: (any LayerMounting)? = nil) throws {
         store = try SnapshotStore(root: URL(fileURLWithPath: root))
         self.remote = remote
     }
@@ -48,22 +48,31 @@ public actor OverlaySnapshotter {
         return try create(key: key, parent: parent, labels: labels, kind: .active)
     }
 
-    /// Remounts the lazy layers of remote snapshots (after a restart). A layer that cannot be
+    /// Remounts the lazy layers of remote snapshots (after a restart), except those a fuse manager
+    /// still serves (they are left alone: containers may be reading them). A layer that cannot be
     /// mounted is reported; its snapshot stays so containerd's references stay valid.
     public func remountRemoteSnapshots() -> [String] {
         guard let remote else { return [] }
         var failures: [String] = []
+        let served = (try? remote.mountedDirectories()) ?? []
+        var kept = 0
         for record in store.records.values where record.labels[RemoteLabel.remote] != nil {
+            let directory = store.directory(of: record).appendingPathComponent("fs").path
+            if served.contains(directory) {
+                kept += 1
+                continue
+            }
             do {
-                try remote.mount(labels: record.labels, at: store.directory(of: record).appendingPathComponent("fs").path)
+                try remote.mount(labels: record.labels, at: directory)
             } catch {
                 failures.append("\(record.key): \(error)")
             }
         }
+        if kept > 0 { logger.info("lazy layers still mounted by the fuse manager, kept", metadata: ["count": "\(kept)"]) }
         return failures
     }
 
-    private func prepareRemote(target: String, parent: String, labels: [String: String], remote: RemoteLayers) throws {
+    private func prepareRemote(target: String, parent: String, labels: [String: String], remote: any LayerMounting) throws {
         if !parent.isEmpty {
             guard store.record(parent)?.kind == .committed else { throw SnapshotterError.notFound("parent \(parent)") }
         }
@@ -180,7 +189,15 @@ public actor OverlaySnapshotter {
         let known = Set(store.records.values.map { String($0.id) })
         let snapshots = store.root.appendingPathComponent("snapshots")
         for name in (try? FileManager.default.contentsOfDirectory(atPath: snapshots.path)) ?? [] where !known.contains(name) {
-            try FileManager.default.removeItem(at: snapshots.appendingPathComponent(name))
+            // A crash between mounting a lazy layer and recording it leaves a mount below: detach it
+            // first (a fuse manager's through the manager), so removal never walks into a layer.
+            let directory = snapshots.appendingPathComponent(name)
+            let fs = directory.appendingPathComponent("fs").path
+            remote?.unmount(fs)
+            _ = umount2(fs, Int32(MNT_DETACH))
+            do { try FileManager.default.removeItem(at: directory) } catch {
+                logger.warning("cannot remove an orphaned snapshot directory", metadata: ["directory": "\(directory.path)", "error": "\(error)"])
+            }
         }
     }
 

@@ -30,10 +30,11 @@ enum RemoteLabel {
 
 /// Lazily mounted eStargz layers: each remote snapshot's `fs` directory is a LazyFS mount (one
 /// layer, overlayfs-style whiteouts) reading its blob from the registry chunk by chunk.
-public final class RemoteLayers: Sendable {
-    private let client: RegistryClient
+public final class RemoteLayers: LayerMounting {
+    let client: RegistryClient
     private let cache: MemoryChunkCache
     private let mounts = Mutex<[String: LazyMount]>([:])
+    private let sources = Mutex<[String: RangeReader]>([:])
     private let prefetch: Bool
     private let backgroundFetch: Bool
     private let readerOptions: RangeReader.Options
@@ -61,7 +62,10 @@ public final class RemoteLayers: Sendable {
                 cacheCapacity: Int64 = 1 << 30, memoryCacheCapacity: Int = 128 << 20, prefetch: Bool = true,
                 backgroundFetch: Bool = false, fetchBlockSize: Int64 = 32 << 10, tailSize: Int64 = 64 << 10) throws {
         client = RegistryClient(options: registry)
-        let disk = try cacheDirectory.map { try DiskChunkCache(directory: $0, capacity: cacheCapacity) }
+        let logger = self.logger
+        let disk = try cacheDirectory.map {
+            try DiskChunkCache(directory: $0, capacity: cacheCapacity) { message in logger.warning("\(message)") }
+        }
         cache = MemoryChunkCache(capacity: memoryCacheCapacity, backing: disk)
         self.prefetch = prefetch
         self.backgroundFetch = backgroundFetch
@@ -73,6 +77,17 @@ public final class RemoteLayers: Sendable {
 
     /// Hits and misses of the in-memory chunk tier (a miss goes to the disk cache, then the registry).
     var memoryCacheCounts: (hits: Int64, misses: Int64) { cache.counts }
+
+    /// What the layers mounted so far fetched from their registries: bytes, range requests, and the
+    /// sizes of their blobs (what downloading them whole would have cost).
+    public var registryStatistics: (bytesFetched: Int64, requests: Int64, blobBytes: Int64) {
+        sources.withLock { sources in
+            sources.values.reduce((Int64(0), Int64(0), Int64(0))) { total, source in
+                let s = source.statistics
+                return (total.0 + s.bytesFetched, total.1 + s.requests, total.2 + source.size)
+            }
+        }
+    }
 
     /// Whether these labels describe a layer that can be mounted lazily.
     static func describesRemoteLayer(_ labels: [String: String]) -> Bool {
@@ -94,7 +109,7 @@ public final class RemoteLayers: Sendable {
     /// and mounts it at `directory`. Blocks while the TOC is fetched. Returns the layer's usage
     /// as ``usage(of:)`` defines it.
     @discardableResult
-    func mount(labels: [String: String], at directory: String) throws -> (size: Int64, inodes: Int64) {
+    public func mount(labels: [String: String], at directory: String) throws -> (size: Int64, inodes: Int64) {
         guard let referenceText = Self.reference(in: labels), let digest = Self.layerDigest(in: labels),
               let toc = labels[RemoteLabel.tocDigest].flatMap(SHA256Digest.init(parsing:)) else {
             throw SnapshotterError.invalidArgument("labels do not describe an eStargz layer")
@@ -106,7 +121,15 @@ public final class RemoteLayers: Sendable {
         let clock = ContinuousClock(), started = clock.now
         let source = try Self.blocking { try await RangeReader.open(client: client, repository: reference, digest: digest, options: readerOptions) }
         let fetched = clock.now
-        let layer = try LayerReader(source: source, tocDigest: toc, cache: cache)
+        let layer: LayerReader
+        do {
+            layer = try LayerReader(source: source, tocDigest: toc, cache: cache)
+        } catch EStargzError.externalTOCRequired {
+            // The TOC is in the image's TOC image (`TAG-esgztoc`) on the same registry.
+            let finder = try ExternalTOCFinder(client: client, image: reference)
+            let external = try Self.blocking { try await finder.toc(forLayer: digest) }
+            layer = try LayerReader(source: source, tocDigest: toc, cache: cache, externalTOC: external)
+        }
         let opened = clock.now
         // The region's bytes start flowing now, while the mount is set up and Prepare returns.
         let ahead = prefetch && (layer.prefetchRegionEnd ?? 0) > 0 ? Self.fetchAhead(source, upTo: layer.prefetchRegionEnd!) : nil
@@ -119,6 +142,7 @@ public final class RemoteLayers: Sendable {
             built = clock.now
             let mount = try fileSystem.mount(at: directory)
             mounts.withLock { $0[directory] = mount }
+            sources.withLock { $0[directory] = source }
         } catch {
             ahead?.cancel()
             throw error
@@ -183,9 +207,15 @@ public final class RemoteLayers: Sendable {
         return (size, Int64(seen.count))
     }
 
+    /// The directories with a layer mounted now.
+    public func mountedDirectories() -> Set<String> {
+        mounts.withLock { Set($0.keys) }
+    }
+
     /// Unmounts the layer mounted at `directory`, if any.
-    func unmount(_ directory: String) {
+    public func unmount(_ directory: String) {
         let mount = mounts.withLock { $0.removeValue(forKey: directory) }
+        sources.withLock { _ = $0.removeValue(forKey: directory) }
         mount?.unmount()
     }
 
@@ -195,6 +225,7 @@ public final class RemoteLayers: Sendable {
             defer { current.removeAll() }
             return Array(current.values)
         }
+        sources.withLock { $0.removeAll() }
         for mount in all { mount.unmount() }
     }
 
@@ -204,7 +235,7 @@ public final class RemoteLayers: Sendable {
         try? await client.shutdown()
     }
 
-    private static func blocking<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) throws -> T {
+    static func blocking<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) throws -> T {
         let result = Mutex<Result<T, any Error>?>(nil)
         let done = DispatchSemaphore(value: 0)
         Task.detached {

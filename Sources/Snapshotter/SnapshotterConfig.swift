@@ -14,10 +14,15 @@ import Foundation
 /// background = false                           # then everything else, politely
 /// block_kib = 32                               # registry read granularity (each miss fetches whole blocks)
 /// tail_kib = 64                                # a layer's first read: footer and (small) TOC
+/// timeout_seconds = 30                         # a registry read (retries included) fails after this: EIO
 /// [cache]
 /// directory = "/var/lib/estargz-snapshotter/cache"
 /// capacity_mib = 1024                         # verified chunks on disk
 /// memory_mib = 128                             # verified chunks in memory, in front of the disk
+/// [fuse_manager]
+/// enable = false                               # serve lazy layers from `estargz fuse-manager`, which
+///                                              # outlives snapshotter restarts (running containers keep reading)
+/// address = "/run/estargz-snapshotter/fuse-manager.sock"   # default: ROOT/fuse-manager.sock
 /// ```
 ///
 /// Only what is shown is understood (tables, string / integer / boolean values and arrays of
@@ -32,10 +37,17 @@ public struct SnapshotterConfig: Sendable, Equatable {
     public var fetchBlockKiB = 32
     /// How much of a layer's end the first request reads, in KiB (a larger TOC costs one more request).
     public var tailKiB = 64
+    /// How long one registry read may take, retries included, before the file read that needs it
+    /// fails with `EIO` (a registry outage must not hang readers), in seconds.
+    public var fetchTimeoutSeconds = 30
     public var cacheDirectory: String?
     public var cacheCapacityMiB: Int = 1024
     /// Verified chunks kept in memory in front of the disk cache, shared by all layers, in MiB.
     public var memoryCacheMiB: Int = 128
+    /// Serve lazily mounted layers from a fuse manager process that outlives the snapshotter.
+    public var fuseManager = false
+    /// The fuse manager's socket (nil: ROOT/fuse-manager.sock).
+    public var fuseManagerAddress: String?
 
     public init() {}
 
@@ -58,7 +70,7 @@ public struct SnapshotterConfig: Sendable, Equatable {
             if line.hasPrefix("[") {
                 guard line.hasSuffix("]"), !line.hasPrefix("[[") else { throw fail("bad table header \(line)") }
                 table = String(line.dropFirst().dropLast()).trimmingCharacters(in: .whitespaces)
-                guard ["registry", "registry.credentials", "fetch", "cache"].contains(table) else { throw fail("unknown table [\(table)]") }
+                guard ["registry", "registry.credentials", "fetch", "cache", "fuse_manager"].contains(table) else { throw fail("unknown table [\(table)]") }
                 continue
             }
             guard let equals = line.firstIndex(of: "=") else { throw fail("expected key = value") }
@@ -75,12 +87,29 @@ public struct SnapshotterConfig: Sendable, Equatable {
             case ("fetch", "background", .bool(let v)): backgroundFetch = v
             case ("fetch", "block_kib", .integer(let v)) where v >= 4 && v <= 16 * 1024: fetchBlockKiB = v
             case ("fetch", "tail_kib", .integer(let v)) where v >= 1 && v <= 64 * 1024: tailKiB = v
+            case ("fetch", "timeout_seconds", .integer(let v)) where v >= 1 && v <= 3600: fetchTimeoutSeconds = v
             case ("cache", "directory", .string(let v)): cacheDirectory = v
             case ("cache", "capacity_mib", .integer(let v)) where v > 0: cacheCapacityMiB = v
             case ("cache", "memory_mib", .integer(let v)) where v > 0: memoryCacheMiB = v
+            case ("fuse_manager", "enable", .bool(let v)): fuseManager = v
+            case ("fuse_manager", "address", .string(let v)) where !v.isEmpty: fuseManagerAddress = v
             default: throw fail("unknown or mistyped setting \(key) in [\(table)]")
             }
         }
+    }
+
+    /// The lazy-layer server these settings describe, in this process.
+    /// - Parameters:
+    ///   - cacheDirectory: the chunk cache directory when given on the command line (it wins over `[cache] directory`).
+    ///   - root: the snapshotter's root, whose `cache` directory is the default.
+    ///   - plainHTTP: plain HTTP for every registry.
+    public func makeRemoteLayers(cacheDirectory: String?, root: String, plainHTTP: Bool) throws -> RemoteLayers {
+        var registry = registryOptions
+        registry.plainHTTP = plainHTTP
+        return try RemoteLayers(registry: registry, cacheDirectory: cacheDirectory ?? self.cacheDirectory ?? root + "/cache",
+                                cacheCapacity: Int64(cacheCapacityMiB) << 20, memoryCacheCapacity: memoryCacheMiB << 20,
+                                prefetch: prefetch, backgroundFetch: backgroundFetch,
+                                fetchBlockSize: Int64(fetchBlockKiB) << 10, tailSize: Int64(tailKiB) << 10)
     }
 
     /// Registry client settings from this config.
@@ -94,6 +123,7 @@ public struct SnapshotterConfig: Sendable, Equatable {
             explicit[host] = RegistryCredential(username: String(parts[0]), password: parts.count > 1 ? String(parts[1]) : "")
         }
         options.credentials = CredentialStore(explicit: explicit)
+        options.applyFetchTimeout(.seconds(fetchTimeoutSeconds))
         return options
     }
 

@@ -13,7 +13,7 @@ import GRPCNIOTransportHTTP2Posix
 public enum SnapshotterServer {
     /// Serves the snapshotter whose state lives under `root` on the unix socket `socketPath`
     /// until the task is cancelled. A stale socket file from an earlier run is replaced.
-    public static func serve(root: String, socketPath: String, remote: RemoteLayers? = nil,
+    public static func serve(root: String, socketPath: String, remote: (any LayerMounting)? = nil,
                              ready: (@Sendable () -> Void)? = nil) async throws {
         let snapshotter = try OverlaySnapshotter(root: root, remote: remote)
         defer { unlink(socketPath) }

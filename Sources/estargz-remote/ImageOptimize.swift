@@ -8,12 +8,16 @@ import LazyFS
 struct ImageOptimize: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "optimize",
-        abstract: "Convert an image to eStargz with the files a workload reads put first.",
+        abstract: "Convert an image to eStargz (or zstd:chunked) with the files a workload reads put first.",
         discussion: """
-            Mounts SRC's layers lazily (merged, with a writable overlay on top), runs COMMAND chrooted into \
-            that tree in its own mount namespace (/proc, /dev, /sys and /tmp set up), records the files it \
-            opens in order, stops when it exits or after --period, then converts SRC to DST with those files \
-            prioritized, so runtimes prefetch them. Like `ctr-remote image optimize`, without containerd.
+            Mounts SRC's layers lazily (merged, with a writable overlay on top) and runs the image's own \
+            workload chrooted into that tree, as a runtime would start its container: Entrypoint + Cmd, Env, \
+            WorkingDir and User from the image's config (--entrypoint, --args, --env, --cwd, --user override \
+            them; `-- COMMAND ARGS...` replaces Entrypoint and Cmd), in its own mount namespace (/proc, /dev, \
+            /sys and /tmp set up, --mount binds host paths read-only) and a new network namespace without \
+            network (--net host for the host's). It records the files the workload opens in order, stops \
+            when it exits or after --period, then converts SRC to DST with those files prioritized in every \
+            layer, so runtimes prefetch them. Like `ctr-remote image optimize`, without containerd.
             """
     )
 
@@ -26,13 +30,39 @@ struct ImageOptimize: ParsableCommand {
     @Option(help: "Stop the workload after this many seconds.")
     var period: Int = 10
 
+    @Option(help: ArgumentHelp("Replace the image's Entrypoint (a JSON array).", valueName: "JSON"))
+    var entrypoint: String?
+
+    @Option(help: ArgumentHelp("Replace the image's Cmd (a JSON array).", valueName: "JSON"))
+    var args: String?
+
+    @Option(help: ArgumentHelp("Add an environment variable to the image's Env, or replace it (repeatable).", valueName: "KEY=VALUE"))
+    var env: [String] = []
+
+    @Option(help: ArgumentHelp("Replace the image's WorkingDir.", valueName: "DIR"))
+    var cwd: String?
+
+    @Option(help: ArgumentHelp("Replace the image's User (names looked up in the image's etc/passwd and etc/group).", valueName: "USER[:GROUP]"))
+    var user: String?
+
+    @Option(help: ArgumentHelp("Bind a host path read-only into the workload's tree (repeatable).", valueName: "SRC:DST"))
+    var mount: [String] = []
+
+    @Option(help: ArgumentHelp("The workload's network: none (a new network namespace, only a loopback device) or host.", valueName: "none|host"))
+    var net: NetworkMode = .none
+
+    enum NetworkMode: String, ExpressibleByArgument { case none, host }
+
     @OptionGroup var layerFormat: LayerFormatOptions
 
-    @Argument(parsing: .postTerminator, help: "The workload: COMMAND ARGS... (after --).")
+    @Argument(parsing: .postTerminator, help: "The workload: COMMAND ARGS... (after --), instead of the image's Entrypoint and Cmd.")
     var command: [String] = []
 
     func validate() throws {
-        guard !command.isEmpty else { throw ValidationError("give the workload after --, e.g. -- /usr/bin/python3 -c 'print(1)'") }
+        guard command.isEmpty || (entrypoint == nil && args == nil) else {
+            throw ValidationError("give either -- COMMAND ARGS... or --entrypoint/--args, not both")
+        }
+        guard period > 0 else { throw ValidationError("--period must be at least 1 second") }
     }
 
     func run() throws {
@@ -46,12 +76,20 @@ struct ImageOptimize: ParsableCommand {
         layerFormat.apply(to: &options.layer)
         options.platform = try registry.parsedPlatform()
 
-        // 1. eStargz layers in a local layout (whatever SRC's layers were), to mount from.
+        // 1. eStargz layers in a local layout (whatever SRC's layers were), to mount from. Always
+        //    gzip at level 1: quick, and step 3 reads them back as its input whatever DST's format.
         let staging = ImageLocation.layout(directory: work + "/staging", tag: "staging")
-        let staged = try convert(source, to: staging, client: client, options: options)
+        var stagingOptions = options
+        stagingOptions.layer.compression = .gzip
+        stagingOptions.layer.compressionLevel = 1
+        let staged = try convert(source, to: staging, client: client, options: stagingOptions)
 
         // 2. Run the workload on them and record what it reads.
-        let accessed = try record(layers: staged, layout: work + "/staging", work: work)
+        let oci = try runReportingRemoteErrors { try OCILayout(directory: work + "/staging") }
+        let workload = try Workload.make(imageConfig: try runReportingRemoteErrors { try oci.readBlob(staged.images[0].configDigest) },
+                                         command: command, entrypoint: entrypoint, args: args, env: env, cwd: cwd, user: user,
+                                         mounts: mount, hostNetwork: net == .host)
+        let accessed = try record(layers: staged, layout: oci, workload: workload, work: work)
         FileHandle.standardError.write(Data("optimize: the workload read \(accessed.count) files\n".utf8))
 
         // 3. The final image, with those files first in every layer that has them: what the runtime
@@ -80,8 +118,7 @@ struct ImageOptimize: ParsableCommand {
 
     /// Mounts the staged layers merged under a writable overlay, runs the workload in a chroot with
     /// its own mount namespace, and returns the files it opened, in order.
-    private func record(layers result: ImageConverter.Result, layout: String, work: String) throws -> [String] {
-        let oci = try runReportingRemoteErrors { try OCILayout(directory: layout) }
+    private func record(layers result: ImageConverter.Result, layout oci: OCILayout, workload: Workload, work: String) throws -> [String] {
         let readers = try runReportingErrors {
             try result.images[0].layers.map { layer -> LayerReader in
                 let digest = layer.descriptor.annotations?[StargzAnnotation.tocDigest].flatMap(SHA256Digest.init(parsing:))
@@ -103,17 +140,12 @@ struct ImageOptimize: ParsableCommand {
         for directory in ["proc", "dev", "sys", "tmp"] {
             try? FileManager.default.createDirectory(atPath: root + "/" + directory, withIntermediateDirectories: true)
         }
-        // A private mount namespace: the mounts vanish with the workload, and the child dies with unshare.
-        let script = #"mount -t proc proc "$R/proc" && mount --rbind /dev "$R/dev" && mount -t sysfs sysfs "$R/sys" && mount -t tmpfs tmpfs "$R/tmp" && exec chroot "$R" "$@""#
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
-        process.arguments = ["--mount", "--fork", "--kill-child", "--", "/bin/sh", "-c", script, "sh"] + command
-        process.environment = ProcessInfo.processInfo.environment.merging(["R": root]) { _, new in new }
+        let process = try workload.process(root: root)
         try process.run()
         let deadline = Date().addingTimeInterval(TimeInterval(period))
         while process.isRunning, Date() < deadline { usleep(50_000) }
         if process.isRunning {
-            process.terminate()
+            Workload.stop(process)
             FileHandle.standardError.write(Data("optimize: stopped the workload after \(period) s\n".utf8))
         }
         process.waitUntilExit()

@@ -9,6 +9,6 @@ import EStargzCommands
 struct RemoteCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration.estargz(subcommands: [
         Convert.self, Verify.self, Extract.self, List<RegistryReader>.self, Cat<RegistryReader>.self,
-        Image.self, Mount.self, SnapshotterCommand.self, Pull.self,
+        Image.self, Mount.self, SnapshotterCommand.self, Pull.self, FuseManagerCommand.self, StoreCommand.self,
     ])
 }

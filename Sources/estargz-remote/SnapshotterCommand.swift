@@ -1,6 +1,7 @@
 import ArgumentParser
 import EStargzCommands
 import Dispatch
+import Foundation
 import EStargzRemote
 import Snapshotter
 #if canImport(Glibc)
@@ -32,8 +33,11 @@ struct SnapshotterCommand: AsyncParsableCommand {
     @Option(help: "Directory of the verified-chunk cache shared by all layers (default: ROOT/cache).")
     var cacheDirectory: String?
 
-    @Option(help: "A TOML config file: [registry] mirrors / plain_http_hosts / credentials, [fetch], [cache].")
+    @Option(help: "A TOML config file: [registry] mirrors / plain_http_hosts / credentials, [fetch], [cache], [fuse_manager].")
     var config: String?
+
+    @Flag(help: "Serve lazy layers from `estargz fuse-manager` (started when none answers), whose mounts outlive this process.")
+    var fuseManager = false
 
     func run() async throws {
         let settings: SnapshotterConfig
@@ -41,15 +45,26 @@ struct SnapshotterCommand: AsyncParsableCommand {
             printError("\(error)")
             throw ExitCode.failure
         }
-        var registry = settings.registryOptions
-        registry.plainHTTP = plainHTTP
-        let remote = lazy ? try RemoteLayers(registry: registry,
-                                             cacheDirectory: cacheDirectory ?? settings.cacheDirectory ?? root + "/cache",
-                                             cacheCapacity: Int64(settings.cacheCapacityMiB) << 20,
-                                             memoryCacheCapacity: settings.memoryCacheMiB << 20,
-                                             prefetch: settings.prefetch, backgroundFetch: settings.backgroundFetch,
-                                             fetchBlockSize: Int64(settings.fetchBlockKiB) << 10,
-                                             tailSize: Int64(settings.tailKiB) << 10) : nil
+        let remote: (any LayerMounting)?
+        if !lazy {
+            remote = nil
+        } else if fuseManager || settings.fuseManager {
+            // The manager gets this command's settings, so it mounts layers exactly as we would.
+            let socket = settings.fuseManagerAddress ?? root + "/fuse-manager.sock"
+            var arguments = ["--root", root]
+            if let config { arguments += ["--config", config] }
+            if let cacheDirectory { arguments += ["--cache-directory", cacheDirectory] }
+            if plainHTTP { arguments.append("--plain-http") }
+            do {
+                try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+                remote = try FuseManagerClient.connectOrStart(socketPath: socket, arguments: arguments, log: root + "/fuse-manager.log")
+            } catch {
+                printError("\(error)")
+                throw ExitCode.failure
+            }
+        } else {
+            remote = try settings.makeRemoteLayers(cacheDirectory: cacheDirectory, root: root, plainHTTP: plainHTTP)
+        }
         let root = self.root, address = self.address
         let task = Task { try await SnapshotterServer.serve(root: root, socketPath: address, remote: remote) }
         let signals = [SIGINT, SIGTERM].map { number -> DispatchSourceSignal in

@@ -9,7 +9,7 @@ import EStargzCommands
 struct EStargzCommand: ParsableCommand {
     static let configuration = CommandConfiguration.estargz(subcommands: [
         Convert.self, Verify.self, Extract.self, List<HandOff>.self, Cat<HandOff>.self,
-        ImageHandOff.self, MountHandOff.self, SnapshotterHandOff.self, PullHandOff.self,
+        ImageHandOff.self, MountHandOff.self, SnapshotterHandOff.self, PullHandOff.self, FuseManagerHandOff.self, StoreHandOff.self,
     ])
 
     static func main() {

@@ -47,7 +47,7 @@ enum HandOff: RegistryReading {
     static func cat(_ command: Cat<Self>) throws { execute() }
 }
 
-/// `image`, `mount`, `snapshotter` and `pull` as `estargz --help` lists them; `EStargzCommand.main` hands
+/// `image`, `mount`, `snapshotter`, `pull` and `fuse-manager` as `estargz --help` lists them; `EStargzCommand.main` hands
 /// them over before parsing, and so does running one of these.
 struct ImageHandOff: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: RemoteSubcommand.image.name,
@@ -63,6 +63,13 @@ struct MountHandOff: ParsableCommand {
     func run() throws { HandOff.execute() }
 }
 
+struct StoreHandOff: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: RemoteSubcommand.store.name,
+                                                    abstract: RemoteSubcommand.store.abstract)
+    @Argument(parsing: .captureForPassthrough) var arguments: [String] = []
+    func run() throws { HandOff.execute() }
+}
+
 struct SnapshotterHandOff: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: RemoteSubcommand.snapshotter.name,
                                                     abstract: RemoteSubcommand.snapshotter.abstract)
@@ -73,6 +80,13 @@ struct SnapshotterHandOff: ParsableCommand {
 struct PullHandOff: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: RemoteSubcommand.pull.name,
                                                     abstract: RemoteSubcommand.pull.abstract)
+    @Argument(parsing: .captureForPassthrough) var arguments: [String] = []
+    func run() throws { HandOff.execute() }
+}
+
+struct FuseManagerHandOff: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: RemoteSubcommand.fuseManager.name,
+                                                    abstract: RemoteSubcommand.fuseManager.abstract)
     @Argument(parsing: .captureForPassthrough) var arguments: [String] = []
     func run() throws { HandOff.execute() }
 }

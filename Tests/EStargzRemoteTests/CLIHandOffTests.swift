@@ -19,7 +19,8 @@ struct CLIHandOffTests {
     /// Help, handed over or not, is what `estargz-remote` (the whole command set) prints.
     @Test func helpIsTheSameFromBothExecutables() throws {
         for arguments in [["--help"], ["ls", "--help"], ["cat", "--help"], ["convert", "--help"], ["help", "image"],
-                          ["image", "convert", "--help"], ["mount", "--help"], ["snapshotter", "--help"], ["pull", "--help"]] {
+                          ["image", "convert", "--help"], ["mount", "--help"], ["snapshotter", "--help"], ["pull", "--help"],
+                          ["store", "--help"], ["fuse-manager", "--help"]] {
             #expect(try run(Self.estargz, arguments) == run(Self.remote, arguments), "\(arguments)")
         }
     }

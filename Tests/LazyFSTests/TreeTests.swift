@@ -130,4 +130,37 @@ enum SampleLayer {
             #expect(compareTrees(extracted, mountpoint) == 0)
         }
     }
+
+    /// A symlink stats as 0777 (`lrwxrwxrwx`) whatever its tar header mode, as `tar -x` and overlayfs show it,
+    /// in both the merged and the overlay-layer trees.
+    @Test func symlinksStatAs0777WhateverTheirHeaderMode() throws {
+        var b = TarBuilder()
+        try b.append(header("./", .directory, mode: 0o755))
+        try b.append(header("target", .regular, mode: 0o600), content: Array("t".utf8))
+        for (name, mode) in [("link-644", 0o644), ("link-0", 0), ("link-777", 0o777)] as [(String, Int64)] {
+            var link = header(name, .symlink, mode: mode)
+            link.linkName = "target"
+            try b.append(link)
+        }
+        let dir = TemporaryDirectory()
+        let blob = try convert(b.finish(), in: dir, name: "layer")
+        let extracted = dir.directory("extracted")
+        #expect(extract(dir.file("layer.tar"), to: extracted) == 0)
+        for mode in [LazyFileSystem.Mode.merged, .overlayLayer] {
+            let mountpoint = dir.directory("mnt-\(mode)")
+            try withMount(try fileSystem([blob], mode: mode), at: mountpoint) { _ in
+                for name in ["link-644", "link-0", "link-777"] {
+                    var mounted = stat(), reference = stat()
+                    #expect(lstat(mountpoint + "/" + name, &mounted) == 0)
+                    #expect(lstat(extracted + "/" + name, &reference) == 0)
+                    #expect(mounted.st_mode == S_IFLNK | 0o777, "\(name) in \(mode)")
+                    #expect(mounted.st_mode == reference.st_mode, "\(name): the mount and tar -x agree")
+                }
+                var target = stat()
+                #expect(lstat(mountpoint + "/target", &target) == 0)
+                #expect(target.st_mode == S_IFREG | 0o600)
+                #expect(shell("test \"$(stat -c %A '\(mountpoint)/link-644')\" = lrwxrwxrwx") == 0)
+            }
+        }
+    }
 }

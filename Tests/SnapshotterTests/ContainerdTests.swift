@@ -345,11 +345,16 @@ final class ContainerdEnvironment {
     let packageRoot: String
     let image = "docker.io/library/bbtest:latest"
     var imageArchive: String { directory + "/image.tar" }
-    private var snapshotter: Process?
+    private(set) var snapshotter: Process?
     private var containerd: Process?
+    /// TOML appended to containerd's config.
+    private let containerdConfig: String
 
     /// With `dataLayer`, the image has a second layer holding 4 MiB no container reads.
-    init(dataLayer: Bool = false) throws {
+    /// `dataFiles`: the image's first layer also holds data/f000 … (make_busybox_image.py --data-files).
+    /// `containerdConfig`: TOML appended to containerd's config.
+    init(dataLayer: Bool = false, dataFiles: Int = 0, containerdConfig: String = "") throws {
+        self.containerdConfig = containerdConfig
         directory = "/tmp/estargz-containerd-\(UUID().uuidString.prefix(8))"
         packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -357,7 +362,7 @@ final class ContainerdEnvironment {
             throw ContainerdTestError("\(tool) is missing: install containerd, runc, busybox-static, stargz-snapshotter and docker-registry (scripts/setup.sh does)")
         }
         try TestSupport.run("/usr/bin/python3", [packageRoot + "/Tests/SnapshotterTests/Fixtures/make_busybox_image.py", imageArchive, "bbtest"]
-                            + (dataLayer ? ["--data-layer"] : []))
+                            + (dataLayer ? ["--data-layer"] : []) + (dataFiles > 0 ? ["--data-files", String(dataFiles)] : []))
     }
 
     var estargz: String {
@@ -422,10 +427,10 @@ final class ContainerdEnvironment {
         return String(format: "%.1f", value) + " " + units[unit]
     }
 
-    /// `estargz snapshotter` under DIR/snapshotter, with `config` (a TOML file) when given.
+    /// Starts `estargz snapshotter` (with `--config CONFIG` when given; its log is appended to).
     func startSnapshotter(config: String? = nil) throws {
         snapshotter = try Self.start(estargz, ["snapshotter", "--root", directory + "/snapshotter", "--address", directory + "/snapshotter.sock"]
-                                         + (config.map { ["--config", $0] } ?? []),
+                                     + (config.map { ["--config", $0] } ?? []),
                                      log: directory + "/snapshotter.log")
         try Self.waitFor(directory + "/snapshotter.sock")
     }
@@ -436,6 +441,42 @@ final class ContainerdEnvironment {
         snapshotter = nil
         unlink(directory + "/snapshotter.sock")  // so the next start is waited for, not a stale file
     }
+
+    /// A crash: SIGKILL, no cleanup by the snapshotter (its mounts and socket stay as they are).
+    func killSnapshotter() {
+        guard let snapshotter else { return }
+        kill(snapshotter.processIdentifier, SIGKILL)
+        snapshotter.waitUntilExit()
+        self.snapshotter = nil
+        unlink(directory + "/snapshotter.sock")
+    }
+
+    func stopContainerd() {
+        containerd?.terminate()
+        containerd?.waitUntilExit()
+        containerd = nil
+        unlink(directory + "/containerd.sock")
+    }
+
+    /// The fuse manager the snapshotter started (`[fuse_manager] enable = true`), from its pid file.
+    var fuseManagerPID: Int32? {
+        (try? String(contentsOfFile: directory + "/snapshotter/fuse-manager.sock.pid", encoding: .utf8))
+            .flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    }
+
+    /// Stops the fuse manager, if one runs: SIGTERM (it unmounts its layers), SIGKILL after 5 s.
+    func stopFuseManager() {
+        guard let pid = fuseManagerPID else { return }
+        func alive() -> Bool {
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return false }
+            return !stat.contains(") Z ")
+        }
+        kill(pid, SIGTERM)
+        for _ in 0 ..< 100 where alive() { usleep(50_000) }
+        if alive() { kill(pid, SIGKILL) }
+        unlink(directory + "/snapshotter/fuse-manager.sock.pid")
+    }
+
 
     /// containerd's config: our snapshotter as the `estargz` proxy plugin; the CRI plugin off, or
     /// with `cri` on as a Kubernetes node runs it (see README.md): the sandbox image, the estargz
@@ -472,6 +513,7 @@ final class ContainerdEnvironment {
 
                 """
         }
+        config += "\n" + containerdConfig
         try config.write(toFile: directory + "/config.toml", atomically: true, encoding: .utf8)
     }
 
@@ -505,6 +547,7 @@ final class ContainerdEnvironment {
         containerd?.terminate()
         containerd?.waitUntilExit()
         try? stopSnapshotter()
+        stopFuseManager()
         registry?.stop()
         // Whatever containerd left mounted below our directory.
         if let mounts = try? String(contentsOfFile: "/proc/mounts", encoding: .utf8) {
@@ -517,18 +560,19 @@ final class ContainerdEnvironment {
     }
 
     static func start(_ executable: String, _ arguments: [String], log: String) throws -> Process {
-        FileManager.default.createFile(atPath: log, contents: nil)
+        if !FileManager.default.fileExists(atPath: log) { FileManager.default.createFile(atPath: log, contents: nil) }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        try handle.seekToEnd()
         process.standardOutput = handle
         process.standardError = handle
         try process.run()
         return process
     }
 
-    private static func waitFor(_ socket: String) throws {
+    static func waitFor(_ socket: String) throws {
         for _ in 0 ..< 200 {
             if FileManager.default.fileExists(atPath: socket) { return }
             usleep(50_000)
@@ -565,5 +609,59 @@ extension ContainerdTests {
         let busybox = try TestSupport.run("/bin/sh", ["-c", "'\(environment.estargz)' cat \(reference) bin/busybox | sha256sum"])
         let expected = try TestSupport.run("/bin/sh", ["-c", "sha256sum < /bin/busybox"])
         #expect(busybox == expected)
+    }
+}
+
+extension ContainerdTests {
+    /// An image converted with an external TOC, keep-diff-id and shared members, pulled with
+    /// `estargz pull` into our snapshotter: the layer is mounted lazily, its TOC found in
+    /// the `-esgztoc` image with no setting, and a container runs on it.
+    @Test func externalTOCImageRunsLazilyThroughTheSnapshotter() throws {
+        let environment = try ContainerdEnvironment()
+        defer { environment.tearDown() }
+        let registry = try environment.startRegistry()
+        let layout = try environment.imageLayout()
+        let reference = "127.0.0.1:\(registry)/bbtest:ext"
+        try TestSupport.run(environment.estargz, ["image", "convert", "oci:" + layout, reference, "--estargz-external-toc",
+                                                  "--estargz-keep-diff-id", "--estargz-min-chunk-size", "50000"])
+
+        try environment.startSnapshotter()
+        try environment.startContainerd()
+        try environment.pull(reference)
+        let mounts = try String(contentsOfFile: "/proc/mounts", encoding: .utf8)
+        #expect(mounts.split(separator: "\n").contains { $0.contains(environment.directory + "/snapshotter/snapshots/") && $0.contains("fuse") },
+                "the layer is a lazy FUSE mount")
+        let output = try environment.ctr(["run", "--rm", "--snapshotter", "estargz", reference, "ext1", "/bin/cat", "/etc/message"])
+        #expect(output == "hello from the layer\n")
+    }
+}
+
+extension ContainerdTests {
+    /// `image optimize --estargz-min-chunk-size`: small files share members, and the workload's files
+    /// still all sit before the prefetch landmark (which always starts its own member).
+    @Test func optimizeWithSharedMembersKeepsThePrioritizedRegion() throws {
+        let environment = try ContainerdEnvironment()
+        defer { environment.tearDown() }
+        let layout = try environment.imageLayout()
+        let output = environment.directory + "/optimized-min"
+        try TestSupport.run(environment.estargz, ["image", "optimize", "oci:" + layout, "oci:" + output + ":opt",
+                                                  "--estargz-min-chunk-size", "50000", "--period", "20", "--", "/bin/cat", "/etc/message"])
+        let index = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: output + "/index.json"))) as? [String: Any]
+        let manifestDigest = try #require(((index?["manifests"] as? [[String: Any]])?.last?["digest"] as? String)?.dropFirst(7))
+        let manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: output + "/blobs/sha256/" + manifestDigest))) as? [String: Any]
+        let layerDigest = try #require(((manifest?["layers"] as? [[String: Any]])?.first?["digest"] as? String)?.dropFirst(7))
+        let layer = try LayerReader(source: try FileSource(path: output + "/blobs/sha256/" + layerDigest))
+        let end = try #require(layer.prefetchRegionEnd)
+        for path in ["etc/message", "bin/busybox", "etc/passwd"] {
+            let entry = try #require(layer.entry(at: path))
+            #expect(layer.chunks(of: entry).allSatisfy { $0.blobEnd <= end }, "\(path) should be prefetched")
+            #expect(try layer.read(path: path).count == Int(entry.size))
+        }
+        let random = try #require(layer.entry(at: "etc/random"))
+        #expect(layer.chunks(of: random).allSatisfy { $0.blobOffset >= end })
+        // Members are shared: more chunks than distinct member offsets.
+        let all = layer.allChunks()
+        #expect(Set(all.map(\.chunk.blobOffset)).count < all.count)
+        try layer.verifyAllChunks()
     }
 }

@@ -156,6 +156,23 @@ private func temporaryRoot() -> String {
         #expect(options.credentials.credential(for: "registry.lan:5000")?.password == "pa#ss:word")
     }
 
+    @Test func fetchTimeoutAndFuseManagerSettings() throws {
+        let config = try SnapshotterConfig(parsing: """
+            [fetch]
+            timeout_seconds = 7
+            [fuse_manager]
+            enable = true
+            address = "/run/x/fm.sock"
+            """)
+        #expect(config.fetchTimeoutSeconds == 7 && config.fuseManager && config.fuseManagerAddress == "/run/x/fm.sock")
+        let options = config.registryOptions
+        #expect(options.operationTimeout == .seconds(7))
+        #expect(options.readTimeout == .seconds(7) && options.connectTimeout == .seconds(7))
+        let defaults = try SnapshotterConfig(parsing: "")
+        #expect(defaults.fetchTimeoutSeconds == 30 && !defaults.fuseManager && defaults.registryOptions.operationTimeout == .seconds(30))
+        #expect(throws: SnapshotterError.self) { try SnapshotterConfig(parsing: "[fetch]\ntimeout_seconds = 0") }
+    }
+
     @Test func typosAreErrorsThatNameTheLine() {
         for (text, line) in [("[registry]\nmirror = []", 2), ("[fetch]\nprefetch = \"yes\"", 2), ("[nope]", 1), ("x", 1)] {
             #expect(throws: SnapshotterError.self) { try SnapshotterConfig(parsing: text) }

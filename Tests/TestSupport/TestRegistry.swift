@@ -18,6 +18,8 @@ public final class TestRegistry: @unchecked Sendable {
     /// Where the registry keeps blobs and manifests (`docker/registry/v2/…` below it).
     public let storage: String
     private var processes: [Process] = []
+    /// Whether the registry logs every request to ``accessLogPath``.
+    private let logAccess: Bool
 
     /// `127.0.0.1:PORT`.
     public var host: String { "127.0.0.1:\(port)" }
@@ -33,6 +35,7 @@ public final class TestRegistry: @unchecked Sendable {
     /// logged to ``accessLogPath`` (see ``blobBytesServed()``).
     public init(auth: Auth = .none, storage: String? = nil, logAccess: Bool = false) throws {
         directory = TemporaryDirectory(prefix: "estargz-registry")
+        self.logAccess = logAccess
         port = freePort()
         let dir = directory.path
         self.storage = storage ?? dir + "/data"
@@ -71,15 +74,52 @@ public final class TestRegistry: @unchecked Sendable {
             \(authYAML)
             """
         try config.write(toFile: "\(dir)/config.yml", atomically: true, encoding: .utf8)
+        do { try startServer() } catch { stop(); throw error }
+    }
+
+    /// The `docker-registry` process itself (not the token issuer).
+    private var server: Process?
+
+    private func startServer() throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/docker-registry")
-        process.arguments = ["serve", "\(dir)/config.yml"]
-        if logAccess { FileManager.default.createFile(atPath: accessLogPath, contents: nil) }
-        process.standardOutput = FileHandle(forWritingAtPath: logAccess ? accessLogPath : "/dev/null")
+        process.arguments = ["serve", "\(directory.path)/config.yml"]
+        if logAccess, !FileManager.default.fileExists(atPath: accessLogPath) {
+            FileManager.default.createFile(atPath: accessLogPath, contents: nil)
+        }
+        let output = FileHandle(forWritingAtPath: logAccess ? accessLogPath : "/dev/null")
+        output?.seekToEndOfFile()  // a restarted registry appends to the log
+        process.standardOutput = output
         process.standardError = FileHandle(forWritingAtPath: "/dev/null")
         try process.run()
         processes.append(process)
-        do { try waitUntilListening(port, process: process) } catch { stop(); throw error }
+        server = process
+        try waitUntilListening(port, process: process)
+    }
+
+    /// An outage: kills the registry (its storage stays), so connections are refused until ``restart()``.
+    public func kill() {
+        guard let server else { return }
+        Glibc.kill(server.processIdentifier, SIGKILL)
+        server.waitUntilExit()
+        processes.removeAll { $0 === server }
+        self.server = nil
+    }
+
+    /// Starts the registry again on the same port with the same storage, after ``kill()``.
+    public func restart() throws {
+        guard server == nil else { return }
+        try startServer()
+    }
+
+    /// A hung registry: stops the process (SIGSTOP), so connections open but nothing is answered.
+    public func freeze() {
+        if let server { Glibc.kill(server.processIdentifier, SIGSTOP) }
+    }
+
+    /// Lets a frozen registry answer again.
+    public func thaw() {
+        if let server { Glibc.kill(server.processIdentifier, SIGCONT) }
     }
 
     /// Bytes of blob bodies sent so far (`GET …/blobs/…` 2xx responses in the access log; needs `logAccess`),
@@ -126,7 +166,9 @@ public final class TestRegistry: @unchecked Sendable {
 
     /// Stops the registry and the issuer and removes ``directory``; safe to call twice.
     public func stop() {
+        thaw()
         terminate(processes)
+        server = nil
         processes = []
         directory.remove()
     }

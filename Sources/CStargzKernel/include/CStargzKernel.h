@@ -110,12 +110,39 @@ const char *sgk_inflate_implementation(void);
 
 /* -------------------------------------------------------------------- zstd */
 
+/* Upper bound of the compressed size of a zstd frame holding len bytes. */
 size_t sgk_zstd_bound(size_t len);
+/* The compression levels this libzstd accepts (negative levels are faster). */
+int sgk_zstd_level_range(int *min_level, int *max_level);
+/* Compress src into one complete zstd frame (content size in the header, no
+ * checksum) at level (see sgk_zstd_level_range; 3 is zstd's default). */
 int sgk_zstd_compress(const uint8_t *src, size_t src_len, int level,
                       uint8_t *dst, size_t dst_capacity, size_t *dst_len);
-/* Decode one zstd frame at src until exactly dst_len bytes are produced. */
+/* Whole-chunk decode, the zstd twin of sgk_chunk_inflate: decode the zstd
+ * frame starting at src until exactly dst_len bytes are produced into dst,
+ * hashing them with SHA-256 block by block as they are decoded. The frame may
+ * hold more bytes than dst_len (tar padding and the next headers); they are
+ * neither produced nor buffered, so no frame can make this produce or allocate
+ * more than dst_len bytes. SGK_ERR_TRUNCATED if the frame or src ends first,
+ * SGK_ERR_FORMAT if src is not a zstd frame or is corrupt, SGK_ERR_DIGEST if
+ * expected_sha256 is given and differs (dst then holds unverified bytes). The
+ * digest goes to actual_sha256 when non-NULL. Never writes beyond dst_len. */
+int sgk_zstd_chunk_decompress(const uint8_t *src, size_t src_len,
+                              uint8_t *dst, size_t dst_len,
+                              const uint8_t *expected_sha256, uint8_t *actual_sha256);
+/* Whole-frame decode: src[0..src_len) is exactly one zstd frame holding
+ * exactly dst_len bytes (its checksum, when it has one, is checked).
+ * SGK_ERR_SPACE if it holds more (decoding stops at the first byte too many:
+ * a bomb costs nothing), SGK_ERR_TRUNCATED if fewer or src ends inside it,
+ * SGK_ERR_FORMAT if corrupt or bytes follow the frame. */
 int sgk_zstd_decompress(const uint8_t *src, size_t src_len,
                         uint8_t *dst, size_t dst_len);
+/* The content size a zstd frame header declares: *size = UINT64_MAX when the
+ * header does not say. SGK_ERR_FORMAT if src does not start with a valid zstd
+ * frame header, SGK_ERR_TRUNCATED if it ends inside it. */
+int sgk_zstd_frame_content_size(const uint8_t *src, size_t src_len, uint64_t *size);
+/* The libzstd version in use, e.g. "1.5.4". */
+const char *sgk_zstd_implementation(void);
 
 /* ------------------------------------------------------------------ memory */
 

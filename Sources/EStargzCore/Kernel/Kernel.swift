@@ -225,6 +225,15 @@ enum Kernel {
         return Swift.withUnsafeBytes(of: &actual) { SHA256Digest(rawBytes: $0) }
     }
 
+    /// Inflates the gzip member at the start of `source` into all of `destination`, without
+    /// hashing: for a chunk that starts `innerOffset` bytes into its member, the caller hashes
+    /// only the chunk's part. Throws `isTruncated` when the member ends first.
+    static func inflatePrefix(_ source: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer) throws(KernelError) {
+        try KernelError.check(sgk_chunk_inflate(source.baseAddress?.assumingMemoryBound(to: UInt8.self), source.count,
+                                                destination.baseAddress?.assumingMemoryBound(to: UInt8.self), destination.count,
+                                                nil, nil))
+    }
+
     /// Inflates the one gzip member that is exactly `source` into exactly all of `destination`
     /// (libdeflate, one pass), checking the trailer's CRC-32 and ISIZE.
     ///
@@ -271,13 +280,62 @@ enum Kernel {
         return out
     }
 
-    /// Decodes the zstd frame at the start of `source` into exactly all of `destination`.
-    /// - Throws: `KernelError` with `isSpace` if the frame holds more bytes,
-    ///   `isTruncated` if fewer (or the input ends early), `isFormat` if corrupt.
+    /// Decodes the one zstd frame that is exactly `source` into exactly all of `destination`
+    /// (the frame's checksum, when it has one, is checked).
+    /// - Throws: `KernelError` with `isSpace` if the frame holds more bytes (decoding stops at the
+    ///   first byte too many, so a zstd bomb costs nothing), `isTruncated` if fewer (or the input
+    ///   ends early), `isFormat` if corrupt or bytes follow the frame.
     static func zstdDecompress(_ source: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer) throws(KernelError) {
         try KernelError.check(sgk_zstd_decompress(
             source.baseAddress?.assumingMemoryBound(to: UInt8.self), source.count,
             destination.baseAddress?.assumingMemoryBound(to: UInt8.self), destination.count))
+    }
+
+    /// Decodes the zstd frame at the start of `source` until all of `destination` is filled,
+    /// hashing block by block as it goes; verifies against `expected` when given; returns the
+    /// digest of the produced bytes. The zstd twin of ``inflateChunk(_:into:expecting:)``.
+    ///
+    /// The frame may hold more bytes than `destination` (tar padding and following headers);
+    /// they are neither produced nor buffered.
+    /// - Throws: `KernelError` — truncated input, not zstd or corrupt, or a digest mismatch
+    ///   (then `destination` holds unverified bytes that must not be used).
+    static func zstdDecompressChunk(
+        _ source: UnsafeRawBufferPointer,
+        into destination: UnsafeMutableRawBufferPointer,
+        expecting expected: SHA256Digest?
+    ) throws(KernelError) -> SHA256Digest {
+        var actual = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+        let status: Int32 = withUnsafeMutableBytes(of: &actual) { act in
+            let actPtr = act.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            let src = source.baseAddress?.assumingMemoryBound(to: UInt8.self)
+            let dst = destination.baseAddress?.assumingMemoryBound(to: UInt8.self)
+            if let expected {
+                return expected.withUnsafeBytes { exp in
+                    sgk_zstd_chunk_decompress(src, source.count, dst, destination.count,
+                                              exp.baseAddress!.assumingMemoryBound(to: UInt8.self), actPtr)
+                }
+            }
+            return sgk_zstd_chunk_decompress(src, source.count, dst, destination.count, nil, actPtr)
+        }
+        try KernelError.check(status)
+        return Swift.withUnsafeBytes(of: &actual) { SHA256Digest(rawBytes: $0) }
+    }
+
+    /// The content size the zstd frame header at the start of `source` declares (nil: not said).
+    /// - Throws: `KernelError` — `isFormat` if `source` does not start with a zstd frame header,
+    ///   `isTruncated` if it ends inside one.
+    static func zstdFrameContentSize(_ source: UnsafeRawBufferPointer) throws(KernelError) -> UInt64? {
+        var size: UInt64 = 0
+        try KernelError.check(sgk_zstd_frame_content_size(source.baseAddress?.assumingMemoryBound(to: UInt8.self),
+                                                          source.count, &size))
+        return size == .max ? nil : size
+    }
+
+    /// The zstd compression levels libzstd accepts.
+    static var zstdLevels: ClosedRange<Int> {
+        var low: Int32 = 0, high: Int32 = 0
+        _ = sgk_zstd_level_range(&low, &high)
+        return Int(low) ... Int(high)
     }
 
     /// Length of the gzip member header (RFC 1952, optional fields included) at the start of `source`.
@@ -304,10 +362,11 @@ enum Kernel {
     }
 
     /// Which backends run on this machine (for `--version`-style diagnostics).
-    static var implementations: (sha256: String, inflate: String, deflate: String) {
+    static var implementations: (sha256: String, inflate: String, deflate: String, zstd: String) {
         (String(cString: sgk_sha256_implementation()),
          String(cString: sgk_inflate_implementation()),
-         String(cString: sgk_deflate_implementation()))
+         String(cString: sgk_deflate_implementation()),
+         "libzstd " + String(cString: sgk_zstd_implementation()))
     }
 }
 

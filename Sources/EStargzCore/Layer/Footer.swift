@@ -15,14 +15,29 @@
 /// 43  00 00 00 00   CRC32 of nothing            39: same
 /// 47  00 00 00 00   ISIZE = 0                   43: same
 /// ```
+///
+/// A blob whose TOC lives in a separate TOC image (upstream's `estargz/externaltoc`) ends with
+/// a 46-byte footer that names no offset: bytes 0-9 as above, XLEN = 21 (`15 00`), then
+/// `'S' 'G' 11 00` and "STARGZEXTERNALTOC" (17 bytes), the same empty stored block, CRC32 and ISIZE.
 public enum FooterFormat: Sendable, Equatable {
     /// The 51-byte eStargz footer (what the writer emits).
     case estargz
     /// The 47-byte footer of the original stargz format.
     case legacyStargz
+    /// The 48-byte zstd:chunked footer (a skippable frame; see ``ZstdChunkedFooter``).
+    case zstdChunked
+    /// The 46-byte footer of an eStargz blob whose TOC is in a TOC image.
+    case externalTOC
 
     /// Bytes the footer occupies at the end of the blob.
-    public var size: Int { self == .estargz ? 51 : 47 }
+    public var size: Int {
+        switch self {
+        case .estargz: 51
+        case .legacyStargz: 47
+        case .externalTOC: 46
+        case .zstdChunked: ZstdChunkedFooter.size
+        }
+    }
 }
 
 enum Footer {
@@ -37,10 +52,27 @@ enum Footer {
         return bytes
     }
 
+    private static let externalMagic = Array("STARGZEXTERNALTOC".utf8)
+
+    /// The footer of a blob whose TOC is external.
+    static func encodeExternalTOC() -> [UInt8] {
+        [0x1f, 0x8b, 0x08, 0x04, 0, 0, 0, 0, 0x00, 0xff, 21, 0, UInt8(ascii: "S"), UInt8(ascii: "G"), 17, 0]
+            + externalMagic + [0x01, 0x00, 0x00, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0]
+    }
+
     /// Parses the footer at the end of `tail` (the blob's last bytes; at least 47 of them),
-    /// trying eStargz first and then legacy stargz, as the reference does.
+    /// trying eStargz first and then legacy stargz, as the reference does, and the external-TOC
+    /// footer (whose TOC offset is reported as -1). (A blob ending with the zstd:chunked magic goes to
+    /// ``ZstdChunkedFooter`` instead.)
     static func parse(_ tail: [UInt8]) throws(EStargzError) -> (format: FooterFormat, tocOffset: Int64) {
         var reasons: [String] = []
+        if tail.count >= FooterFormat.externalTOC.size {
+            let f = Array(tail.suffix(FooterFormat.externalTOC.size))
+            if f[0] == 0x1f, f[1] == 0x8b, f[2] == 0x08, f[3] & 0x04 != 0, f[10] == 21, f[11] == 0,
+               f[12] == UInt8(ascii: "S"), f[13] == UInt8(ascii: "G"), f[14] == 17, f[15] == 0, Array(f[16 ..< 33]) == externalMagic {
+                return (.externalTOC, -1)
+            }
+        }
         for format in [FooterFormat.estargz, .legacyStargz] where tail.count >= format.size {
             let footer = tail[(tail.count - format.size)...]
             do {
@@ -70,6 +102,10 @@ enum Footer {
         case .legacyStargz:
             guard xlen == 22 else { throw FooterMismatch("\(name): extra field is not 22 bytes") }
             payload = f[12 ..< 34]
+        case .zstdChunked:
+            throw FooterMismatch("zstd:chunked footers are parsed by ZstdChunkedFooter")
+        case .externalTOC:
+            throw FooterMismatch("external TOC footers are matched whole")
         }
         guard Array(payload.suffix(6)) == magic else { throw FooterMismatch("\(name): STARGZ magic missing") }
         var offset: Int64 = 0

@@ -1,11 +1,11 @@
 import Dispatch
 import Synchronization
 
-/// Reads an eStargz (or legacy stargz) layer through any ``RandomAccessSource``,
+/// Reads an eStargz, legacy stargz or zstd:chunked layer through any ``RandomAccessSource``,
 /// touching only the bytes it needs: the footer and TOC when it opens, then only
 /// the chunks a read overlaps. Every chunk is decompressed straight into the
 /// destination and its SHA-256 checked against the TOC before any byte of it is
-/// returned; a mismatch is an error, never wrong bytes.
+/// returned; a mismatch is an error, never wrong bytes. The format is told by the footer.
 ///
 /// ```swift
 /// let layer = try LayerReader(source: try FileSource(path: "layer.esgz"), tocDigest: annotatedDigest)
@@ -33,10 +33,13 @@ public final class LayerReader: Sendable {
     public let source: any RandomAccessSource
     /// SHA-256 of the TOC JSON as stored in the blob (verified against the trusted digest when one was given).
     public let tocDigest: SHA256Digest
-    /// Blob offset of the TOC's gzip member.
+    /// Blob offset of the TOC's gzip member (zstd:chunked: of the TOC's zstd frame; with an external TOC:
+    /// of the footer, where the data ends).
     public let tocOffset: Int64
     /// Which footer the blob ends with.
     public let footerFormat: FooterFormat
+    /// How the blob's chunks and TOC are compressed (told by the footer).
+    public let compression: LayerCompression
     /// Number of entries in the TOC (chunk entries included).
     public let tocEntryCount: Int
     /// Whether the TOC member was inflated whole (else it was streamed); for tests and diagnostics.
@@ -52,8 +55,13 @@ public final class LayerReader: Sendable {
 
     /// Opens a layer: reads the footer and the TOC (one read when the TOC is small),
     /// verifies the TOC against `tocDigest` when given, and indexes it.
+    ///
+    /// A blob whose footer says its TOC is external (``FooterFormat/externalTOC``) is read with
+    /// `externalTOC`, the TOC image layer's bytes (a gzip member holding `stargz.index.json`),
+    /// which must then hash to `tocDigest`. Without it that is ``EStargzError/externalTOCRequired``,
+    /// so a caller that did not know can fetch the TOC and open again.
     public init(source: any RandomAccessSource, tocDigest expected: SHA256Digest? = nil,
-                cache: (any ChunkCache)? = nil, limits: Limits = Limits()) throws {
+                cache: (any ChunkCache)? = nil, limits: Limits = Limits(), externalTOC: [UInt8]? = nil) throws {
         self.source = source
         self.cache = cache
         let blobSize = source.size
@@ -63,7 +71,44 @@ public final class LayerReader: Sendable {
         // One speculative read of the tail usually brings the footer and the whole TOC.
         let tailSize = min(blobSize, max(Int64(FooterFormat.estargz.size), source.openingTailSize))
         let tail = try source.read(at: blobSize - tailSize, count: Int(tailSize))
+        if ZstdChunkedFooter.hasMagic(tail) {
+            let footer = try ZstdChunkedFooter.parse(tail, blobSize: blobSize)
+            guard footer.compressedTOCSize <= limits.maximumCompressedTOCSize else {
+                throw EStargzError.limitExceeded("compressed TOC of \(footer.compressedTOCSize) bytes")
+            }
+            let (table, digest) = try ZstdChunkedTOC.loadTable(source: source, footer: footer, tail: tail,
+                                                               tailStart: blobSize - tailSize, expected: expected, limits: limits)
+            self.tocDigest = digest
+            self.tocOffset = footer.tocOffset
+            self.footerFormat = .zstdChunked
+            self.compression = .zstdChunked
+            self.tocEntryCount = table.entryCount
+            self.table = table
+            self.tocWasInflatedWhole = true
+            return
+        }
         let (format, tocOffset) = try Footer.parse(tail)
+        if format == .externalTOC {
+            guard let externalTOC else { throw EStargzError.externalTOCRequired }
+            guard let expected else {
+                throw EStargzError.invalidArgument("an external TOC is only accepted with the TOC digest to check it against")
+            }
+            guard Int64(externalTOC.count) <= limits.maximumCompressedTOCSize else {
+                throw EStargzError.limitExceeded("compressed TOC of \(externalTOC.count) bytes")
+            }
+            let dataEnd = blobSize - Int64(format.size)
+            let (table, digest, whole) = try TOCMember.loadTable(source: MemorySource(externalTOC), tocOffset: 0,
+                                                                 compressedSize: Int64(externalTOC.count), tail: externalTOC,
+                                                                 tailStart: 0, expected: expected, dataEnd: dataEnd, limits: limits)
+            self.tocDigest = digest
+            self.tocOffset = dataEnd
+            self.footerFormat = format
+            self.compression = .gzip
+            self.tocEntryCount = table.entryCount
+            self.table = table
+            self.tocWasInflatedWhole = whole
+            return
+        }
         let tocEnd = blobSize - Int64(format.size)
         guard tocOffset >= 0, tocOffset < tocEnd else {
             throw EStargzError.invalidFooter("TOC offset \(tocOffset) is outside the blob (TOC must end at \(tocEnd))")
@@ -79,6 +124,7 @@ public final class LayerReader: Sendable {
         self.tocDigest = digest
         self.tocOffset = tocOffset
         self.footerFormat = format
+        self.compression = .gzip
         self.tocEntryCount = table.entryCount
         self.table = table
         self.tocWasInflatedWhole = whole
@@ -325,7 +371,8 @@ public final class LayerReader: Sendable {
     /// but only a bounded prefix of it can be needed to produce `size` bytes (deflate expands
     /// incompressible data by a few bytes per 64 KiB), so a lying TOC cannot make us fetch or hold more.
     private func fetchEnd(_ chunk: ChunkRecord) -> Int64 {
-        chunk.blobOffset + min(chunk.blobEnd - chunk.blobOffset, chunk.size + chunk.size / 256 + 64 << 10)
+        let produced = chunk.innerOffset + chunk.size
+        return chunk.blobOffset + min(chunk.blobEnd - chunk.blobOffset, produced + produced / 256 + 64 << 10)
     }
 
     /// Inflates and verifies one chunk whose compressed bytes are `compressed` (from its member's start).
@@ -333,12 +380,31 @@ public final class LayerReader: Sendable {
                         into destination: UnsafeMutableRawBufferPointer) throws {
         var path: String { table.path(Int(chunk.owner)) }  // for messages only
         let expected = table.digests[Int(chunk.digest - 1)]
-        let actual: SHA256Digest
-        do {
-            actual = try Kernel.inflateChunk(compressed, into: destination, expecting: nil)
-        } catch {
-            counters.verificationFailures.add(1, ordering: .relaxed)
-            throw EStargzError.corruptChunk(entry: path, offset: chunk.blobOffset, reason: error.description)
+        var actual: SHA256Digest
+        if chunk.innerOffset > 0 {
+            // The member holds other entries' bytes first: decode through them, hash only the chunk.
+            let inner = Int(chunk.innerOffset)
+            let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: inner + destination.count, alignment: 16)
+            defer { scratch.deallocate() }
+            do {
+                try compression.decodePrefix(compressed, into: scratch)
+            } catch {
+                counters.verificationFailures.add(1, ordering: .relaxed)
+                if error.isTruncated {
+                    throw EStargzError.invalidTOC("\(path): chunk at file offset \(chunk.fileOffset): innerOffset \(chunk.innerOffset) + size \(chunk.size) runs past the end of the member at blob offset \(chunk.blobOffset)")
+                }
+                throw EStargzError.corruptChunk(entry: path, offset: chunk.blobOffset, reason: error.description)
+            }
+            let bytes = UnsafeRawBufferPointer(rebasing: scratch[inner...])
+            actual = SHA256Digest.of(bytes)
+            if actual == expected { destination.copyMemory(from: bytes) }
+        } else {
+            do {
+                actual = try compression.decodeChunk(compressed, into: destination)
+            } catch {
+                counters.verificationFailures.add(1, ordering: .relaxed)
+                throw EStargzError.corruptChunk(entry: path, offset: chunk.blobOffset, reason: error.description)
+            }
         }
         guard actual == expected else {
             counters.verificationFailures.add(1, ordering: .relaxed)
@@ -397,9 +463,9 @@ public struct ChunkLocation: Sendable, Equatable {
     public var fileOffset: Int64
     /// Uncompressed size of the chunk.
     public var size: Int64
-    /// Blob offset of the gzip member that starts with the chunk.
+    /// Blob offset of the gzip member (zstd:chunked: zstd frame) that starts with the chunk.
     public var blobOffset: Int64
-    /// Blob offset where the next chunk's member (or the TOC) starts.
+    /// Blob offset where the next chunk's member or frame (or the TOC) starts.
     public var blobEnd: Int64
     /// SHA-256 of the chunk's uncompressed bytes.
     public var digest: SHA256Digest

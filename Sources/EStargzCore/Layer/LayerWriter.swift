@@ -6,7 +6,9 @@ import Glibc
 /// Converts a tar or tar.gz layer into an eStargz blob, compatible with the
 /// reference's `estargz.Build`: the same TOC, landmark files and member layout
 /// (every chunk of a regular file starts a new gzip member, so it can be fetched
-/// and inflated on its own), with the members compressed on all cores.
+/// and inflated on its own), with the members compressed on all cores. With
+/// ``Options/compression`` `.zstdChunked` it writes zstd:chunked instead (zstd
+/// frames, as the reference's `estargz/zstdchunked`); see ``LayerCompression``.
 ///
 /// ```swift
 /// let result = try LayerWriter.convert(inputPath: "layer.tar", outputPath: "layer.esgz")
@@ -24,6 +26,10 @@ public enum LayerWriter {
         /// gzip level 1...9 (default 9 like the reference); levels map to the kernel's fastest
         /// compressor setting that is at least as small as zlib at that level.
         public var compressionLevel: Int = 9
+        /// How chunks and the TOC are compressed: eStargz (gzip, the default) or zstd:chunked.
+        public var compression: LayerCompression = .gzip
+        /// zstd level for zstd:chunked (default 3, zstd's default; any level libzstd accepts).
+        public var zstdCompressionLevel: Int = LayerCompression.zstdChunked.defaultLevel
         /// Files to put first, in this order (their parents and hardlink targets come along),
         /// followed by `.prefetch.landmark`. Empty: `.no.prefetch.landmark` goes first.
         public var prioritizedFiles: [String] = []
@@ -33,6 +39,20 @@ public enum LayerWriter {
         public var concurrency: Int = System.activeProcessorCount
         /// Where a `.tar.gz` input is inflated to (an anonymous file, gone when done).
         public var temporaryDirectory: String = FileIO.temporaryDirectory
+        /// Uncompressed bytes a gzip member must hold before a chunk may start a new one
+        /// (`--estargz-min-chunk-size`). 0 (default): every chunk starts its own member. Above 0,
+        /// small files and chunks share members and their TOC entries carry `innerOffset`.
+        /// Unlike the reference, which counts the member's compressed bytes and so compresses on
+        /// one thread, this counts uncompressed bytes and keeps compressing on all cores.
+        public var minimumChunkSize: Int = 0
+        /// Leave the TOC out of the blob (which then ends with the external-TOC footer) and return
+        /// its gzip member in ``Result/externalTOC``, for a TOC image (`--estargz-external-toc`).
+        public var externalTOC = false
+        /// Keep the input tar's bytes exactly (headers, padding, order, duplicates, end blocks), so
+        /// the blob's uncompressed bytes and diffID are the input's (`--estargz-keep-diff-id`).
+        /// Needs ``externalTOC`` (an in-blob TOC would add bytes); no prioritized files or
+        /// landmarks (they reorder and add entries).
+        public var keepDiffID = false
 
         public init() {}
     }
@@ -51,6 +71,12 @@ public enum LayerWriter {
         public var missingPrioritizedFiles: [String]
         /// Number of TOC entries written.
         public var tocEntryCount: Int
+        /// Format-specific annotations for the layer's descriptor (zstd:chunked:
+        /// `io.containers.zstd-chunked.manifest-checksum` and `-position`; none for eStargz).
+        public var annotations: [String: String] = [:]
+        /// With ``Options/externalTOC``: the TOC as the gzip member a TOC image's layer holds
+        /// (a tar with `stargz.index.json`); nil otherwise.
+        public var externalTOC: [UInt8]? = nil
     }
 
     /// Converts the tar or tar.gz at `inputPath` into an eStargz blob at `outputPath`.
@@ -82,11 +108,23 @@ public enum LayerWriter {
                                options: Options = Options(),
                                progress: ((_ bytesDone: Int64, _ bytesTotal: Int64) -> Void)? = nil) throws -> Result {
         guard options.chunkSize > 0 else { throw EStargzError.invalidArgument("chunk size must be positive") }
-        guard (1 ... 9).contains(options.compressionLevel) else {
-            throw EStargzError.invalidArgument("compression level \(options.compressionLevel) is not in 1...9")
+        let level = options.compression == .gzip ? options.compressionLevel : options.zstdCompressionLevel
+        guard options.compression.levels.contains(level) else {
+            throw EStargzError.invalidArgument("\(options.compression) compression level \(level) is not in \(options.compression.levels)")
+        }
+        guard options.minimumChunkSize >= 0 else { throw EStargzError.invalidArgument("minimum chunk size must not be negative") }
+        if options.externalTOC, options.compression != .gzip {
+            throw EStargzError.invalidArgument("an external TOC is an eStargz option; zstd:chunked keeps its TOC in a skippable frame")
+        }
+        if options.keepDiffID {
+            guard options.externalTOC else { throw EStargzError.invalidArgument("keeping the diffID needs an external TOC") }
+            guard options.prioritizedFiles.isEmpty else {
+                throw EStargzError.invalidArgument("keeping the diffID cannot reorder entries for prioritized files")
+            }
         }
         let tar = try SeekableTar.open(input, path: inputPath, temporaryDirectory: options.temporaryDirectory)
         defer { if tar.owned { close(tar.fd) } }
+        if options.keepDiffID { return try convertLossless(tar, output: output, outputPath: outputPath, options: options, progress: progress) }
         var build: BlobBuild
         let missing: [String]
         do {  // the index goes out of scope (and is freed) before the TOC is encoded
@@ -101,9 +139,32 @@ public enum LayerWriter {
             try build.appendLandmark(options.prioritizedFiles.isEmpty ? Landmark.noPrefetch : Landmark.prefetch)
             for item in rest { try build.append(index.entries[item]) }
         }
-        var result = try build.finish()
+        var result = try build.finish(endOfArchive: options.externalTOC)
         result.missingPrioritizedFiles = missing
         return result
+    }
+
+    /// The keep-diff-id build: every input entry in input order, each preceded by the input's own
+    /// bytes since the previous entry's content, and the input's tail at the end.
+    private static func convertLossless(_ tar: SeekableTar, output: Int32, outputPath: String, options: Options,
+                                        progress: ((Int64, Int64) -> Void)?) throws -> Result {
+        let index = try TarIndex.read(tar, lossless: true)
+        var build = BlobBuild(tar: tar, output: BufferedOutput(fd: output, path: outputPath), options: options,
+                              totalBytes: index.contentBytes, progress: progress)
+        var cursor: Int64 = 0
+        func raw(upTo end: Int64) throws -> [UInt8] {
+            guard end >= cursor else { throw EStargzError.invalidTar(offset: cursor, reason: "entries overlap") }
+            var bytes = [UInt8](repeating: 0, count: Int(end - cursor))
+            try bytes.withUnsafeMutableBytes { try FileIO.preadAll(tar.fd, $0, at: cursor, path: tar.path) }
+            return bytes
+        }
+        for item in index.entries {
+            try build.appendLossless(item, raw: try raw(upTo: item.dataOffset))
+            // Only a regular file's content is copied as content; anything else a header claims rides in the next raw span.
+            cursor = item.dataOffset + (item.header.kind == .regular ? item.header.size : 0)
+        }
+        build.appendLosslessTail(try raw(upTo: tar.size))
+        return try build.finish()
     }
 }
 
@@ -203,12 +264,26 @@ struct TarIndex {
     var byName: [String: Int] = [:]
     var contentBytes: Int64 = 0
 
-    static func read(_ tar: SeekableTar) throws -> TarIndex {
+    /// `lossless`: every entry, duplicates and landmarks included (a TOC entry is an error, as
+    /// the reference's `AppendTarLossLess` has it: it cannot be dropped without changing the bytes).
+    static func read(_ tar: SeekableTar, lossless: Bool = false) throws -> TarIndex {
         var index = TarIndex()
         let input = try FileTarInput(fileDescriptor: tar.fd, ownsDescriptor: false)
         let reader = TarReader(input)
         while let entry = try reader.next() {
             let name = TarPath.clean(entry.header.name)
+            if lossless {
+                guard name != TOCMember.fileName else {
+                    throw EStargzError.invalidArgument("\(tar.path) already holds \(TOCMember.fileName); it cannot be converted keeping its diffID")
+                }
+                guard entry.dataOffset + entry.header.size <= tar.size else {
+                    throw EStargzError.truncated(what: "content of \(entry.header.name) in \(tar.path)",
+                                                 offset: entry.dataOffset, needed: entry.header.size)
+                }
+                index.entries.append(Item(header: entry.header, dataOffset: entry.dataOffset))
+                index.contentBytes += entry.header.size
+                continue
+            }
             if name == TOCMember.fileName || Landmark.isLandmark(name) { continue }
             guard entry.dataOffset + entry.header.size <= tar.size else {
                 throw EStargzError.truncated(what: "content of \(entry.header.name) in \(tar.path)",

@@ -174,6 +174,7 @@ final class NodeTable: Sendable {
         }
         if r.kind == .regular, r.chunkCount > 0 {
             let first = chunks[Int(r.chunkStart)]
+            e.innerOffset = first.innerOffset
             if r.flags & NodeRecord.wroteChunkSize != 0 { e.chunkSize = first.size }
             if r.flags & NodeRecord.wroteChunkDigest != 0 {
                 e.chunkDigest = first.digest == r.digest && !e.digest.isEmpty ? e.digest : digests[Int(first.digest - 1)].description
@@ -248,13 +249,16 @@ struct NodeRecord: Sendable {
     var isImplicit: Bool { flags & Self.implicit != 0 }
 }
 
-/// One verified unit of a regular file's content, 40 bytes.
+/// One verified unit of a regular file's content, 48 bytes.
 struct ChunkRecord: Sendable {
     var fileOffset: Int64
     var blobOffset: Int64
     /// Where the chunk's member ends: the next data entry's offset, or the TOC's.
     var blobEnd: Int64
     var size: Int64
+    /// Uncompressed offset of the chunk within its member (0 unless members are shared, see
+    /// `--estargz-min-chunk-size`).
+    var innerOffset: Int64 = 0
     /// Index + 1 into `digests`.
     var digest: UInt32
     /// The node the chunk belongs to.

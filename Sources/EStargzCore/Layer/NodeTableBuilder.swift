@@ -95,8 +95,9 @@ struct NodeTableBuilder {
         func text(_ s: ByteSpan) -> String { String(decoding: bytes(s), as: UTF8.self) }
         guard let kind = e.kind else { throw .invalidTOC("entry \(index): missing \"type\"") }
 
-        // Member ends: every chunk waiting for one ends where this entry's data begins.
-        if e.offset != 0 {
+        // Member ends: every chunk waiting for one ends where this entry's data begins (an entry
+        // with an innerOffset shares the member before it, which goes on).
+        if e.offset != 0 && e.innerOffset == 0 {
             for c in openChunks { try closeChunk(c, at: e.offset) }
             openChunks = chunks.count ..< chunks.count
         }
@@ -219,14 +220,16 @@ struct NodeTableBuilder {
 
     private mutating func addChunk(_ e: PendingEntry, owner: Int, digest: UInt32) throws(EStargzError) {
         let fileSize = records[owner].size
-        guard e.offset > 0, e.offset < tocOffset else {
+        // A member at offset 0 can only hold a chunk after the headers before it (innerOffset > 0).
+        guard e.offset > 0 || (e.offset == 0 && e.innerOffset > 0), e.offset < tocOffset else {
             throw .invalidTOC("\(pathText(owner)): chunk at file offset \(e.chunkOffset) has blob offset \(e.offset) outside the data region (TOC at \(tocOffset))")
         }
         guard e.chunkOffset >= 0, e.chunkSize >= 0, e.chunkOffset < fileSize else {
             throw .invalidTOC("\(pathText(owner)): chunk offset \(e.chunkOffset) / size \(e.chunkSize) outside a file of \(fileSize) bytes")
         }
-        guard e.innerOffset == 0 else {
-            throw .invalidTOC("\(pathText(owner)): innerOffset \(e.innerOffset) is not supported for gzip chunks")
+        // Chunks are inflated from their member's start: innerOffset counts against the chunk limit.
+        guard e.innerOffset >= 0, e.innerOffset <= limits.maximumChunkSize else {
+            throw .invalidTOC("\(pathText(owner)): chunk at file offset \(e.chunkOffset) has innerOffset \(e.innerOffset) outside 0...\(limits.maximumChunkSize)")
         }
         if records[owner].chunkCount == 0 { records[owner].chunkStart = UInt32(truncatingIfNeeded: chunks.count) }
         guard Int(records[owner].chunkStart) + Int(records[owner].chunkCount) == chunks.count, chunks.count < Int(UInt32.max) else {
@@ -234,6 +237,7 @@ struct NodeTableBuilder {
         }
         records[owner].chunkCount += 1
         chunks.append(ChunkRecord(fileOffset: e.chunkOffset, blobOffset: e.offset, blobEnd: tocOffset, size: e.chunkSize,
+                                  innerOffset: e.innerOffset,
                                   digest: digest, owner: UInt32(owner)))
         openChunks = openChunks.lowerBound ..< chunks.count
     }
@@ -462,7 +466,7 @@ struct NodeTableBuilder {
             for i in range {
                 if chunks[i].size == 0 { chunks[i].size = size - chunks[i].fileOffset }  // 0 means "to the end"
                 let c = chunks[i]
-                guard c.fileOffset == expected, c.size > 0, c.size <= limits.maximumChunkSize else {
+                guard c.fileOffset == expected, c.size > 0, c.size + c.innerOffset <= limits.maximumChunkSize else {
                     throw .invalidTOC("\(pathText(id)): chunk at file offset \(c.fileOffset) of size \(c.size) does not continue at \(expected)")
                 }
                 expected += c.size

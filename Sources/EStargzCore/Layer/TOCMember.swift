@@ -104,8 +104,9 @@ extension TOCMember {
     /// When `expected` is given and the JSON does not hash to it, that is the error, even if the
     /// JSON is also malformed (the rest of it is still hashed to tell). `whole` tells which path
     /// built the table.
+    /// `dataEnd`: where the layer's data members end, when that is not `tocOffset` (an external TOC).
     static func loadTable(source: any RandomAccessSource, tocOffset: Int64, compressedSize: Int64,
-                          tail: [UInt8], tailStart: Int64, expected: SHA256Digest?,
+                          tail: [UInt8], tailStart: Int64, expected: SHA256Digest?, dataEnd: Int64? = nil,
                           limits: LayerReader.Limits) throws -> (table: NodeTable, digest: SHA256Digest, whole: Bool) {
         var tail = tail, tailStart = tailStart
         if let size = wholeSize(compressedSize: compressedSize, trailerAt: tocOffset + compressedSize - 4 - tailStart,
@@ -120,13 +121,13 @@ extension TOCMember {
             let start = Int(tocOffset - tailStart)
             if let loaded = try tail.withUnsafeBytes({ all in
                 try loadWhole(UnsafeRawBufferPointer(rebasing: all[start ..< start + Int(compressedSize)]), size: size,
-                              tocOffset: tocOffset, expected: expected, limits: limits)
+                              tocOffset: dataEnd ?? tocOffset, expected: expected, limits: limits)
             }) {
                 return (loaded.0, loaded.1, true)
             }
         }
         let (table, digest) = try loadStreaming(source: source, tocOffset: tocOffset, compressedSize: compressedSize, tail: tail,
-                                 tailStart: tailStart, expected: expected, limits: limits)
+                                 tailStart: tailStart, expected: expected, dataEnd: dataEnd ?? tocOffset, limits: limits)
         return (table, digest, false)
     }
 
@@ -164,9 +165,17 @@ extension TOCMember {
                                             limit: limits.maximumTOCSize),
               reader.offset + jsonCount <= Int64(size) else { return nil }
         let json = Int(reader.offset) ..< Int(reader.offset + jsonCount)
+        owned = false
+        return try parseWhole(document: document, json: json, tocOffset: tocOffset, expected: expected, limits: limits)
+    }
+
+    /// Hashes and parses the TOC JSON at `json` in `document`, which this takes over (it is freed
+    /// as soon as the table no longer needs it, also on error): the whole-TOC path of every format.
+    /// `tocOffset` bounds the chunks' blob offsets (the end of the data region).
+    static func parseWhole(document: UnsafeMutableRawBufferPointer, json: Range<Int>, tocOffset: Int64,
+                           expected: SHA256Digest?, limits: LayerReader.Limits) throws -> (NodeTable, SHA256Digest) {
         // Hashed on the other core while this one parses; joined before the document is freed.
         let hashing = BackgroundSHA256(UnsafeRawBufferPointer(rebasing: document[json]))
-        owned = false
         var parser = TOCStreamParser(document: document, json: json,
                                      builder: NodeTableBuilder(tocOffset: tocOffset, limits: limits))
         do {
@@ -191,7 +200,7 @@ extension TOCMember {
     /// The streaming path: the member read in 1 MiB pieces, inflated (zlib), hashed and parsed
     /// through the parser's window, so neither the compressed member nor the JSON is held whole.
     private static func loadStreaming(source: any RandomAccessSource, tocOffset: Int64, compressedSize: Int64,
-                                      tail: [UInt8], tailStart: Int64, expected: SHA256Digest?,
+                                      tail: [UInt8], tailStart: Int64, expected: SHA256Digest?, dataEnd: Int64,
                                       limits: LayerReader.Limits) throws -> (NodeTable, SHA256Digest) {
         // Compressed bytes: the tail's copy when it holds the member, else 1 MiB reads.
         let pieceSize: Int64 = 1 << 20
@@ -233,7 +242,7 @@ extension TOCMember {
         } else {
             nextJSON = fill
         }
-        var parser = TOCStreamParser(totalSize: Int(size), builder: NodeTableBuilder(tocOffset: tocOffset, limits: limits),
+        var parser = TOCStreamParser(totalSize: Int(size), builder: NodeTableBuilder(tocOffset: dataEnd, limits: limits),
                                      fill: nextJSON)
         func digestOfAll() throws -> SHA256Digest {
             // Hash whatever the parser did not read (after an error).

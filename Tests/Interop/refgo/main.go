@@ -8,7 +8,9 @@
 //
 // Subcommands:
 //
-//	build IN.tar OUT.blob [-level N] [-chunk-size N] [-prioritized FILE]
+//	build IN.tar OUT.blob [-level N] [-chunk-size N] [-prioritized FILE] [-compression gzip|zstdchunked]
+//	    (zstdchunked: -level is a zstd level, default 3 = zstd.SpeedDefault as nerdctl/ctr-remote;
+//	    the JSON result also carries the zstd:chunked annotations)
 //	legacy IN.blob OUT.blob
 //	dump BLOB [-toc-digest D]
 //	cat BLOB PATH [-toc-digest D]   (content, every chunk verified)
@@ -17,6 +19,7 @@
 //	list BLOB   (Open and walk the whole tree; prints the number of entries)
 //
 // verify and list are the Go baselines of the side-by-side benchmark (Benchmarks/sidebyside.py).
+// Every reading subcommand accepts eStargz, legacy stargz and zstd:chunked blobs.
 package main
 
 import (
@@ -36,6 +39,8 @@ import (
 	"strings"
 
 	"github.com/containerd/stargz-snapshotter/estargz"
+	"github.com/containerd/stargz-snapshotter/estargz/zstdchunked"
+	"github.com/klauspost/compress/zstd"
 	digest "github.com/opencontainers/go-digest"
 )
 
@@ -110,17 +115,41 @@ func openSection(p string) (*os.File, *io.SectionReader) {
 }
 
 func cmdBuild(args []string) {
-	pos, flags := parseArgs(args, map[string]bool{"level": true, "chunk-size": true, "prioritized": true})
+	pos, flags := parseArgs(args, map[string]bool{"level": true, "chunk-size": true, "prioritized": true, "compression": true})
 	if len(pos) != 2 {
 		fail("usage: estargz-ref build IN.tar OUT.blob [-level N] [-chunk-size N] [-prioritized FILE]")
 	}
 	var opts []estargz.Option
+	useZstd := false
+	switch flags["compression"] {
+	case "", "gzip":
+	case "zstdchunked":
+		useZstd = true
+	default:
+		fail("bad -compression %q (gzip or zstdchunked)", flags["compression"])
+	}
+	level := -1
 	if v, ok := flags["level"]; ok {
 		n, err := strconv.Atoi(v)
 		if err != nil {
 			fail("bad -level: %v", err)
 		}
-		opts = append(opts, estargz.WithCompressionLevel(n))
+		level = n
+		if !useZstd {
+			opts = append(opts, estargz.WithCompressionLevel(n))
+		}
+	}
+	metadata := map[string]string{}
+	if useZstd {
+		// As the reference's nativeconverter/zstdchunked (what ctr-remote and nerdctl run).
+		encLevel := zstd.SpeedDefault
+		if level >= 0 {
+			encLevel = zstd.EncoderLevelFromZstd(level)
+		}
+		opts = append(opts, estargz.WithCompression(&zstdCompression{
+			new(zstdchunked.Decompressor),
+			&zstdchunked.Compressor{CompressionLevel: encLevel, Metadata: metadata},
+		}))
 	}
 	if v, ok := flags["chunk-size"]; ok {
 		n, err := strconv.Atoi(v)
@@ -162,15 +191,27 @@ func cmdBuild(args []string) {
 	if err := out.Close(); err != nil {
 		fail("%v", err)
 	}
-	// Uncompressed size: decompress the whole (multi-member) gzip blob.
+	// Uncompressed size: decompress the whole (multi-member) gzip blob, or all
+	// zstd frames (skippable frames skipped).
 	f, err := os.Open(pos[1])
 	if err != nil {
 		fail("%v", err)
 	}
 	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		fail("reopen: %v", err)
+	var zr io.Reader
+	if useZstd {
+		zd, err := zstd.NewReader(f)
+		if err != nil {
+			fail("reopen: %v", err)
+		}
+		defer zd.Close()
+		zr = zd
+	} else {
+		gr, err := gzip.NewReader(f)
+		if err != nil {
+			fail("reopen: %v", err)
+		}
+		zr = gr
 	}
 	un, err := io.Copy(io.Discard, zr)
 	if err != nil {
@@ -181,6 +222,7 @@ func cmdBuild(args []string) {
 		"diffID":           blob.DiffID().String(),
 		"compressedSize":   n,
 		"uncompressedSize": un,
+		"annotations":      metadata,
 	}
 	b, _ := json.Marshal(res)
 	fmt.Println(string(b))
@@ -243,7 +285,7 @@ func cmdDump(args []string) {
 	}
 	f, sr := openSection(pos[0])
 	defer f.Close()
-	r, err := estargz.Open(sr)
+	r, err := estargz.Open(sr, openOpts...)
 	if err != nil {
 		fail("open: %v", err)
 	}
@@ -391,7 +433,7 @@ func cmdEntries(args []string) {
 	}
 	f, sr := openSection(pos[0])
 	defer f.Close()
-	r, err := estargz.Open(sr)
+	r, err := estargz.Open(sr, openOpts...)
 	if err != nil {
 		fail("open: %v", err)
 	}
@@ -423,8 +465,28 @@ func cmdEntries(args []string) {
 	}
 }
 
-// readTOC decompresses the TOC JSON (the tar entry just before the footer).
+type zstdCompression struct {
+	*zstdchunked.Decompressor
+	*zstdchunked.Compressor
+}
+
+// openOpts lets estargz.Open read zstd:chunked blobs too (as the snapshotter does).
+var openOpts = []estargz.OpenOption{estargz.WithDecompressors(new(zstdchunked.Decompressor))}
+
+// readTOC decompresses the TOC JSON (the tar entry just before the footer, or
+// the zstd:chunked TOC frame).
 func readTOC(sr *io.SectionReader) (*estargz.JTOC, error) {
+	if sr.Size() >= zstdchunked.FooterSize {
+		footer := make([]byte, zstdchunked.FooterSize)
+		if _, err := sr.ReadAt(footer, sr.Size()-zstdchunked.FooterSize); err != nil {
+			return nil, err
+		}
+		d := new(zstdchunked.Decompressor)
+		if _, tocOff, tocSize, err := d.ParseFooter(footer); err == nil {
+			toc, _, err := d.ParseTOC(io.NewSectionReader(sr, tocOff, tocSize))
+			return toc, err
+		}
+	}
 	tocOff, footerSize, err := estargz.OpenFooter(sr)
 	if err != nil {
 		return nil, err
@@ -450,7 +512,7 @@ func readTOC(sr *io.SectionReader) (*estargz.JTOC, error) {
 
 func openVerified(blob string, flags map[string]string) (*os.File, *estargz.Reader, estargz.TOCEntryVerifier) {
 	f, sr := openSection(blob)
-	r, err := estargz.Open(sr)
+	r, err := estargz.Open(sr, openOpts...)
 	if err != nil {
 		fail("open: %v", err)
 	}
@@ -580,7 +642,7 @@ func cmdList(args []string) {
 	}
 	f, sr := openSection(pos[0])
 	defer f.Close()
-	r, err := estargz.Open(sr)
+	r, err := estargz.Open(sr, openOpts...)
 	if err != nil {
 		fail("open: %v", err)
 	}

@@ -4,11 +4,19 @@ busybox as /bin/busybox, named docker.io/library/NAME:latest.  With --data-layer
 adds etc/second and 4 MiB of incompressible data/big that no test container reads (the part of an
 image a lazy pull never fetches).  --cmd JSON sets the config's Cmd (default ["/bin/sh"]; a
 pod sandbox image: ["/bin/busybox", "sleep", "3600"]).
-Usage: make_busybox_image.py OUT.tar NAME [--data-layer] [--cmd JSON]"""
+With --data-files N, the first layer also holds data/f000 … (incompressible, 1 KiB to 512 KiB each, the
+same bytes every run: seeded by the file's number), for load and fault tests to read and compare.
+--config JSON: a JSON object for the image config's "config" (Entrypoint, Cmd, Env, WorkingDir, User);
+with one the layer also has a user daemon (2:3) and etc/group (root 0, daemon 3, staff 50).
+--padding MiB: incompressible bytes in /padding.bin, which no test workload reads (so lazy pulls show).
+Usage: make_busybox_image.py OUT.tar NAME [--data-layer] [--cmd JSON] [--data-files N] [--config JSON] [--padding MiB]"""
 import gzip, hashlib, io, json, random, sys, tarfile
 
 out, name = sys.argv[1], sys.argv[2]
 data_layer = "--data-layer" in sys.argv[3:]
+data_files = int(sys.argv[sys.argv.index("--data-files") + 1]) if "--data-files" in sys.argv[3:] else 0
+process_config = json.loads(sys.argv[sys.argv.index("--config") + 1]) if "--config" in sys.argv[3:] else None
+padding_mib = int(sys.argv[sys.argv.index("--padding") + 1]) if "--padding" in sys.argv[3:] else 0
 cmd = json.loads(sys.argv[sys.argv.index("--cmd") + 1]) if "--cmd" in sys.argv[3:] else ["/bin/sh"]
 
 def add_bytes(tar, path, data, mode=0o644):
@@ -25,13 +33,25 @@ with tarfile.open(fileobj=layer_tar, mode="w", format=tarfile.PAX_FORMAT) as t:
     add_bytes(t, "bin/busybox", open("/bin/busybox", "rb").read(), 0o755)
     add_bytes(t, "etc/message", b"hello from the layer\n")
     # runc looks the container's user up here (no etc/group: a runtime file may be missing).
-    add_bytes(t, "etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
+    add_bytes(t, "etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n"
+              + (b"daemon:x:2:3:daemon:/:/bin/sh\n" if process_config else b""))
+    if process_config:
+        add_bytes(t, "etc/group", b"root:x:0:\ndaemon:x:3:\nstaff:x:50:\n")
     # Incompressible bytes, so a flipped byte in its chunk is easy to place (corruption tests).
     add_bytes(t, "etc/random", random.Random(7).randbytes(256 * 1024))
+    if padding_mib:
+        add_bytes(t, "padding.bin", random.Random(11).randbytes(padding_mib << 20))
     for applet in ("sh", "echo", "cat", "ls"):
         info = tarfile.TarInfo("bin/" + applet)
         info.type, info.linkname, info.mtime = tarfile.SYMTYPE, "busybox", 1_700_000_000
         t.addfile(info)
+    if data_files:
+        info = tarfile.TarInfo("data")
+        info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 1_700_000_000
+        t.addfile(info)
+    for i in range(data_files):
+        rng = random.Random(1000 + i)
+        add_bytes(t, "data/f%03d" % i, rng.randbytes(rng.randint(1024, 512 * 1024)))
 layer = layer_tar.getvalue()
 layer_gz = gzip.compress(layer, mtime=0)
 layers = [(layer, layer_gz)]
@@ -52,7 +72,7 @@ def digest(b):
 
 config = json.dumps({
     "architecture": "amd64", "os": "linux",
-    "config": {"Cmd": cmd, "Env": ["PATH=/bin"]},
+    "config": process_config or {"Cmd": cmd, "Env": ["PATH=/bin"]},
     "rootfs": {"type": "layers", "diff_ids": [digest(tar) for tar, _ in layers]},
 }).encode()
 manifest = json.dumps({
