@@ -129,7 +129,15 @@ var package = Package(
         ),
         .testTarget(
             name: "SnapshotterTests",
-            dependencies: ["Snapshotter", "EStargzCore", "EStargzRemote", "TestSupport"],
+            dependencies: [
+                "Snapshotter", "EStargzCore", "EStargzRemote", "TestSupport",
+                // CRI/: a client of the Kubernetes CRI API (runtime.v1) generated from cri-api's
+                // api.proto by scripts/generate-protos.sh, to drive containerd's CRI plugin as a kubelet does.
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
             exclude: ["Fixtures"]
         ),
         .testTarget(

@@ -2,7 +2,7 @@
 # Regenerates the Swift code for the containerd APIs the snapshotter serves and `estargz pull`
 # calls (snapshots, content, images, leases, diff) from the .proto files Debian ships in
 # golang-github-containerd-containerd-dev, and, with CRI_API_PROTO set, the Kubernetes CRI API
-# (runtime.v1) client the tests use, into Tests/CRIClient. Run once when an API changes; the output is committed so builds never need
+# (runtime.v1) client the tests use, into Tests/SnapshotterTests/CRI. Run once when an API changes; the output is committed so builds never need
 # protoc or its plugins.
 #   PROTOC_GEN_SWIFT=... PROTOC_GEN_GRPC_SWIFT=... [CRI_API_PROTO=.../api.proto] scripts/generate-protos.sh
 # The plugins come from swift-protobuf (protoc-gen-swift) and grpc-swift-protobuf (protoc-gen-grpc-swift-2):
@@ -35,16 +35,16 @@ protoc "${plugins[@]}" \
   $api/types/descriptor.proto
 if [ -n "${CRI_API_PROTO:-}" ]; then
   # Copied under a name of its own (api.proto says nothing); its gogoproto import is in $gocode.
-  # Only the tests use the CRI client (a kubelet's part): a test-only target of its own, public.
-  criOut=Tests/CRIClient
+  # Only the tests use the CRI client (a kubelet's part): it is built with them, not with the package.
+  criOut=Tests/SnapshotterTests/CRI
   mkdir -p "$criOut"
   cri=$(mktemp -d)
   trap 'rm -rf "$cri"' EXIT
   cp "$CRI_API_PROTO" "$cri/cri-api.proto"
   protoc "${plugins[@]}" \
     -I "$cri" -I "$gocode" -I /usr/include \
-    --swift_out="$criOut" --swift_opt=Visibility=Public,FileNaming=DropPath \
-    --grpc-swift_out="$criOut" --grpc-swift_opt=Visibility=Public,Server=false,Client=true,FileNaming=DropPath \
+    --swift_out="$criOut" --swift_opt=Visibility=Internal,FileNaming=DropPath \
+    --grpc-swift_out="$criOut" --grpc-swift_opt=Visibility=Internal,Server=false,Client=true,FileNaming=DropPath \
     cri-api.proto
   sed -i '/gogoproto/d' "$criOut"/*.swift
 fi

@@ -69,7 +69,7 @@ extension FaultTests {
         try "[cache]\ndirectory = \"\(cache)\"\n".write(toFile: config, atomically: true, encoding: .utf8)
         try environment.startSnapshotter(config: config)
         try environment.startContainerd()
-        try environment.ctrRemote(["image", "rpull", "--plain-http", "--snapshotter", "estargz", image.reference])
+        try environment.pull(image.reference)
 
         let output = try environment.ctr(["run", "--rm", "--snapshotter", "estargz", image.reference, environment.containerID("full1"),
                                           "/bin/sh", "-c", "cd /data && /bin/busybox sha256sum *"])
@@ -97,7 +97,7 @@ extension FaultTests {
         defer { environment.tearDown() }
         try environment.startSnapshotter()
         try environment.startContainerd()
-        try environment.ctrRemote(["image", "rpull", "--plain-http", "--snapshotter", "estargz", image.reference])
+        try environment.pull(image.reference)
         let expected = image.sha256sumListing()
         let directory = environment.directory
         let runs = (0 ..< 8).map { index -> Process in
@@ -317,7 +317,7 @@ extension FaultTests {
         try environment.startSnapshotter(config: config)
         let manager = try #require(environment.fuseManagerPID, "the snapshotter started a fuse manager")
         try environment.startContainerd()
-        try environment.ctrRemote(["image", "rpull", "--plain-http", "--snapshotter", "estargz", image.reference])
+        try environment.pull(image.reference)
 
         let host = environment.directory + "/host"
         try FileManager.default.createDirectory(atPath: host, withIntermediateDirectories: true)

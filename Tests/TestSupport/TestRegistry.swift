@@ -122,7 +122,7 @@ public final class TestRegistry: @unchecked Sendable {
         if let server { Glibc.kill(server.processIdentifier, SIGCONT) }
     }
 
-    /// Bytes of blob bodies sent so far (`GET …/blobs/…` responses in the access log; needs `logAccess`),
+    /// Bytes of blob bodies sent so far (`GET …/blobs/…` 2xx responses in the access log; needs `logAccess`),
     /// of one repository's blobs when `repository` is given.
     public func blobBytesServed(repository: String? = nil) -> Int64 {
         let prefix = repository.map { $0 + "/blobs/" } ?? ""
@@ -133,7 +133,9 @@ public final class TestRegistry: @unchecked Sendable {
                   line[request.upperBound ..< close.lowerBound].contains("/blobs/"),
                   line[request.upperBound ..< close.lowerBound].hasPrefix(prefix) else { return total }
             let fields = line[close.upperBound...].split(separator: " ")
-            return total + (fields.count > 1 ? Int64(fields[1]) ?? 0 : 0)
+            // Only what was served (200, 206): not the bodies of 401 challenges and other errors.
+            guard fields.count > 1, fields[0].hasPrefix("2") else { return total }
+            return total + (Int64(fields[1]) ?? 0)
         }
     }
 

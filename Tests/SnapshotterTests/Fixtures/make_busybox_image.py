@@ -3,7 +3,7 @@
 busybox as /bin/busybox, named docker.io/library/NAME:latest.  With --data-layer a second layer
 adds etc/second and 4 MiB of incompressible data/big that no test container reads (the part of an
 image a lazy pull never fetches).  --cmd JSON sets the config's Cmd (default ["/bin/sh"]; a
-pod sandbox image: ["/bin/sleep", "3600"]).
+pod sandbox image: ["/bin/busybox", "sleep", "3600"]).
 With --data-files N, the first layer also holds data/f000 … (incompressible, 1 KiB to 512 KiB each, the
 same bytes every run: seeded by the file's number), for load and fault tests to read and compare.
 --config JSON: a JSON object for the image config's "config" (Entrypoint, Cmd, Env, WorkingDir, User);
