@@ -143,7 +143,7 @@ final class FaultProxy: @unchecked Sendable {
             return false
         }
         #expect(proxy.actions("drop") == 3)
-        #expect(ContinuousClock.now - start < .seconds(10))
+        #expect(ContinuousClock.now - start < .seconds(30))  // not a hang (room for a loaded machine)
     }
 
     @Test func stalledServerTimesOut() async throws {
@@ -168,7 +168,9 @@ final class FaultProxy: @unchecked Sendable {
             return false
         }
         let elapsed = ContinuousClock.now - start
-        #expect(elapsed < .seconds(6))
+        // Two 1 s attempts take ~2 s; the bound says "not a hang" with room for a loaded 2-core
+        // machine running the whole suite (7.6 s was seen there).
+        #expect(elapsed < .seconds(20))
         #expect(proxy.actions("stall") == 2)
     }
 
