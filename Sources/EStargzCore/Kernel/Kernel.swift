@@ -208,6 +208,23 @@ enum Kernel {
         into destination: UnsafeMutableRawBufferPointer,
         expecting expected: SHA256Digest?
     ) throws(KernelError) -> SHA256Digest {
+        try verifiedDecode(sgk_chunk_inflate, source, into: destination, expecting: expected)
+    }
+
+    /// A kernel entry point that decodes a chunk into `dst` hashing it in the same pass
+    /// (`sgk_chunk_inflate`, `sgk_zstd_chunk_decompress`: one C signature).
+    private typealias ChunkDecoder = @convention(c) (
+        UnsafePointer<UInt8>?, Int, UnsafeMutablePointer<UInt8>?, Int, UnsafePointer<UInt8>?, UnsafeMutablePointer<UInt8>?
+    ) -> Int32
+
+    /// Calls `decode` with the buffers and the optional expected digest; returns the produced bytes' digest.
+    @inline(__always)
+    private static func verifiedDecode(
+        _ decode: ChunkDecoder,
+        _ source: UnsafeRawBufferPointer,
+        into destination: UnsafeMutableRawBufferPointer,
+        expecting expected: SHA256Digest?
+    ) throws(KernelError) -> SHA256Digest {
         var actual = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
         let status: Int32 = withUnsafeMutableBytes(of: &actual) { act in
             let actPtr = act.baseAddress!.assumingMemoryBound(to: UInt8.self)
@@ -215,11 +232,10 @@ enum Kernel {
             let dst = destination.baseAddress?.assumingMemoryBound(to: UInt8.self)
             if let expected {
                 return expected.withUnsafeBytes { exp in
-                    sgk_chunk_inflate(src, source.count, dst, destination.count,
-                                      exp.baseAddress!.assumingMemoryBound(to: UInt8.self), actPtr)
+                    decode(src, source.count, dst, destination.count, exp.baseAddress!.assumingMemoryBound(to: UInt8.self), actPtr)
                 }
             }
-            return sgk_chunk_inflate(src, source.count, dst, destination.count, nil, actPtr)
+            return decode(src, source.count, dst, destination.count, nil, actPtr)
         }
         try KernelError.check(status)
         return Swift.withUnsafeBytes(of: &actual) { SHA256Digest(rawBytes: $0) }
@@ -304,21 +320,7 @@ enum Kernel {
         into destination: UnsafeMutableRawBufferPointer,
         expecting expected: SHA256Digest?
     ) throws(KernelError) -> SHA256Digest {
-        var actual = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
-        let status: Int32 = withUnsafeMutableBytes(of: &actual) { act in
-            let actPtr = act.baseAddress!.assumingMemoryBound(to: UInt8.self)
-            let src = source.baseAddress?.assumingMemoryBound(to: UInt8.self)
-            let dst = destination.baseAddress?.assumingMemoryBound(to: UInt8.self)
-            if let expected {
-                return expected.withUnsafeBytes { exp in
-                    sgk_zstd_chunk_decompress(src, source.count, dst, destination.count,
-                                              exp.baseAddress!.assumingMemoryBound(to: UInt8.self), actPtr)
-                }
-            }
-            return sgk_zstd_chunk_decompress(src, source.count, dst, destination.count, nil, actPtr)
-        }
-        try KernelError.check(status)
-        return Swift.withUnsafeBytes(of: &actual) { SHA256Digest(rawBytes: $0) }
+        try verifiedDecode(sgk_zstd_chunk_decompress, source, into: destination, expecting: expected)
     }
 
     /// The content size the zstd frame header at the start of `source` declares (nil: not said).
