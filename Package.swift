@@ -130,7 +130,7 @@ var package = Package(
         .testTarget(
             name: "SnapshotterTests",
             dependencies: [
-                "Snapshotter", "EStargzCore", "EStargzRemote", "TestSupport",
+                "Snapshotter", "EStargzCore", "EStargzRemote", "LazyFS", "TestSupport",
                 // CRI/: a client of the Kubernetes CRI API (runtime.v1) generated from cri-api's
                 // api.proto by scripts/generate-protos.sh, to drive containerd's CRI plugin as a kubelet does.
                 .product(name: "GRPCCore", package: "grpc-swift-2"),

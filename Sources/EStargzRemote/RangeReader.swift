@@ -16,6 +16,8 @@ import Synchronization
 ///   request is in flight, and a foreground read that needs blocks a deferred background
 ///   request holds sends that request at once. Cancelling a background ``fetch(_:priority:)``
 ///   drops its requests not yet sent.
+/// - Read-ahead (``readAhead(_:)``: guesses of what will be read next) goes out at once, beside
+///   the foreground, on request slots of its own, so a guess never makes a waiting read queue.
 ///
 /// `read(into:at:)` blocks its thread until the bytes arrive. Call it from ordinary threads
 /// (the CLI's main thread, FUSE workers, `DispatchQueue`s), never from a SwiftNIO event loop.
@@ -28,6 +30,8 @@ public final class RangeReader: RandomAccessSource {
         public var maximumRequestSize: Int64 = 16 << 20
         /// Requests in flight at once, per reader.
         public var maximumParallelRequests = 4
+        /// Read-ahead requests in flight at once, per reader, besides those.
+        public var maximumParallelReadAheadRequests = 8
         /// Memory the block cache may hold (bytes).
         public var memoryLimit: Int64 = 64 << 20
         /// How much of the blob's end to read when opening (footer and TOC);
@@ -60,6 +64,10 @@ public final class RangeReader: RandomAccessSource {
         public var backgroundRequests: Int64 = 0
         /// Times a background request waited because foreground requests were in flight.
         public var backgroundDeferrals: Int64 = 0
+        /// Requests made for ``RangeReader/readAhead(_:)`` (counted in `requests` too).
+        public var readAheadRequests: Int64 = 0
+        /// Bytes those requests received (counted in `bytesFetched` too).
+        public var readAheadBytes: Int64 = 0
     }
 
     /// Whether a fetch is for a reader waiting now, or may wait for foreground reads.
@@ -68,6 +76,8 @@ public final class RangeReader: RandomAccessSource {
         case foreground
         /// Fetching ahead: sent only while no foreground request is in flight.
         case background
+        /// A guess of what will be read soon: sent at once, on its own request slots.
+        case readAhead
     }
 
     public let client: RegistryClient
@@ -80,6 +90,7 @@ public final class RangeReader: RandomAccessSource {
 
     private let state = Mutex(State())
     private let limiter: DispatchSemaphore
+    private let readAheadLimiter: DispatchSemaphore
 
     private struct State {
         var blocks: [Int64: (data: [UInt8], tick: UInt64)] = [:]
@@ -129,6 +140,7 @@ public final class RangeReader: RandomAccessSource {
         self.size = size
         self.options = options
         self.limiter = DispatchSemaphore(value: max(1, options.maximumParallelRequests))
+        self.readAheadLimiter = DispatchSemaphore(value: max(1, options.maximumParallelReadAheadRequests))
     }
 
     /// Opens the blob `digest` in `repository` and reads its tail in one request — or the whole
@@ -235,6 +247,15 @@ public final class RangeReader: RandomAccessSource {
         _ = acquire(range)
     }
 
+    /// Starts fetching the blocks of `range` not cached or in flight yet, as a guess (one request
+    /// per run of missing blocks, on the read-ahead slots); a read of them waits for that request
+    /// instead of sending its own. Ranges beyond a quarter of the memory limit are left alone.
+    public func readAhead(_ range: Range<Int64>) {
+        let range = range.clamped(to: 0 ..< size)
+        guard !range.isEmpty, Int64(range.count) <= options.memoryLimit / 4 else { return }
+        _ = acquire(range, priority: .readAhead)
+    }
+
     /// Drops the cached blocks overlapping `range` (LayerReader calls this after a chunk failed
     /// verification), so a retry fetches them again instead of re-serving damaged bytes.
     public func invalidate(_ range: Range<Int64>) {
@@ -308,7 +329,11 @@ public final class RangeReader: RandomAccessSource {
                 while s < end {
                     let e = min(end, s + blocksPerRequest)
                     let fetch = Fetch(first: s, end: e, priority: priority)
-                    if priority == .foreground { state.foregroundInFlight += 1 } else { state.unsent.insert(ObjectIdentifier(fetch)) }
+                    switch priority {
+                    case .foreground: state.foregroundInFlight += 1
+                    case .background: state.unsent.insert(ObjectIdentifier(fetch))
+                    case .readAhead: break
+                    }
                     for b in s ..< e { state.inFlight[b] = fetch }
                     started.append(fetch)
                     waits.append(fetch)
@@ -322,7 +347,7 @@ public final class RangeReader: RandomAccessSource {
                     state.tick += 1
                     state.blocks[block]!.tick = state.tick
                     have[block] = cached.data
-                    state.statistics.cacheHits += 1
+                    if priority != .readAhead { state.statistics.cacheHits += 1 }
                 } else if let fetch = state.inFlight[block] {
                     closeRun(at: block)
                     if !waits.contains(where: { $0 === fetch }) { waits.append(fetch) }
@@ -331,10 +356,10 @@ public final class RangeReader: RandomAccessSource {
                         state.unsent.remove(ObjectIdentifier(fetch))
                         if let waiting = state.deferred.removeValue(forKey: ObjectIdentifier(fetch)) { released.append(waiting) }
                     }
-                    state.statistics.sharedWaits += 1
+                    if priority != .readAhead { state.statistics.sharedWaits += 1 }
                 } else {
                     if runStart == nil { runStart = block }
-                    state.statistics.cacheMisses += 1
+                    if priority != .readAhead { state.statistics.cacheMisses += 1 }
                 }
             }
             closeRun(at: lastBlock + 1)
@@ -375,8 +400,9 @@ public final class RangeReader: RandomAccessSource {
                 }
             }
             // Bounded parallelism: the bridge's threads may block here, the cooperative pool never does.
-            self.limiter.wait()
-            defer { self.limiter.signal() }
+            let slots = fetch.priority == .readAhead ? self.readAheadLimiter : self.limiter
+            slots.wait()
+            defer { slots.signal() }
             let result: Result<[UInt8], RegistryError>
             do throws(RegistryError) {
                 let bytes = try await self.client.fetchRange(self.repository, digest: self.digest, range: lower ..< upper)
@@ -427,6 +453,10 @@ public final class RangeReader: RandomAccessSource {
             guard let bytes else { return released }
             state.statistics.requests += 1
             if fetch.priority == .background { state.statistics.backgroundRequests += 1 }
+            if fetch.priority == .readAhead {
+                state.statistics.readAheadRequests += 1
+                state.statistics.readAheadBytes += Int64(bytes.count)
+            }
             state.statistics.bytesFetched += Int64(bytes.count)
             for block in fetch.first ..< fetch.end {
                 let data = slice(bytes, block: block, first: fetch.first)

@@ -89,6 +89,9 @@ public final class RegistryClient: Sendable {
         configuration.redirectConfiguration = .disallow
         configuration.timeout = .init(connect: options.connectTimeout, read: options.readTimeout)
         configuration.decompression = .disabled
+        // Every lazily mounted layer shares this pool: each reader's reads (4 requests) and
+        // read-ahead guesses (8) must find a connection instead of queueing behind other layers'.
+        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 32
         http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 

@@ -32,6 +32,7 @@ enum FUSEOperations {
             }
             var entry = fs.entryParameters(number)
             fuse_reply_entry(request, &entry)
+            fs.readAheadAfterLookup(number)
         }
         ops.forget = { request, _, _ in fuse_reply_none(request) }
         ops.forget_multi = { request, _, _ in fuse_reply_none(request) }

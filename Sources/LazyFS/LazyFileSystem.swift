@@ -60,15 +60,17 @@ public final class LazyFileSystem: Sendable {
         public var allowOther = geteuid() == 0
         /// Idle FUSE worker threads kept by the session loop.
         public var maximumIdleThreads: UInt32 = 10
-        /// The defaults: prefetch on, background fetch off, control directory on, 1 MiB reads,
-        /// a day of kernel caching, a 256 MiB chunk cache.
+        /// Guesses of what reads come next, fetched beside them (``ReadAhead``); `.off` for none.
+        public var readAhead = ReadAhead()
+        /// The defaults: prefetch on, background fetch off, read-ahead on, control directory on,
+        /// 1 MiB reads, a day of kernel caching, a 256 MiB chunk cache.
         public init() {}
     }
 
     /// The layers, lowest first.
     public let layers: [LayerReader]
     /// Each layer's cache when it is the in-memory kind, whose chunks a read can copy a slice of.
-    private let memoryCaches: [MemoryChunkCache?]
+    let memoryCaches: [MemoryChunkCache?]
     /// Merged tree or one overlayfs lower layer.
     public let mode: Mode
     /// What the file system was created with.
@@ -79,12 +81,15 @@ public final class LazyFileSystem: Sendable {
     let controlDirectoryInode: UInt64
     let statsInode: UInt64
 
-    private let counters = Counters()
+    let counters = Counters()
     private let flights = ChunkFlights()
     private let failures = Mutex<Set<String>>([])
     private let accessLog: AccessLog?
     private let handles = Mutex<(next: UInt64, stats: [UInt64: [UInt8]])>((1, [:]))
     private let fetcher = Mutex<FetchState>(FetchState())
+    let readAheadState = Mutex(ReadAheadState())
+    /// Where program headers are looked at (one at a time: each waits for its chunk to arrive).
+    let readAheadQueue = DispatchQueue(label: "estargz.lazyfs.read-ahead", qos: .userInitiated)
 
     /// A file system over readers the caller opened (and gave whatever ``ChunkCache`` they chose).
     public init(layers: [LayerReader], mode: Mode = .merged, options: Options = Options()) throws {
@@ -162,9 +167,19 @@ public final class LazyFileSystem: Sendable {
     /// it while the others wait and then find it in the cache. A read never waits for a fetch of
     /// any other chunk (a prefetch in flight, another file's read).
     func read(_ number: UInt64, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) -> Result<Int, Errno> {
-        guard let inode = inode(number), let entry = inode.entry else { return .failure(Errno(EISDIR)) }
+        guard let inode = inode(number), inode.entry != nil else { return .failure(Errno(EISDIR)) }
         recordAccess(number)
         counters.reads.add(1, ordering: .relaxed)
+        let result = serve(inode, number, into: buffer, at: offset, forRead: true)
+        if case let .success(count) = result { counters.bytesServed.add(Int64(count), ordering: .relaxed) }
+        return result
+    }
+
+    /// ``read(_:into:at:)`` without the bookkeeping of a read: `forRead` false for read-ahead's own
+    /// reads of program headers, which are neither logged as accesses nor guessed from.
+    func serve(_ inode: Inode, _ number: UInt64, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64,
+               forRead: Bool) -> Result<Int, Errno> {
+        guard let entry = inode.entry else { return .failure(Errno(EISDIR)) }
         guard offset >= 0 else { return .failure(Errno(EINVAL)) }
         let end = min(inode.size, offset + Int64(buffer.count))
         guard offset < end else { return .success(0) }
@@ -188,20 +203,26 @@ public final class LazyFileSystem: Sendable {
                 counters.sliceHits.add(1, ordering: .relaxed)
                 return true
             }
+            var fetched = false
             let failure = flights.once(chunk.digest, unless: cachedSlice) {
                 counters.foregroundFetches.add(1, ordering: .relaxed)
                 defer { counters.foregroundFetches.subtract(1, ordering: .relaxed) }
+                if forRead && index == 0 { readAheadBeforeFirstChunk(number, inode) }
+                fetched = true
                 return readPiece(entry, of: inode, into: piece, at: position)
             } ?? nil
+            if fetched && failure == nil && forRead { readAheadAfterFetch(number, inode, chunk: index) }
             if let error = failure {
-                counters.readErrors.add(1, ordering: .relaxed)
-                logOnce(error)
+                // A guess that failed is nobody's error; the read that needs the chunk says why.
+                if forRead {
+                    counters.readErrors.add(1, ordering: .relaxed)
+                    logOnce(error)
+                }
                 return .failure(Errno(EIO))
             }
             position = pieceEnd
             index += 1
         }
-        counters.bytesServed.add(end - offset, ordering: .relaxed)
         return .success(Int(end - offset))
     }
 
@@ -263,6 +284,7 @@ public final class LazyFileSystem: Sendable {
 
     /// Starts prefetch (and background fetch when asked for) on one background thread.
     func startFetching() {
+        readAheadAtMount()
         guard options.prefetch || options.backgroundFetch else { return }
         let group = DispatchGroup()
         let begin = fetcher.withLock { state -> Bool in
@@ -408,7 +430,7 @@ private final class ChunkFlights: Sendable {
     }
 }
 
-private final class Counters: Sendable {
+final class Counters: Sendable {
     let readErrors = Atomic<Int64>(0)
     /// Chunk-cache hits served by slice copies (the readers count their own hits).
     let sliceHits = Atomic<Int64>(0)

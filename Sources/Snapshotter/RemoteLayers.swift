@@ -38,6 +38,7 @@ public final class RemoteLayers: LayerMounting {
     private let prefetch: Bool
     private let backgroundFetch: Bool
     private let readerOptions: RangeReader.Options
+    private let readAhead: LazyFileSystem.ReadAhead
     private let logger = Logger(label: "estargz.snapshotter.remote")
 
     /// - Parameters:
@@ -51,16 +52,17 @@ public final class RemoteLayers: LayerMounting {
     ///   - prefetch: fetch each layer's prioritized region right after mounting it.
     ///   - backgroundFetch: then fetch the rest of the layer in the background.
     ///   - fetchBlockSize: granularity of range reads from the registry (bytes). Every miss is
-    ///     rounded out to whole blocks: bigger blocks read more around each file (fewer round trips
-    ///     when neighbours are read next), smaller ones fetch fewer bytes. 32 KiB fetched fewer bytes
-    ///     than the reference snapshotter (50 KB) for the same requests in Benchmarks/hellobench.py.
+    ///     rounded out to whole blocks. Blocks no longer bring neighbours along by chance: read-ahead
+    ///     fetches the neighbours worth having, so 4 KiB only rounds each request to a page.
     ///   - tailSize: how much of a layer's end the first request reads (footer and, when it fits,
     ///     the TOC); a larger TOC costs one more request for exactly the rest. 64 KiB holds the TOC
     ///     of small layers, and on large ones (a python rootfs: a 400 KB TOC) fetches no file data
     ///     with it: a 512 KiB tail fetched ~150 KB beyond the TOC per layer, for one round trip less.
+    ///   - readAhead: what each mount guesses and fetches before it is read (``LazyFS/LazyFileSystem/ReadAhead``).
     public init(registry: RegistryClient.Options = RegistryClient.Options(), cacheDirectory: String? = nil,
                 cacheCapacity: Int64 = 1 << 30, memoryCacheCapacity: Int = 128 << 20, prefetch: Bool = true,
-                backgroundFetch: Bool = false, fetchBlockSize: Int64 = 32 << 10, tailSize: Int64 = 64 << 10) throws {
+                backgroundFetch: Bool = false, fetchBlockSize: Int64 = 4 << 10, tailSize: Int64 = 64 << 10,
+                readAhead: LazyFileSystem.ReadAhead = LazyFileSystem.ReadAhead()) throws {
         client = RegistryClient(options: registry)
         let logger = self.logger
         let disk = try cacheDirectory.map {
@@ -69,6 +71,7 @@ public final class RemoteLayers: LayerMounting {
         cache = MemoryChunkCache(capacity: memoryCacheCapacity, backing: disk)
         self.prefetch = prefetch
         self.backgroundFetch = backgroundFetch
+        self.readAhead = readAhead
         var options = RangeReader.Options()
         options.blockSize = fetchBlockSize
         options.tailSize = tailSize
@@ -136,6 +139,7 @@ public final class RemoteLayers: LayerMounting {
         var options = LazyFileSystem.Options()
         options.prefetch = prefetch
         options.backgroundFetch = backgroundFetch
+        options.readAhead = readAhead
         var built = opened
         do {
             let fileSystem = try LazyFileSystem(layers: [layer], mode: .overlayLayer, options: options)

@@ -1,4 +1,5 @@
 import EStargzRemote
+import LazyFS
 import Foundation
 
 /// The snapshotter's configuration file, a small TOML document:
@@ -12,8 +13,11 @@ import Foundation
 /// [fetch]
 /// prefetch = true                              # the prioritized region, right after mounting a layer
 /// background = false                           # then everything else, politely
-/// block_kib = 32                               # registry read granularity (each miss fetches whole blocks)
+/// block_kib = 4                                # registry read granularity (each miss fetches whole blocks)
 /// tail_kib = 64                                # a layer's first read: footer and (small) TOC
+/// read_ahead = true                            # guess what reads come next (startup files, program
+///                                              # libraries, directories being read file by file)
+/// read_ahead_directory_kib = 1024              # largest rest of a directory read ahead (0: none)
 /// timeout_seconds = 30                         # a registry read (retries included) fails after this: EIO
 /// [cache]
 /// directory = "/var/lib/estargz-snapshotter/cache"
@@ -34,9 +38,13 @@ public struct SnapshotterConfig: Sendable, Equatable {
     public var prefetch = true
     public var backgroundFetch = false
     /// Granularity of registry range reads and of the in-memory block cache, in KiB.
-    public var fetchBlockKiB = 32
+    public var fetchBlockKiB = 4
     /// How much of a layer's end the first request reads, in KiB (a larger TOC costs one more request).
     public var tailKiB = 64
+    /// LazyFS read-ahead (``LazyFS/LazyFileSystem/ReadAhead``) on or off.
+    public var readAhead = true
+    /// The most compressed bytes of a directory's rest read ahead at once, in KiB (0: no directory read-ahead).
+    public var readAheadDirectoryKiB = 1024
     /// How long one registry read may take, retries included, before the file read that needs it
     /// fails with `EIO` (a registry outage must not hang readers), in seconds.
     public var fetchTimeoutSeconds = 30
@@ -88,6 +96,8 @@ public struct SnapshotterConfig: Sendable, Equatable {
             case ("fetch", "block_kib", .integer(let v)) where v >= 4 && v <= 16 * 1024: fetchBlockKiB = v
             case ("fetch", "tail_kib", .integer(let v)) where v >= 1 && v <= 64 * 1024: tailKiB = v
             case ("fetch", "timeout_seconds", .integer(let v)) where v >= 1 && v <= 3600: fetchTimeoutSeconds = v
+            case ("fetch", "read_ahead", .bool(let v)): readAhead = v
+            case ("fetch", "read_ahead_directory_kib", .integer(let v)) where v >= 0 && v <= 1024 * 1024: readAheadDirectoryKiB = v
             case ("cache", "directory", .string(let v)): cacheDirectory = v
             case ("cache", "capacity_mib", .integer(let v)) where v > 0: cacheCapacityMiB = v
             case ("cache", "memory_mib", .integer(let v)) where v > 0: memoryCacheMiB = v
@@ -109,7 +119,17 @@ public struct SnapshotterConfig: Sendable, Equatable {
         return try RemoteLayers(registry: registry, cacheDirectory: cacheDirectory ?? self.cacheDirectory ?? root + "/cache",
                                 cacheCapacity: Int64(cacheCapacityMiB) << 20, memoryCacheCapacity: memoryCacheMiB << 20,
                                 prefetch: prefetch, backgroundFetch: backgroundFetch,
-                                fetchBlockSize: Int64(fetchBlockKiB) << 10, tailSize: Int64(tailKiB) << 10)
+                                fetchBlockSize: Int64(fetchBlockKiB) << 10, tailSize: Int64(tailKiB) << 10,
+                                readAhead: readAheadPolicy)
+    }
+
+    /// The read-ahead these settings ask for.
+    public var readAheadPolicy: LazyFileSystem.ReadAhead {
+        guard readAhead else { return .off }
+        var policy = LazyFileSystem.ReadAhead()
+        policy.directories = readAheadDirectoryKiB > 0
+        policy.directoryLimit = Int64(readAheadDirectoryKiB) << 10
+        return policy
     }
 
     /// Registry client settings from this config.

@@ -60,7 +60,8 @@ struct StoreCommand: ParsableCommand {
                                           cacheCapacity: Int64(settings.cacheCapacityMiB) << 20,
                                           memoryCacheCapacity: settings.memoryCacheMiB << 20,
                                           prefetch: settings.prefetch, backgroundFetch: settings.backgroundFetch,
-                                          fetchBlockSize: Int64(settings.fetchBlockKiB) << 10, tailSize: Int64(settings.tailKiB) << 10)
+                                          fetchBlockSize: Int64(settings.fetchBlockKiB) << 10, tailSize: Int64(settings.tailKiB) << 10,
+                                          readAhead: settings.readAheadPolicy)
             return try AdditionalLayerStore(root: root, remote: remote, platform: chosenPlatform).mount(at: mountpoint)
         }
         let finished = DispatchSemaphore(value: 0)

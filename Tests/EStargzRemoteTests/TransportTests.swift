@@ -327,6 +327,44 @@ extension RangeReaderTests {
         }
     }
 
+    /// A guess (`readAhead`) is one request on its own slots; the read that follows finds every
+    /// block and sends nothing, and guessing the same bytes again sends nothing either.
+    @Test func aReadAfterReadAheadSendsNoRequest() async throws {
+        let registry = try TestRegistry(auth: .none)
+        defer { registry.stop() }
+        let files: [String: [UInt8]] = ["a": noiseBytes(300_000, seed: 61), "b": noiseBytes(200_000, seed: 62)]
+        let image = try RegistryClientTests.buildImage(in: registry.directory.path, files: files, chunkSize: 64 << 10)
+        let reference = registry.reference("read/ahead")
+        try await RegistryClientTests.withClient { client in
+            try await client.pushBlob(reference, digest: digestString(image.layer), bytes: image.layer)
+            var options = RangeReader.Options()
+            options.wholeBlobLimit = 0
+            options.blockSize = 4 << 10
+            let reader = try await RangeReader.open(client: client, repository: reference, digest: digestString(image.layer),
+                                                    size: Int64(image.layer.count), options: options)
+            let layer = try await offPool { try LayerReader(source: reader, tocDigest: image.result.tocDigest) }
+            let chunks = layer.chunks(of: try #require(layer.entry(at: "b")))
+            let range = chunks.first!.blobOffset ..< chunks.last!.blobEnd
+            let before = reader.statistics
+            reader.readAhead(range)
+            for _ in 0 ..< 500 where reader.statistics.readAheadRequests == 0 { try await Task.sleep(for: .milliseconds(10)) }
+            let guessed = reader.statistics
+            #expect(guessed.readAheadRequests == 1)
+            #expect(guessed.requests == before.requests + 1)
+            #expect(guessed.readAheadBytes >= Int64(range.count) && guessed.readAheadBytes < Int64(range.count) + 2 * options.blockSize)
+            #expect(guessed.cacheMisses == before.cacheMisses)  // guesses are not misses
+            #expect(try await offPool { try layer.read(path: "b") } == files["b"])
+            let after = reader.statistics
+            #expect(after.requests == guessed.requests)
+            #expect(after.cacheMisses == guessed.cacheMisses)
+            reader.readAhead(range)
+            #expect(reader.statistics.requests == after.requests)
+            // Bytes nobody guessed are still fetched on demand.
+            #expect(try await offPool { try layer.read(path: "a") } == files["a"])
+            #expect(reader.statistics.requests > after.requests)
+        }
+    }
+
     /// A TOC larger than the tail is fetched in one request after the tail, not one per piece
     /// the reader inflates (RangeReader.willRead).
     @Test func largeTOCCostsOneRequestAfterTheTail() async throws {

@@ -3,6 +3,7 @@ import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import SwiftProtobuf
 import Testing
+import LazyFS
 @testable import Snapshotter
 
 private func temporaryRoot() -> String {
@@ -173,6 +174,7 @@ extension OverlaySnapshotterTests {
             background = true
             block_kib = 256
             tail_kib = 128
+            read_ahead_directory_kib = 0
             [cache]
             directory = "/var/cache/x"
             capacity_mib = 64
@@ -182,7 +184,12 @@ extension OverlaySnapshotterTests {
         #expect(config.plainHTTPHosts == ["registry.lan:5000"])
         #expect(config.credentials == ["registry.lan:5000": "user:pa#ss:word"])
         #expect(!config.prefetch && config.backgroundFetch && config.fetchBlockKiB == 256 && config.tailKiB == 128)
-        #expect(try SnapshotterConfig(parsing: "").fetchBlockKiB == 32)
+        #expect(try SnapshotterConfig(parsing: "").fetchBlockKiB == 4)
+        // Read-ahead: on by default; directories off here; all off with read_ahead = false.
+        #expect(try SnapshotterConfig(parsing: "").readAheadPolicy == LazyFileSystem.ReadAhead())
+        #expect(config.readAhead && !config.readAheadPolicy.directories && config.readAheadPolicy.programDependencies)
+        #expect(try SnapshotterConfig(parsing: "[fetch]\nread_ahead = false").readAheadPolicy == .off)
+        #expect(throws: SnapshotterError.self) { try SnapshotterConfig(parsing: "[fetch]\nread_ahead = 3") }
         #expect(throws: SnapshotterError.self) { try SnapshotterConfig(parsing: "[fetch]\nblock_kib = 1") }
         #expect(config.cacheDirectory == "/var/cache/x" && config.cacheCapacityMiB == 64 && config.memoryCacheMiB == 16)
         #expect(try SnapshotterConfig(parsing: "").memoryCacheMiB == 128)

@@ -22,6 +22,12 @@ public protocol RandomAccessSource: Sendable {
     /// trip instead of one each; the reader calls this before a TOC that is not in the tail it
     /// read first. Sources without a cost per request do nothing.
     func willRead(_ range: Range<Int64>)
+    /// A guess that `range` will be read soon (``LazyFS``'s read-ahead: the libraries of a
+    /// program being loaded, the rest of a directory being read file by file). A source that pays
+    /// per request starts fetching it alongside the reads that wait, never in their way, and keeps
+    /// the bytes for the read that comes; nothing is verified until it is read. Sources without a
+    /// cost per request do nothing.
+    func readAhead(_ range: Range<Int64>)
     /// How much of the blob's end a reader opening a layer should read first, hoping it holds the
     /// footer and the whole TOC (the rest of a larger TOC is read next). 512 KiB by default; a
     /// registry source that already fetched its tail says how much it has, so opening a layer
@@ -32,6 +38,7 @@ public protocol RandomAccessSource: Sendable {
 extension RandomAccessSource {
     public func invalidate(_ range: Range<Int64>) {}
     public func willRead(_ range: Range<Int64>) {}
+    public func readAhead(_ range: Range<Int64>) {}
     public var openingTailSize: Int64 { 512 << 10 }
 
     /// The `count` bytes at `offset`, as a new array.

@@ -1,0 +1,237 @@
+import Dispatch
+import EStargzCore
+@testable import LazyFS
+import Synchronization
+import TestSupport
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The host's `env` program: a small dynamically linked ELF executable on every Debian machine.
+private let hostProgram = "/usr/bin/env"
+
+private func elf(of bytes: [UInt8]) -> ELFDependencies? {
+    ELFDependencies.parse(size: Int64(bytes.count)) { offset, count in
+        guard offset >= 0, offset < Int64(bytes.count) else { return nil }
+        return Array(bytes[Int(offset) ..< min(bytes.count, Int(offset) + count)])
+    }
+}
+
+@Suite struct ELFDependenciesTests {
+    @Test func readsTheInterpreterAndNeededLibrariesOfARealProgram() throws {
+        let program = try readFile(hostProgram)
+        let found = try #require(elf(of: program))
+        let readelf = try run("/bin/sh", ["-c", "readelf -lWd \(hostProgram)"])
+        // What binutils says, line by line.
+        let interpreter = readelf.split(separator: "\n").first { $0.contains("Requesting program interpreter") }
+            .map { String($0.split(separator: ":", maxSplits: 1)[1].dropLast().trimmingPrefix(" ")) }
+        let needed = readelf.split(separator: "\n").filter { $0.contains("(NEEDED)") }
+            .map { String($0.split(separator: "[")[1].dropLast()) }
+        #expect(found.interpreter == interpreter)
+        #expect(found.needed == needed)
+        #expect(!needed.isEmpty)
+        #expect(found.defaultDirectories.contains("usr/lib"))
+    }
+
+    @Test func anythingElseIsNoGuessAndNeverACrash() throws {
+        #expect(elf(of: Array("#!/bin/sh\necho hi\n".utf8)) == nil)
+        #expect(elf(of: []) == nil)
+        let program = try readFile(hostProgram)
+        // Every truncation of the headers.
+        for length in stride(from: 0, to: min(program.count, 8192), by: 7) { _ = elf(of: Array(program[0 ..< length])) }
+        // Bytes of the ELF header and program headers damaged at random.
+        var random = SystemRandomNumberGenerator()
+        for _ in 0 ..< 3000 {
+            var damaged = program
+            for _ in 0 ..< Int.random(in: 1 ... 4, using: &random) {
+                damaged[Int.random(in: 0 ..< 1024, using: &random)] = UInt8.random(in: 0 ... 255, using: &random)
+            }
+            if let found = elf(of: damaged) { #expect(found.needed.count < 10_000) }
+        }
+    }
+}
+
+/// A layer file source that records what read-ahead asks for.
+final class ReadAheadRecorder: RandomAccessSource {
+    let base: FileSource
+    let asked = Mutex<[Range<Int64>]>([])
+    init(_ base: FileSource) { self.base = base }
+    var size: Int64 { base.size }
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws { try base.read(into: buffer, at: offset) }
+    func readAhead(_ range: Range<Int64>) { asked.withLock { $0.append(range) } }
+
+    /// Whether every chunk of `path` was asked for.
+    func covers(_ path: String, in layer: LayerReader) -> Bool {
+        guard let entry = layer.entry(at: path) else { return false }
+        let ranges = asked.withLock { $0 }
+        return layer.chunks(of: entry).allSatisfy { chunk in
+            ranges.contains { $0.lowerBound <= chunk.blobOffset && chunk.blobEnd <= $0.upperBound }
+        }
+    }
+
+    /// Whether any byte of `path` was asked for.
+    func touches(_ path: String, in layer: LayerReader) -> Bool {
+        guard let entry = layer.entry(at: path) else { return false }
+        let ranges = asked.withLock { $0 }
+        return layer.chunks(of: entry).contains { chunk in ranges.contains { $0.overlaps(chunk.blobOffset ..< chunk.blobEnd) } }
+    }
+}
+
+/// A small Debian-like tree: a program (the host's `env`, padded to several chunks), the C library
+/// and loader it needs behind usrmerge symlinks, an unrelated library, startup files, and two
+/// directories of modules.
+enum ProgramLayer {
+    static let multiarch = "usr/lib/x86_64-linux-gnu"
+    static let modules = (0 ..< 10).map { ("pkg/m\($0).py", noiseBytes(3000, seed: UInt64(100 + $0))) }
+
+    static func tar() throws -> (tar: [UInt8], program: [UInt8]) {
+        let program = try readFile(hostProgram) + [UInt8](repeating: 0, count: 200_000)
+        let libc = try readFile("/lib/x86_64-linux-gnu/libc.so.6")
+        var b = TarBuilder()
+        for directory in ["./", "etc/", "usr/", "usr/bin/", "usr/lib/", multiarch + "/", "usr/lib64/", "pkg/", "other/"] {
+            try b.append(header(directory, .directory, mode: 0o755))
+        }
+        for (name, target) in [("lib", "usr/lib"), ("lib64", "usr/lib64"), ("bin", "usr/bin"),
+                               ("usr/lib64/ld-linux-x86-64.so.2", "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")] {
+            var link = header(name, .symlink, mode: 0o777)
+            link.linkName = target
+            try b.append(link)
+        }
+        try b.append(header("etc/passwd", .regular), content: Array("root:x:0:0:root:/root:/bin/sh\n".utf8))
+        try b.append(header("etc/group", .regular), content: Array("root:x:0:\n".utf8))
+        try b.append(header("etc/hostname", .regular), content: Array("box\n".utf8))
+        try b.append(header("etc/ld.so.cache", .regular), content: noiseBytes(5000, seed: 7))
+        try b.append(header("usr/bin/prog", .regular, mode: 0o755), content: program)
+        try b.append(header("usr/bin/tool", .regular, mode: 0o755), content: noiseBytes(70_000, seed: 12))
+        try b.append(header(multiarch + "/libc.so.6", .regular), content: libc)
+        try b.append(header(multiarch + "/ld-linux-x86-64.so.2", .regular, mode: 0o755), content: noiseBytes(90_000, seed: 8))
+        try b.append(header(multiarch + "/libunused.so.1", .regular), content: noiseBytes(50_000, seed: 9))
+        for (path, content) in modules { try b.append(header(path, .regular), content: content) }
+        try b.append(header("other/a.py", .regular), content: noiseBytes(3000, seed: 10))
+        try b.append(header("other/big.dat", .regular), content: noiseBytes(300_000, seed: 11))
+        return (b.finish(), program)
+    }
+}
+
+@Suite(.serialized, .enabled(if: canMount, "needs root and /dev/fuse")) struct ReadAheadTests {
+    /// Polls `condition` for up to five seconds (read-ahead runs beside the reads).
+    private func eventually(_ condition: () -> Bool) -> Bool {
+        for _ in 0 ..< 500 {
+            if condition() { return true }
+            usleep(10_000)
+        }
+        return condition()
+    }
+
+    @Test func startupFilesProgramDependenciesAndDirectoriesAreReadAhead() throws {
+        let dir = TemporaryDirectory()
+        let (tar, program) = try ProgramLayer.tar()
+        let blob = try convert(tar, in: dir, name: "layer")
+        let recorder = ReadAheadRecorder(try FileSource(path: blob))
+        let layer = try LayerReader(source: try FileSource(path: blob))
+        var options = LazyFileSystem.Options()
+        options.prefetch = false
+        let fs = try LazyFileSystem(sources: [recorder], options: options)
+        let mountpoint = dir.directory("mnt")
+        try withMount(fs, at: mountpoint) { _ in
+            // At mount: what the runtime reads to start a container, and nothing else.
+            #expect(recorder.covers("etc/passwd", in: layer))
+            #expect(recorder.covers("etc/group", in: layer))
+            #expect(!recorder.touches("etc/hostname", in: layer))
+            #expect(!recorder.touches("usr/bin/prog", in: layer))
+
+            // The first executable looked up (what runc does with the entrypoint before it execs it):
+            // all of it, then its loader, libc (through the usrmerge symlinks), what libc needs,
+            // and the loader's cache. Only the first one.
+            var info = stat()
+            #expect(stat(mountpoint + "/usr/bin/prog", &info) == 0)
+            #expect(stat(mountpoint + "/usr/bin/tool", &info) == 0)
+            #expect(layer.chunks(of: try #require(layer.entry(at: "usr/bin/prog"))).count > 1)
+            #expect(eventually { recorder.covers("usr/bin/prog", in: layer) })
+            #expect(eventually { recorder.covers(ProgramLayer.multiarch + "/libc.so.6", in: layer) })
+            #expect(eventually { recorder.covers(ProgramLayer.multiarch + "/ld-linux-x86-64.so.2", in: layer) })
+            #expect(eventually { recorder.covers("etc/ld.so.cache", in: layer) })
+            #expect(!recorder.touches(ProgramLayer.multiarch + "/libunused.so.1", in: layer))
+            #expect(!recorder.touches("usr/bin/tool", in: layer))
+            #expect(readRange(mountpoint + "/usr/bin/prog", offset: 0, count: program.count + 1) == .success(program))
+
+            // A directory read file by file: two files are not a pattern yet, the third is.
+            for (path, content) in ProgramLayer.modules[0 ..< 2] {
+                #expect(readRange(mountpoint + "/" + path, offset: 0, count: 4096) == .success(content))
+            }
+            #expect(!ProgramLayer.modules[2...].contains { recorder.touches($0.0, in: layer) })
+            #expect(readRange(mountpoint + "/pkg/m2.py", offset: 0, count: 4096) == .success(ProgramLayer.modules[2].1))
+            #expect(eventually { ProgramLayer.modules[3...].allSatisfy { recorder.covers($0.0, in: layer) } })
+            // One file of a directory is not a pattern.
+            #expect(readRange(mountpoint + "/other/a.py", offset: 0, count: 10) != .failure(Errno(EIO)))
+            #expect(!recorder.touches("other/big.dat", in: layer))
+            // Everything read ahead still reads right (and is verified on the way).
+            for (path, content) in ProgramLayer.modules {
+                #expect(readRange(mountpoint + "/" + path, offset: 0, count: 4096) == .success(content))
+            }
+        }
+    }
+
+    /// Without the first-program guess, reading a program's first chunk is what starts it.
+    @Test func readingAProgramsHeaderReadsAheadItsLibraries() throws {
+        let dir = TemporaryDirectory()
+        let (tar, program) = try ProgramLayer.tar()
+        let blob = try convert(tar, in: dir, name: "layer")
+        let recorder = ReadAheadRecorder(try FileSource(path: blob))
+        let layer = try LayerReader(source: try FileSource(path: blob))
+        var options = LazyFileSystem.Options()
+        options.prefetch = false
+        options.readAhead.firstProgram = false
+        let fs = try LazyFileSystem(sources: [recorder], options: options)
+        let mountpoint = dir.directory("mnt")
+        try withMount(fs, at: mountpoint) { _ in
+            var info = stat()
+            #expect(stat(mountpoint + "/usr/bin/prog", &info) == 0)
+            usleep(200_000)
+            #expect(!recorder.touches("usr/bin/prog", in: layer))
+            #expect(readRange(mountpoint + "/usr/bin/prog", offset: 0, count: 64) == .success(Array(program[0 ..< 64])))
+            #expect(eventually { recorder.covers("usr/bin/prog", in: layer) })
+            #expect(eventually { recorder.covers(ProgramLayer.multiarch + "/libc.so.6", in: layer) })
+            #expect(!recorder.touches(ProgramLayer.multiarch + "/libunused.so.1", in: layer))
+        }
+    }
+
+    @Test func offGuessesNothing() throws {
+        let dir = TemporaryDirectory()
+        let (tar, program) = try ProgramLayer.tar()
+        let blob = try convert(tar, in: dir, name: "layer")
+        let recorder = ReadAheadRecorder(try FileSource(path: blob))
+        var options = LazyFileSystem.Options()
+        options.prefetch = false
+        options.readAhead = .off
+        let fs = try LazyFileSystem(sources: [recorder], options: options)
+        let mountpoint = dir.directory("mnt")
+        try withMount(fs, at: mountpoint) { _ in
+            #expect(readRange(mountpoint + "/usr/bin/prog", offset: 0, count: program.count) == .success(program))
+            for (path, content) in ProgramLayer.modules[0 ..< 5] {
+                #expect(readRange(mountpoint + "/" + path, offset: 0, count: 4096) == .success(content))
+            }
+            usleep(200_000)
+            #expect(recorder.asked.withLock { $0.isEmpty })
+        }
+    }
+
+    @Test func aGuessIsNeverAnAccessOrAReadError() throws {
+        let dir = TemporaryDirectory()
+        let (tar, _) = try ProgramLayer.tar()
+        let blob = try convert(tar, in: dir, name: "layer")
+        var options = LazyFileSystem.Options()
+        options.prefetch = false
+        options.accessLogPath = dir.file("access.log")
+        let fs = try LazyFileSystem(sources: [try FileSource(path: blob)], options: options)
+        let mountpoint = dir.directory("mnt")
+        try withMount(fs, at: mountpoint) { mount in
+            #expect(readRange(mountpoint + "/usr/bin/prog", offset: 0, count: 64).map(\.count) == .success(64))
+            usleep(300_000)  // the libraries' headers are read by then
+            #expect(try String(decoding: readFile(dir.file("access.log")), as: UTF8.self) == "usr/bin/prog\n")
+            #expect(mount.statistics.reads >= 1)
+            #expect(mount.statistics.readErrors == 0)
+        }
+    }
+}
