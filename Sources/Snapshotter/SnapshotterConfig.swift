@@ -17,7 +17,7 @@ import Foundation
 /// tail_kib = 64                                # a layer's first read: footer and (small) TOC
 /// read_ahead = true                            # guess what reads come next (startup files, program
 ///                                              # libraries, directories being read file by file)
-/// read_ahead_directory_kib = 1024              # largest rest of a directory read ahead (0: none)
+/// read_ahead_directory_kib = 2048              # largest rest of a directory read ahead (0: none)
 /// timeout_seconds = 30                         # a registry read (retries included) fails after this: EIO
 /// [cache]
 /// directory = "/var/lib/estargz-snapshotter/cache"
@@ -44,7 +44,7 @@ public struct SnapshotterConfig: Sendable, Equatable {
     /// LazyFS read-ahead (``LazyFS/LazyFileSystem/ReadAhead``) on or off.
     public var readAhead = true
     /// The most compressed bytes of a directory's rest read ahead at once, in KiB (0: no directory read-ahead).
-    public var readAheadDirectoryKiB = 1024
+    public var readAheadDirectoryKiB = 2048
     /// How long one registry read may take, retries included, before the file read that needs it
     /// fails with `EIO` (a registry outage must not hang readers), in seconds.
     public var fetchTimeoutSeconds = 30

@@ -83,7 +83,7 @@ final class ReadAheadRecorder: RandomAccessSource {
 /// directories of modules.
 enum ProgramLayer {
     static let multiarch = "usr/lib/x86_64-linux-gnu"
-    static let modules = (0 ..< 10).map { ("pkg/m\($0).py", noiseBytes(3000, seed: UInt64(100 + $0))) }
+    static let modules = (0 ..< 10).map { ("pkg/m\($0).py", noiseBytes(3000, seed: UInt64(101 + 2 * $0))) }
 
     static func tar() throws -> (tar: [UInt8], program: [UInt8]) {
         let program = try readFile(hostProgram) + [UInt8](repeating: 0, count: 200_000)
@@ -103,13 +103,13 @@ enum ProgramLayer {
         try b.append(header("etc/hostname", .regular), content: Array("box\n".utf8))
         try b.append(header("etc/ld.so.cache", .regular), content: noiseBytes(5000, seed: 7))
         try b.append(header("usr/bin/prog", .regular, mode: 0o755), content: program)
-        try b.append(header("usr/bin/tool", .regular, mode: 0o755), content: noiseBytes(70_000, seed: 12))
+        try b.append(header("usr/bin/tool", .regular, mode: 0o755), content: noiseBytes(70_000, seed: 39))
         try b.append(header(multiarch + "/libc.so.6", .regular), content: libc)
-        try b.append(header(multiarch + "/ld-linux-x86-64.so.2", .regular, mode: 0o755), content: noiseBytes(90_000, seed: 8))
-        try b.append(header(multiarch + "/libunused.so.1", .regular), content: noiseBytes(50_000, seed: 9))
+        try b.append(header(multiarch + "/ld-linux-x86-64.so.2", .regular, mode: 0o755), content: noiseBytes(90_000, seed: 31))
+        try b.append(header(multiarch + "/libunused.so.1", .regular), content: noiseBytes(50_000, seed: 33))
         for (path, content) in modules { try b.append(header(path, .regular), content: content) }
-        try b.append(header("other/a.py", .regular), content: noiseBytes(3000, seed: 10))
-        try b.append(header("other/big.dat", .regular), content: noiseBytes(300_000, seed: 11))
+        try b.append(header("other/a.py", .regular), content: noiseBytes(3000, seed: 35))
+        try b.append(header("other/big.dat", .regular), content: noiseBytes(300_000, seed: 37))
         return (b.finish(), program)
     }
 }
@@ -132,6 +132,8 @@ enum ProgramLayer {
         let layer = try LayerReader(source: try FileSource(path: blob))
         var options = LazyFileSystem.Options()
         options.prefetch = false
+        // Not the C runtime at mount: here it must come from the program's headers.
+        options.readAhead.startupFiles = ["etc/passwd", "etc/group"]
         let fs = try LazyFileSystem(sources: [recorder], options: options)
         let mountpoint = dir.directory("mnt")
         try withMount(fs, at: mountpoint) { _ in
@@ -147,7 +149,8 @@ enum ProgramLayer {
             var info = stat()
             #expect(stat(mountpoint + "/usr/bin/prog", &info) == 0)
             #expect(stat(mountpoint + "/usr/bin/tool", &info) == 0)
-            #expect(layer.chunks(of: try #require(layer.entry(at: "usr/bin/prog"))).count > 1)
+            let programEntry = try #require(layer.entry(at: "usr/bin/prog"))
+            #expect(layer.chunks(of: programEntry).count > 1)
             #expect(eventually { recorder.covers("usr/bin/prog", in: layer) })
             #expect(eventually { recorder.covers(ProgramLayer.multiarch + "/libc.so.6", in: layer) })
             #expect(eventually { recorder.covers(ProgramLayer.multiarch + "/ld-linux-x86-64.so.2", in: layer) })
@@ -183,6 +186,7 @@ enum ProgramLayer {
         var options = LazyFileSystem.Options()
         options.prefetch = false
         options.readAhead.firstProgram = false
+        options.readAhead.startupFiles = []
         let fs = try LazyFileSystem(sources: [recorder], options: options)
         let mountpoint = dir.directory("mnt")
         try withMount(fs, at: mountpoint) { _ in
@@ -193,6 +197,26 @@ enum ProgramLayer {
             #expect(readRange(mountpoint + "/usr/bin/prog", offset: 0, count: 64) == .success(Array(program[0 ..< 64])))
             #expect(eventually { recorder.covers("usr/bin/prog", in: layer) })
             #expect(eventually { recorder.covers(ProgramLayer.multiarch + "/libc.so.6", in: layer) })
+            #expect(!recorder.touches(ProgramLayer.multiarch + "/libunused.so.1", in: layer))
+        }
+    }
+
+    /// The defaults read the C runtime ahead at mount, before any program runs.
+    @Test func theCRuntimeIsReadAheadAtMount() throws {
+        let dir = TemporaryDirectory()
+        let (tar, _) = try ProgramLayer.tar()
+        let blob = try convert(tar, in: dir, name: "layer")
+        let recorder = ReadAheadRecorder(try FileSource(path: blob))
+        let layer = try LayerReader(source: try FileSource(path: blob))
+        var options = LazyFileSystem.Options()
+        options.prefetch = false
+        let fs = try LazyFileSystem(sources: [recorder], options: options)
+        try withMount(fs, at: dir.directory("mnt")) { _ in
+            for path in ["etc/passwd", "etc/group", "etc/ld.so.cache", ProgramLayer.multiarch + "/libc.so.6",
+                         ProgramLayer.multiarch + "/ld-linux-x86-64.so.2"] {
+                #expect(recorder.covers(path, in: layer), "\(path)")
+            }
+            #expect(!recorder.touches("usr/bin/prog", in: layer))
             #expect(!recorder.touches(ProgramLayer.multiarch + "/libunused.so.1", in: layer))
         }
     }
@@ -229,7 +253,8 @@ enum ProgramLayer {
         try withMount(fs, at: mountpoint) { mount in
             #expect(readRange(mountpoint + "/usr/bin/prog", offset: 0, count: 64).map(\.count) == .success(64))
             usleep(300_000)  // the libraries' headers are read by then
-            #expect(try String(decoding: readFile(dir.file("access.log")), as: UTF8.self) == "usr/bin/prog\n")
+            let accesses = try readFile(dir.file("access.log"))
+            #expect(String(decoding: accesses, as: UTF8.self) == "usr/bin/prog\n")
             #expect(mount.statistics.reads >= 1)
             #expect(mount.statistics.readErrors == 0)
         }
