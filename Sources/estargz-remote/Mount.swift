@@ -51,6 +51,10 @@ struct Mount: ParsableCommand {
     @Flag(help: "After the prefetch, fetch every other chunk in the background.")
     var backgroundFetch = false
 
+    @Flag(inversion: .prefixedNo,
+          help: "Guess what is read next and fetch it beside the reads: startup files, programs' libraries, directories read file by file.")
+    var readAhead = true
+
     @Option(help: ArgumentHelp("Append each file's path to FILE the first time it is opened or read.", valueName: "FILE"))
     var recordAccess: String?
 
@@ -98,6 +102,7 @@ struct Mount: ParsableCommand {
         var options = LazyFileSystem.Options()
         options.prefetch = prefetch
         options.backgroundFetch = backgroundFetch
+        if !readAhead { options.readAhead = .off }
         options.accessLogPath = recordAccess
         options.chunkCacheCapacity = cacheSize << 20
         let mount: LazyMount
