@@ -40,8 +40,12 @@ extension LazyFileSystem {
         /// the defaults 10% at three files, 5% at four, 3.3% at five. This is how an interpreter's
         /// imports (a package's modules, a `__pycache__`) and a loader's plugins read a directory.
         public var directories = true
+        /// Files of a directory that reads must have fetched before its rest is guessed at.
         public var directoryMinimumFiles = 3
+        /// Share of a directory's compressed bytes those files must make (at the minimum count).
         public var directoryFraction = 0.1
+        /// Most compressed bytes of a directory's rest fetched at once; larger directories qualify
+        /// later, once reads have fetched enough of them.
         public var directoryLimit: Int64 = 2 << 20
 
         /// The defaults: startup files, the first program, program dependencies, and directories
@@ -49,7 +53,8 @@ extension LazyFileSystem {
         public init() {}
 
         /// The dynamic loader and C library of this architecture, glibc's (Debian and Ubuntu
-        /// multiarch paths, then the classic ones) and musl's.
+        /// multiarch paths, then the classic ones) and musl's, and glibc's C.UTF-8 character
+        /// classes and charset-converter cache.
         public static var cRuntime: [String] {
             #if arch(x86_64)
             let triplet = "x86_64-linux-gnu"

@@ -115,6 +115,32 @@ enum ProgramLayer {
 }
 
 @Suite(.serialized, .enabled(if: canMount, "needs root and /dev/fuse")) struct ReadAheadTests {
+    /// The program layer, mounted (prefetch off, `configure`d) over a source that records the guesses.
+    struct Mounted {
+        let directory: TemporaryDirectory
+        let mountpoint: String
+        let recorder: ReadAheadRecorder
+        let layer: LayerReader
+        let program: [UInt8]
+        let mount: LazyMount
+    }
+
+    private func withProgramLayer(_ configure: (inout LazyFileSystem.Options, TemporaryDirectory) -> Void = { _, _ in },
+                                  _ body: (Mounted) throws -> Void) throws {
+        let dir = TemporaryDirectory()
+        let (tar, program) = try ProgramLayer.tar()
+        let blob = try convert(tar, in: dir, name: "layer")
+        let recorder = ReadAheadRecorder(try FileSource(path: blob))
+        let layer = try LayerReader(source: try FileSource(path: blob))
+        var options = LazyFileSystem.Options()
+        options.prefetch = false
+        configure(&options, dir)
+        let mountpoint = dir.directory("mnt")
+        try withMount(try LazyFileSystem(sources: [recorder], options: options), at: mountpoint) { mount in
+            try body(Mounted(directory: dir, mountpoint: mountpoint, recorder: recorder, layer: layer, program: program, mount: mount))
+        }
+    }
+
     /// Polls `condition` for up to five seconds (read-ahead runs beside the reads).
     private func eventually(_ condition: () -> Bool) -> Bool {
         for _ in 0 ..< 500 {
@@ -125,18 +151,9 @@ enum ProgramLayer {
     }
 
     @Test func startupFilesProgramDependenciesAndDirectoriesAreReadAhead() throws {
-        let dir = TemporaryDirectory()
-        let (tar, program) = try ProgramLayer.tar()
-        let blob = try convert(tar, in: dir, name: "layer")
-        let recorder = ReadAheadRecorder(try FileSource(path: blob))
-        let layer = try LayerReader(source: try FileSource(path: blob))
-        var options = LazyFileSystem.Options()
-        options.prefetch = false
         // Not the C runtime at mount: here it must come from the program's headers.
-        options.readAhead.startupFiles = ["etc/passwd", "etc/group"]
-        let fs = try LazyFileSystem(sources: [recorder], options: options)
-        let mountpoint = dir.directory("mnt")
-        try withMount(fs, at: mountpoint) { _ in
+        try withProgramLayer({ options, _ in options.readAhead.startupFiles = ["etc/passwd", "etc/group"] }) { m in
+            let (recorder, layer) = (m.recorder, m.layer)
             // At mount: what the runtime reads to start a container, and nothing else.
             #expect(recorder.covers("etc/passwd", in: layer))
             #expect(recorder.covers("etc/group", in: layer))
@@ -147,8 +164,8 @@ enum ProgramLayer {
             // all of it, then its loader, libc (through the usrmerge symlinks), what libc needs,
             // and the loader's cache. Only the first one.
             var info = stat()
-            #expect(stat(mountpoint + "/usr/bin/prog", &info) == 0)
-            #expect(stat(mountpoint + "/usr/bin/tool", &info) == 0)
+            #expect(stat(m.mountpoint + "/usr/bin/prog", &info) == 0)
+            #expect(stat(m.mountpoint + "/usr/bin/tool", &info) == 0)
             let programEntry = try #require(layer.entry(at: "usr/bin/prog"))
             #expect(layer.chunks(of: programEntry).count > 1)
             #expect(eventually { recorder.covers("usr/bin/prog", in: layer) })
@@ -157,106 +174,73 @@ enum ProgramLayer {
             #expect(eventually { recorder.covers("etc/ld.so.cache", in: layer) })
             #expect(!recorder.touches(ProgramLayer.multiarch + "/libunused.so.1", in: layer))
             #expect(!recorder.touches("usr/bin/tool", in: layer))
-            #expect(readRange(mountpoint + "/usr/bin/prog", offset: 0, count: program.count + 1) == .success(program))
+            #expect(readRange(m.mountpoint + "/usr/bin/prog", offset: 0, count: m.program.count + 1) == .success(m.program))
 
             // A directory read file by file: two files are not a pattern yet, the third is.
             for (path, content) in ProgramLayer.modules[0 ..< 2] {
-                #expect(readRange(mountpoint + "/" + path, offset: 0, count: 4096) == .success(content))
+                #expect(readRange(m.mountpoint + "/" + path, offset: 0, count: 4096) == .success(content))
             }
             #expect(!ProgramLayer.modules[2...].contains { recorder.touches($0.0, in: layer) })
-            #expect(readRange(mountpoint + "/pkg/m2.py", offset: 0, count: 4096) == .success(ProgramLayer.modules[2].1))
+            #expect(readRange(m.mountpoint + "/pkg/m2.py", offset: 0, count: 4096) == .success(ProgramLayer.modules[2].1))
             #expect(eventually { ProgramLayer.modules[3...].allSatisfy { recorder.covers($0.0, in: layer) } })
             // One file of a directory is not a pattern.
-            #expect(readRange(mountpoint + "/other/a.py", offset: 0, count: 10) != .failure(Errno(EIO)))
+            #expect(readRange(m.mountpoint + "/other/a.py", offset: 0, count: 10) != .failure(Errno(EIO)))
             #expect(!recorder.touches("other/big.dat", in: layer))
             // Everything read ahead still reads right (and is verified on the way).
             for (path, content) in ProgramLayer.modules {
-                #expect(readRange(mountpoint + "/" + path, offset: 0, count: 4096) == .success(content))
+                #expect(readRange(m.mountpoint + "/" + path, offset: 0, count: 4096) == .success(content))
             }
         }
     }
 
     /// Without the first-program guess, reading a program's first chunk is what starts it.
     @Test func readingAProgramsHeaderReadsAheadItsLibraries() throws {
-        let dir = TemporaryDirectory()
-        let (tar, program) = try ProgramLayer.tar()
-        let blob = try convert(tar, in: dir, name: "layer")
-        let recorder = ReadAheadRecorder(try FileSource(path: blob))
-        let layer = try LayerReader(source: try FileSource(path: blob))
-        var options = LazyFileSystem.Options()
-        options.prefetch = false
-        options.readAhead.firstProgram = false
-        options.readAhead.startupFiles = []
-        let fs = try LazyFileSystem(sources: [recorder], options: options)
-        let mountpoint = dir.directory("mnt")
-        try withMount(fs, at: mountpoint) { _ in
+        try withProgramLayer({ options, _ in
+            options.readAhead.firstProgram = false
+            options.readAhead.startupFiles = []
+        }) { m in
             var info = stat()
-            #expect(stat(mountpoint + "/usr/bin/prog", &info) == 0)
+            #expect(stat(m.mountpoint + "/usr/bin/prog", &info) == 0)
             usleep(200_000)
-            #expect(!recorder.touches("usr/bin/prog", in: layer))
-            #expect(readRange(mountpoint + "/usr/bin/prog", offset: 0, count: 64) == .success(Array(program[0 ..< 64])))
-            #expect(eventually { recorder.covers("usr/bin/prog", in: layer) })
-            #expect(eventually { recorder.covers(ProgramLayer.multiarch + "/libc.so.6", in: layer) })
-            #expect(!recorder.touches(ProgramLayer.multiarch + "/libunused.so.1", in: layer))
+            #expect(!m.recorder.touches("usr/bin/prog", in: m.layer))
+            #expect(readRange(m.mountpoint + "/usr/bin/prog", offset: 0, count: 64) == .success(Array(m.program[0 ..< 64])))
+            #expect(eventually { m.recorder.covers("usr/bin/prog", in: m.layer) })
+            #expect(eventually { m.recorder.covers(ProgramLayer.multiarch + "/libc.so.6", in: m.layer) })
+            #expect(!m.recorder.touches(ProgramLayer.multiarch + "/libunused.so.1", in: m.layer))
         }
     }
 
     /// The defaults read the C runtime ahead at mount, before any program runs.
     @Test func theCRuntimeIsReadAheadAtMount() throws {
-        let dir = TemporaryDirectory()
-        let (tar, _) = try ProgramLayer.tar()
-        let blob = try convert(tar, in: dir, name: "layer")
-        let recorder = ReadAheadRecorder(try FileSource(path: blob))
-        let layer = try LayerReader(source: try FileSource(path: blob))
-        var options = LazyFileSystem.Options()
-        options.prefetch = false
-        let fs = try LazyFileSystem(sources: [recorder], options: options)
-        try withMount(fs, at: dir.directory("mnt")) { _ in
+        try withProgramLayer { m in
             for path in ["etc/passwd", "etc/group", "etc/ld.so.cache", ProgramLayer.multiarch + "/libc.so.6",
                          ProgramLayer.multiarch + "/ld-linux-x86-64.so.2"] {
-                #expect(recorder.covers(path, in: layer), "\(path)")
+                #expect(m.recorder.covers(path, in: m.layer), "\(path)")
             }
-            #expect(!recorder.touches("usr/bin/prog", in: layer))
-            #expect(!recorder.touches(ProgramLayer.multiarch + "/libunused.so.1", in: layer))
+            #expect(!m.recorder.touches("usr/bin/prog", in: m.layer))
+            #expect(!m.recorder.touches(ProgramLayer.multiarch + "/libunused.so.1", in: m.layer))
         }
     }
 
     @Test func offGuessesNothing() throws {
-        let dir = TemporaryDirectory()
-        let (tar, program) = try ProgramLayer.tar()
-        let blob = try convert(tar, in: dir, name: "layer")
-        let recorder = ReadAheadRecorder(try FileSource(path: blob))
-        var options = LazyFileSystem.Options()
-        options.prefetch = false
-        options.readAhead = .off
-        let fs = try LazyFileSystem(sources: [recorder], options: options)
-        let mountpoint = dir.directory("mnt")
-        try withMount(fs, at: mountpoint) { _ in
-            #expect(readRange(mountpoint + "/usr/bin/prog", offset: 0, count: program.count) == .success(program))
+        try withProgramLayer({ options, _ in options.readAhead = .off }) { m in
+            #expect(readRange(m.mountpoint + "/usr/bin/prog", offset: 0, count: m.program.count) == .success(m.program))
             for (path, content) in ProgramLayer.modules[0 ..< 5] {
-                #expect(readRange(mountpoint + "/" + path, offset: 0, count: 4096) == .success(content))
+                #expect(readRange(m.mountpoint + "/" + path, offset: 0, count: 4096) == .success(content))
             }
             usleep(200_000)
-            #expect(recorder.asked.withLock { $0.isEmpty })
+            #expect(m.recorder.asked.withLock { $0.isEmpty })
         }
     }
 
     @Test func aGuessIsNeverAnAccessOrAReadError() throws {
-        let dir = TemporaryDirectory()
-        let (tar, _) = try ProgramLayer.tar()
-        let blob = try convert(tar, in: dir, name: "layer")
-        var options = LazyFileSystem.Options()
-        options.prefetch = false
-        options.accessLogPath = dir.file("access.log")
-        let fs = try LazyFileSystem(sources: [try FileSource(path: blob)], options: options)
-        let mountpoint = dir.directory("mnt")
-        try withMount(fs, at: mountpoint) { mount in
-            #expect(readRange(mountpoint + "/usr/bin/prog", offset: 0, count: 64).map(\.count) == .success(64))
+        try withProgramLayer({ options, dir in options.accessLogPath = dir.file("access.log") }) { m in
+            #expect(readRange(m.mountpoint + "/usr/bin/prog", offset: 0, count: 64).map(\.count) == .success(64))
             usleep(300_000)  // the libraries' headers are read by then
-            let accesses = try readFile(dir.file("access.log"))
+            let accesses = try readFile(m.directory.file("access.log"))
             #expect(String(decoding: accesses, as: UTF8.self) == "usr/bin/prog\n")
-            #expect(mount.statistics.reads >= 1)
-            #expect(mount.statistics.readErrors == 0)
+            #expect(m.mount.statistics.reads >= 1)
+            #expect(m.mount.statistics.readErrors == 0)
         }
     }
 }
