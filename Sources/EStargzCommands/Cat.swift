@@ -23,6 +23,10 @@ public struct Cat<Registry: RegistryReading>: ParsableCommand {
     @Option(help: "The trusted TOC digest (sha256:...) of a local blob.")
     public var tocDigest: String?
 
+    @Option(help: ArgumentHelp("The TOC of a local blob built with an external TOC (a TOC image layer); needs --toc-digest. Registry images find theirs.",
+                               valueName: "TOCFILE"))
+    public var externalTOC: String?
+
     @OptionGroup public var registry: RegistryOptions
 
     @Flag(help: "Print what was fetched from the registry on standard error.")
@@ -31,8 +35,13 @@ public struct Cat<Registry: RegistryReading>: ParsableCommand {
     public init() {}
 
     public func run() throws {
-        guard isLocalFile(blob) else { return try Registry.cat(self) }
-        let layer = try openLayer(blob, tocDigest: tocDigest)
+        guard isLocalFile(blob) else {
+            guard externalTOC == nil else {
+                throw ValidationError("--external-toc is for local blobs: a registry image finds its TOC image (TAG-esgztoc) itself")
+            }
+            return try Registry.cat(self)
+        }
+        let layer = try openLayer(blob, tocDigest: tocDigest, externalTOC: externalTOC)
         try runReportingErrors { try write(layer: layer) }
     }
 

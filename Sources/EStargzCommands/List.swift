@@ -21,6 +21,10 @@ public struct List<Registry: RegistryReading>: ParsableCommand {
     @Option(help: "The trusted TOC digest (sha256:...) of a local blob.")
     public var tocDigest: String?
 
+    @Option(help: ArgumentHelp("The TOC of a local blob built with an external TOC (a TOC image layer); needs --toc-digest. Registry images find theirs.",
+                               valueName: "TOCFILE"))
+    public var externalTOC: String?
+
     @Flag(help: "One JSON object per line: name, type, size, mode, uid, gid, modtime, linkName, devMajor, devMinor, xattrs (base64), digest, numLink.")
     public var json = false
 
@@ -35,9 +39,14 @@ public struct List<Registry: RegistryReading>: ParsableCommand {
     public init() {}
 
     public func run() throws {
-        guard isLocalFile(blob) else { return try Registry.list(self) }
+        guard isLocalFile(blob) else {
+            guard externalTOC == nil else {
+                throw ValidationError("--external-toc is for local blobs: a registry image finds its TOC image (TAG-esgztoc) itself")
+            }
+            return try Registry.list(self)
+        }
         var out = StandardOutput()
-        let layer = try openLayer(blob, tocDigest: tocDigest)
+        let layer = try openLayer(blob, tocDigest: tocDigest, externalTOC: externalTOC)
         if json || long {
             layer.walk { path, entry in
                 guard !path.isEmpty else { return true }

@@ -72,6 +72,28 @@ struct OptionMountTests {
         #expect(shell("grep -q ' \(failed) fuse' /proc/mounts") != 0)
     }
 
+    /// A local blob with an external TOC: `ls`, `cat` and `verify` take the TOC file with its digest;
+    /// without the file they refuse, and a registry image is told it needs no such flag.
+    @Test func localBlobWithExternalTOCListsCatsAndVerifies() throws {
+        let dir = TemporaryDirectory()
+        var tar = TarBuilder()
+        try tar.append(header("./", .directory, mode: 0o755))
+        let content = Array(String(repeating: "external table of contents\n", count: 400).utf8)
+        try tar.append(header("etc/motd", .regular), content: content)
+        try writeFile(dir.file("layer.tar"), tar.finish())
+        let blob = dir.file("layer.esgz"), toc = dir.file("layer.toc")
+        let converted = try TestSupport.run(estargzBinary, ["convert", dir.file("layer.tar"), blob, "--estargz-external-toc", toc, "--json"])
+        let digest = try #require(converted.split(separator: "\"").drop { $0 != "tocDigest" }.dropFirst(2).first.map(String.init))
+        #expect(digest.hasPrefix("sha256:"))
+        #expect(try TestSupport.run(estargzBinary, ["ls", blob, "--toc-digest", digest, "--external-toc", toc]).contains("etc/motd"))
+        #expect(try TestSupport.run(estargzBinary, ["cat", blob, "etc/motd", "--toc-digest", digest, "--external-toc", toc])
+                == String(decoding: content, as: UTF8.self))
+        #expect(try TestSupport.run(estargzBinary, ["verify", blob, "--toc-digest", digest, "--external-toc", toc]).hasPrefix("OK"))
+        #expect(shell("'\(estargzBinary)' ls '\(blob)' --toc-digest \(digest) >/dev/null 2>&1") != 0)
+        #expect(shell("'\(estargzBinary)' cat 127.0.0.1:1/x:y etc/motd --external-toc '\(toc)' 2>'\(dir.file("err"))'") != 0)
+        #expect(String(decoding: try readFile(dir.file("err")), as: UTF8.self).contains("--external-toc is for local blobs"))
+    }
+
     /// A TOC (trusted by digest) whose `innerOffset` points past the end of its shared member: that
     /// file's reads are EIO through the FUSE mount, and the files around it read fine.
     @Test func innerOffsetOutsideItsMemberIsEIO() throws {
