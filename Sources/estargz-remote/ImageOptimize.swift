@@ -18,6 +18,9 @@ struct ImageOptimize: ParsableCommand {
             network (--net host for the host's). It records the files the workload opens in order, stops \
             when it exits or after --period, then converts SRC to DST with those files prioritized in every \
             layer, so runtimes prefetch them. Like `ctr-remote image optimize`, without containerd.
+
+            --estargz-external-toc leaves DST's TOCs out of its layers and pushes them as a TOC image, DST's \
+            tag + "-esgztoc", as `image convert` does.
             """
     )
 
@@ -57,6 +60,10 @@ struct ImageOptimize: ParsableCommand {
     enum NetworkMode: String, ExpressibleByArgument { case none, host }
 
     @OptionGroup var layerFormat: LayerFormatOptions
+
+    @Flag(name: .customLong("estargz-external-toc"),
+          help: "Leave the TOCs out of DST's layers and push them as a second image, DST's tag + \"-esgztoc\" (found by ls, cat, mount and the snapshotter with no flag).")
+    var externalTOC = false
 
     @Argument(parsing: .postTerminator, help: "The workload: COMMAND ARGS... (after --), instead of the image's Entrypoint and Cmd.")
     var command: [String] = []
@@ -99,6 +106,7 @@ struct ImageOptimize: ParsableCommand {
         //    reads to start the container, then what the workload read.
         options.layer.prioritizedFiles = Self.containerStartFiles + accessed.filter { !Self.containerStartFiles.contains($0) }
         options.layer.allowMissingPrioritizedFiles = true
+        options.externalTOC = externalTOC
         let result = try convert(staging, to: destination, client: client, options: options)
         print(result.digest)
     }
@@ -144,6 +152,8 @@ struct ImageOptimize: ParsableCommand {
         var options = LazyFileSystem.Options()
         options.accessLogPath = work + "/access.log"
         options.prefetch = false
+        // Local blobs: guesses would only inflate headers for nothing.
+        options.readAhead = .off
         let fileSystem = try LazyFileSystem(layers: readers, mode: .merged, options: options)
         let mount = try fileSystem.mount(at: lower)
         defer { mount.unmount() }

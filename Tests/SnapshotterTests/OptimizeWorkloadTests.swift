@@ -1,4 +1,5 @@
 import EStargzCore
+import EStargzRemote
 import Foundation
 import TestSupport
 import Testing
@@ -91,6 +92,37 @@ import Testing
                                        "--", "/bin/sh", "-c", Self.report, "from-command"])
         #expect(lines(output)["args"] == "from-command ", "\(output)")
         #expect(lines(output)["user"] == "2:3", "\(output)")
+    }
+
+    /// `--estargz-external-toc`: DST's layer holds no TOC; its TOC image (DST's tag + `-esgztoc`) does,
+    /// for the layer it names, and with it the layer opens with the workload's files prioritized.
+    @Test func externalTOCPutsTheTOCsInATOCImage() throws {
+        let out = directory.path + "/out-ext"
+        _ = try run(estargz, ["image", "optimize", "--quiet", "oci:" + (try layout()), "oci:" + out + ":opt", "--estargz-external-toc"])
+        let image = try manifest(out, tag: "opt"), tocImage = try manifest(out, tag: "opt-esgztoc")
+        let layer = try #require((image["layers"] as? [[String: Any]])?.first)
+        let layerDigest = try #require(layer["digest"] as? String)
+        let tocDigest = try #require((layer["annotations"] as? [String: String])?[StargzAnnotation.tocDigest].flatMap(SHA256Digest.init(parsing:)))
+        let tocLayer = try #require((tocImage["layers"] as? [[String: Any]])?.first)
+        #expect((tocLayer["annotations"] as? [String: String])?["containerd.io/snapshot/stargz/layer.digest"] == layerDigest)
+        let blob = try FileSource(path: out + "/blobs/sha256/" + layerDigest.dropFirst(7))
+        #expect(throws: EStargzError.externalTOCRequired) { try LayerReader(source: blob, tocDigest: tocDigest) }
+        let toc = try readFile(out + "/blobs/sha256/" + (try #require(tocLayer["digest"] as? String)).dropFirst(7))
+        let reader = try LayerReader(source: blob, tocDigest: tocDigest, externalTOC: toc)
+        let end = try #require(reader.prefetchRegionEnd)
+        let message = try #require(reader.entry(at: "etc/message"))
+        #expect(reader.chunks(of: message).allSatisfy { $0.blobEnd <= end }, "etc/message was read by the workload")
+        #expect(String(decoding: try reader.read(path: "etc/message"), as: UTF8.self) == "hello from the layer\n")
+    }
+
+    /// The manifest the layout's index names `tag`.
+    func manifest(_ layout: String, tag: String) throws -> [String: Any] {
+        let index = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: layout + "/index.json"))) as? [String: Any]
+        let entry = try #require((index?["manifests"] as? [[String: Any]])?.first {
+            ($0["annotations"] as? [String: String])?["org.opencontainers.image.ref.name"] == tag
+        })
+        let digest = try #require((entry["digest"] as? String)?.dropFirst(7))
+        return try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: layout + "/blobs/sha256/" + digest))) as? [String: Any])
     }
 
     func jsonString(_ text: String) -> String {
