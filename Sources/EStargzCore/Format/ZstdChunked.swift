@@ -255,21 +255,7 @@ enum ZstdChunkedTOC {
         }
         var parser = TOCStreamParser(totalSize: Int(size), builder: NodeTableBuilder(tocOffset: headerStart, limits: limits),
                                      fill: nextJSON)
-        func digestOfAll() throws -> SHA256Digest {
-            var scratch = [UInt8](repeating: 0, count: 64 << 10)
-            while try scratch.withUnsafeMutableBytes({ try nextJSON($0) }) > 0 {}
-            readAhead.finish()
-            return hasher.finalize()
-        }
-        do {
-            try parser.parse()
-        } catch {
-            parser.release()
-            if let expected, let actual = try? digestOfAll(), actual != expected {
-                throw EStargzError.tocDigestMismatch(expected: expected.description, actual: actual.description)
-            }
-            throw error
-        }
+        try parser.parse(expected: expected, fill: nextJSON, finish: { readAhead.finish() }, digest: { hasher.finalize() })
         readAhead.finish()
         // All of the footer's bytes were parsed: the frame must end there (no bomb behind them).
         var probe = [UInt8](repeating: 0, count: 1)

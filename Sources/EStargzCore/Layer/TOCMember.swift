@@ -244,22 +244,7 @@ extension TOCMember {
         }
         var parser = TOCStreamParser(totalSize: Int(size), builder: NodeTableBuilder(tocOffset: dataEnd, limits: limits),
                                      fill: nextJSON)
-        func digestOfAll() throws -> SHA256Digest {
-            // Hash whatever the parser did not read (after an error).
-            var scratch = [UInt8](repeating: 0, count: 64 << 10)
-            while try scratch.withUnsafeMutableBytes({ try nextJSON($0) }) > 0 {}
-            readAhead?.finish()
-            return hasher.finalize()
-        }
-        do {
-            try parser.parse()
-        } catch {
-            parser.release()
-            if let expected, let actual = try? digestOfAll(), actual != expected {
-                throw EStargzError.tocDigestMismatch(expected: expected.description, actual: actual.description)
-            }
-            throw error
-        }
+        try parser.parse(expected: expected, fill: nextJSON, finish: { readAhead?.finish() }, digest: { hasher.finalize() })
         readAhead?.finish()
         let digest = hasher.finalize()
         if let expected, expected != digest {

@@ -68,6 +68,34 @@ struct TOCStreamParser {
 
     // MARK: Driving
 
+    /// Parses the whole document, for a TOC trusted by digest: when parsing fails and `expected` is
+    /// given, what the parser left unread is read through `fill` too (hashing it), `finish` stops any
+    /// read-ahead, and a TOC whose `digest()` is not the expected one is reported as the digest
+    /// mismatch it is rather than as whatever parse error the damage caused. The window is released
+    /// on failure.
+    mutating func parse(expected: SHA256Digest?, fill: Fill, finish: () -> Void, digest: () -> SHA256Digest) throws(EStargzError) {
+        do {
+            try parse()
+        } catch {
+            release()
+            if let expected {
+                var scratch = [UInt8](repeating: 0, count: 64 << 10)
+                let drained: Bool
+                do {
+                    while try scratch.withUnsafeMutableBytes({ (buffer) throws(EStargzError) -> Int in try fill(buffer) }) > 0 {}
+                    drained = true
+                } catch {
+                    drained = false
+                }
+                finish()
+                if drained, case let actual = digest(), actual != expected {
+                    throw .tocDigestMismatch(expected: expected.description, actual: actual.description)
+                }
+            }
+            throw error
+        }
+    }
+
     /// Parses the whole document.
     mutating func parse() throws(EStargzError) {
         try refill()
