@@ -20,12 +20,7 @@ public struct Cat<Registry: RegistryReading>: ParsableCommand {
     @Argument(help: "The file inside the layer or image.")
     public var path: String
 
-    @Option(help: "The trusted TOC digest (sha256:...) of a local blob.")
-    public var tocDigest: String?
-
-    @Option(help: ArgumentHelp("The TOC of a local blob built with an external TOC (a TOC image layer); needs --toc-digest. Registry images find theirs.",
-                               valueName: "TOCFILE"))
-    public var externalTOC: String?
+    @OptionGroup public var local: LocalTOCOptions
 
     @OptionGroup public var registry: RegistryOptions
 
@@ -36,12 +31,10 @@ public struct Cat<Registry: RegistryReading>: ParsableCommand {
 
     public func run() throws {
         guard isLocalFile(blob) else {
-            guard externalTOC == nil else {
-                throw ValidationError("--external-toc is for local blobs: a registry image finds its TOC image (TAG-esgztoc) itself")
-            }
+            try local.checkForRegistry()
             return try Registry.cat(self)
         }
-        let layer = try openLayer(blob, tocDigest: tocDigest, externalTOC: externalTOC)
+        let layer = try local.open(blob)
         try runReportingErrors { try write(layer: layer) }
     }
 

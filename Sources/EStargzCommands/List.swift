@@ -18,12 +18,7 @@ public struct List<Registry: RegistryReading>: ParsableCommand {
     @Argument(help: "A local eStargz blob or a registry reference.")
     public var blob: String
 
-    @Option(help: "The trusted TOC digest (sha256:...) of a local blob.")
-    public var tocDigest: String?
-
-    @Option(help: ArgumentHelp("The TOC of a local blob built with an external TOC (a TOC image layer); needs --toc-digest. Registry images find theirs.",
-                               valueName: "TOCFILE"))
-    public var externalTOC: String?
+    @OptionGroup public var local: LocalTOCOptions
 
     @Flag(help: "One JSON object per line: name, type, size, mode, uid, gid, modtime, linkName, devMajor, devMinor, xattrs (base64), digest, numLink.")
     public var json = false
@@ -40,13 +35,11 @@ public struct List<Registry: RegistryReading>: ParsableCommand {
 
     public func run() throws {
         guard isLocalFile(blob) else {
-            guard externalTOC == nil else {
-                throw ValidationError("--external-toc is for local blobs: a registry image finds its TOC image (TAG-esgztoc) itself")
-            }
+            try local.checkForRegistry()
             return try Registry.list(self)
         }
         var out = StandardOutput()
-        let layer = try openLayer(blob, tocDigest: tocDigest, externalTOC: externalTOC)
+        let layer = try local.open(blob)
         if json || long {
             layer.walk { path, entry in
                 guard !path.isEmpty else { return true }

@@ -28,6 +28,31 @@ public func isLocalFile(_ path: String) -> Bool {
     return stat(path, &status) == 0
 }
 
+/// `--toc-digest` and `--external-toc` of `ls` and `cat`, which read a local blob or a registry
+/// reference (whose TOC image, if any, is found without a flag).
+public struct LocalTOCOptions: ParsableArguments {
+    @Option(help: "The trusted TOC digest (sha256:...) of a local blob.")
+    public var tocDigest: String?
+
+    @Option(help: ArgumentHelp("The TOC of a local blob built with an external TOC (a TOC image layer); needs --toc-digest. Registry images find theirs.",
+                               valueName: "TOCFILE"))
+    public var externalTOC: String?
+
+    public init() {}
+
+    /// Opens the local blob at `path` with these options.
+    public func open(_ path: String) throws -> LayerReader {
+        try openLayer(path, tocDigest: tocDigest, externalTOC: externalTOC)
+    }
+
+    /// Refuses what applies to local blobs only, for a registry reference.
+    public func checkForRegistry() throws {
+        guard externalTOC == nil else {
+            throw ValidationError("--external-toc is for local blobs: a registry image finds its TOC image (TAG-esgztoc) itself")
+        }
+    }
+}
+
 /// Opens a blob from a local file, verifying its TOC against `tocDigest` when given.
 /// `externalTOC`: the file holding the TOC of a blob built with an external TOC.
 public func openLayer(_ path: String, tocDigest: String?, externalTOC: String? = nil) throws -> LayerReader {
