@@ -26,20 +26,12 @@ struct FuseManagerCommand: ParsableCommand {
     @Option(help: "The snapshotter's root (its cache directory ROOT/cache is the default).")
     var root: String = "/var/lib/estargz-snapshotter"
 
-    @Option(help: "The snapshotter's TOML config file ([registry], [fetch] and [cache] apply).")
-    var config: String?
-
-    @Option(help: "Directory of the verified-chunk cache (default: the config's, or ROOT/cache).")
-    var cacheDirectory: String?
-
-    @Flag(help: "Use plain HTTP for every registry (loopback registries always use it).")
-    var plainHTTP = false
+    @OptionGroup var serving: LazyLayerOptions
 
     func run() throws {
         let layers: RemoteLayers
         do {
-            let settings = try config.map(SnapshotterConfig.init(contentsOf:)) ?? SnapshotterConfig()
-            layers = try settings.makeRemoteLayers(cacheDirectory: cacheDirectory, root: root, plainHTTP: plainHTTP)
+            layers = try serving.makeRemoteLayers(try serving.settings(), root: root)
             try FuseManager.listen(socketPath: address, layers: layers)
         } catch {
             printError("\(error)")

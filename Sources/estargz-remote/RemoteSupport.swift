@@ -5,6 +5,7 @@ import EStargzCore
 import EStargzRemote
 import Foundation
 import LazyFS
+import Snapshotter
 
 extension RegistryOptions {
     func makeCache() throws -> any ChunkCache {
@@ -127,5 +128,36 @@ struct ImageEndpoints: ParsableArguments {
     /// Both parsed, or the error for the one that does not parse (reported the remote commands' way).
     func locations() throws -> (source: ImageLocation, destination: ImageLocation) {
         try runReportingRemoteErrors { (try ImageLocation(parsing: source), try ImageLocation(parsing: destination)) }
+    }
+}
+
+/// What the commands that serve lazy layers (`snapshotter`, `fuse-manager`, `store`) share: the
+/// config file, the chunk cache directory and plain HTTP, and the lazy-layer server they describe.
+struct LazyLayerOptions: ParsableArguments {
+    @Option(help: "A TOML config file: [registry] mirrors / plain_http_hosts / credentials, [fetch], [cache], [fuse_manager].")
+    var config: String?
+
+    @Option(help: "Directory of the verified-chunk cache shared by all layers (default: the config's, or ROOT/cache).")
+    var cacheDirectory: String?
+
+    @Flag(help: "Use plain HTTP for every registry (loopback registries always use it).")
+    var plainHTTP = false
+
+    /// The config file's settings (the defaults without one); a bad file is an error that names the line.
+    func settings() throws -> SnapshotterConfig {
+        do { return try config.map(SnapshotterConfig.init(contentsOf:)) ?? SnapshotterConfig() } catch {
+            printError("\(error)")
+            throw ExitCode.failure
+        }
+    }
+
+    /// The lazy-layer server these options and `settings` describe, its state under `root`.
+    func makeRemoteLayers(_ settings: SnapshotterConfig, root: String) throws -> RemoteLayers {
+        try settings.makeRemoteLayers(cacheDirectory: cacheDirectory, root: root, plainHTTP: plainHTTP)
+    }
+
+    /// The same options as command-line arguments, for a process started with them (the fuse manager).
+    var arguments: [String] {
+        (config.map { ["--config", $0] } ?? []) + (cacheDirectory.map { ["--cache-directory", $0] } ?? []) + (plainHTTP ? ["--plain-http"] : [])
     }
 }

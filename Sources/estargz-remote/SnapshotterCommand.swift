@@ -27,34 +27,20 @@ struct SnapshotterCommand: AsyncParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Mount eStargz layers lazily from their registry instead of downloading them.")
     var lazy = true
 
-    @Flag(help: "Use plain HTTP for every registry (loopback registries always use it).")
-    var plainHTTP = false
-
-    @Option(help: "Directory of the verified-chunk cache shared by all layers (default: ROOT/cache).")
-    var cacheDirectory: String?
-
-    @Option(help: "A TOML config file: [registry] mirrors / plain_http_hosts / credentials, [fetch], [cache], [fuse_manager].")
-    var config: String?
+    @OptionGroup var serving: LazyLayerOptions
 
     @Flag(help: "Serve lazy layers from `estargz fuse-manager` (started when none answers), whose mounts outlive this process.")
     var fuseManager = false
 
     func run() async throws {
-        let settings: SnapshotterConfig
-        do { settings = try config.map(SnapshotterConfig.init(contentsOf:)) ?? SnapshotterConfig() } catch {
-            printError("\(error)")
-            throw ExitCode.failure
-        }
+        let settings = try serving.settings()
         let remote: (any LayerMounting)?
         if !lazy {
             remote = nil
         } else if fuseManager || settings.fuseManager {
             // The manager gets this command's settings, so it mounts layers exactly as we would.
             let socket = settings.fuseManagerAddress ?? root + "/fuse-manager.sock"
-            var arguments = ["--root", root]
-            if let config { arguments += ["--config", config] }
-            if let cacheDirectory { arguments += ["--cache-directory", cacheDirectory] }
-            if plainHTTP { arguments.append("--plain-http") }
+            let arguments = ["--root", root] + serving.arguments
             do {
                 try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
                 remote = try FuseManagerClient.connectOrStart(socketPath: socket, arguments: arguments, log: root + "/fuse-manager.log")
@@ -63,7 +49,7 @@ struct SnapshotterCommand: AsyncParsableCommand {
                 throw ExitCode.failure
             }
         } else {
-            remote = try settings.makeRemoteLayers(cacheDirectory: cacheDirectory, root: root, plainHTTP: plainHTTP)
+            remote = try serving.makeRemoteLayers(settings, root: root)
         }
         let root = self.root, address = self.address
         let task = Task { try await SnapshotterServer.serve(root: root, socketPath: address, remote: remote) }

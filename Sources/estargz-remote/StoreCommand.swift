@@ -29,39 +29,21 @@ struct StoreCommand: ParsableCommand {
     @Argument(help: "Where to serve the store (the path before :ref in additionallayerstores; created if missing).")
     var mountpoint: String
 
-    @Flag(help: "Use plain HTTP for every registry (loopback registries always use it).")
-    var plainHTTP = false
-
-    @Option(help: "Directory of the verified-chunk cache shared by all layers (default: ROOT/cache).")
-    var cacheDirectory: String?
-
     @Option(help: "The platform chosen from multi-platform images (os/arch[/variant]; default: this machine's).")
     var platform: String?
 
-    @Option(help: "A TOML config file, as for `estargz snapshotter`: [registry] mirrors / plain_http_hosts / credentials, [fetch], [cache].")
-    var config: String?
+    @OptionGroup var serving: LazyLayerOptions
 
     @Option(help: ArgumentHelp("At exit, write the registry bytes and requests fetched and the mounted layers' sizes to FILE (JSON).",
                                valueName: "FILE"))
     var stats: String?
 
     func run() throws {
-        let settings: SnapshotterConfig
-        do { settings = try config.map(SnapshotterConfig.init(contentsOf:)) ?? SnapshotterConfig() } catch {
-            printError("\(error)")
-            throw ExitCode.failure
-        }
-        var registry = settings.registryOptions
-        registry.plainHTTP = plainHTTP
+        let settings = try serving.settings()
         let chosenPlatform = try runReportingRemoteErrors { try platform.map { try Platform(parsing: $0) } ?? .current }
         let mount = try runReportingErrors {
             try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
-            let remote = try RemoteLayers(registry: registry, cacheDirectory: cacheDirectory ?? settings.cacheDirectory ?? root + "/cache",
-                                          cacheCapacity: Int64(settings.cacheCapacityMiB) << 20,
-                                          memoryCacheCapacity: settings.memoryCacheMiB << 20,
-                                          prefetch: settings.prefetch, backgroundFetch: settings.backgroundFetch,
-                                          fetchBlockSize: Int64(settings.fetchBlockKiB) << 10, tailSize: Int64(settings.tailKiB) << 10,
-                                          readAhead: settings.readAheadPolicy)
+            let remote = try serving.makeRemoteLayers(settings, root: root)
             return try AdditionalLayerStore(root: root, remote: remote, platform: chosenPlatform).mount(at: mountpoint)
         }
         let finished = DispatchSemaphore(value: 0)
