@@ -142,6 +142,7 @@ public final class LazyFileSystem: Sendable {
         result.reads = counters.reads.load(ordering: .relaxed)
         result.bytesServed = counters.bytesServed.load(ordering: .relaxed)
         result.prefetchedBytes = counters.prefetchedBytes.load(ordering: .relaxed)
+        result.readAheadBytes = readAheadState.withLock { $0.bytes }
         return result
     }
 
@@ -370,6 +371,9 @@ public struct LazyFSStatistics: Sendable, Equatable {
     public var bytesServed: Int64 = 0
     /// Uncompressed bytes brought into the cache by prefetch and background fetch.
     public var prefetchedBytes: Int64 = 0
+    /// Compressed bytes read-ahead asked its sources for (guesses, ``LazyFileSystem/ReadAhead``;
+    /// a source skips what it holds or is already fetching).
+    public var readAheadBytes: Int64 = 0
     public init() {}
 
     /// One JSON object with every counter, as the mount's `stats` file shows it.
@@ -378,7 +382,7 @@ public struct LazyFSStatistics: Sendable, Equatable {
         {"bytesFetched":\(bytesFetched),"cacheHits":\(cacheHits),"chunksVerified":\(chunksVerified),\
         "bytesVerified":\(bytesVerified),"verificationFailures":\(verificationFailures),\
         "readErrors":\(readErrors),"reads":\(reads),"bytesServed":\(bytesServed),\
-        "prefetchedBytes":\(prefetchedBytes)}
+        "prefetchedBytes":\(prefetchedBytes),"readAheadBytes":\(readAheadBytes)}
         """
     }
 }

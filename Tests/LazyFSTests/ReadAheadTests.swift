@@ -219,6 +219,9 @@ enum ProgramLayer {
             }
             #expect(!m.recorder.touches("usr/bin/prog", in: m.layer))
             #expect(!m.recorder.touches(ProgramLayer.multiarch + "/libunused.so.1", in: m.layer))
+            let asked = m.recorder.asked.withLock { $0.reduce(Int64(0)) { $0 + Int64($1.count) } }
+            #expect(m.mount.statistics.readAheadBytes == asked)
+            #expect(asked > 0)
         }
     }
 
@@ -230,6 +233,7 @@ enum ProgramLayer {
             }
             usleep(200_000)
             #expect(m.recorder.asked.withLock { $0.isEmpty })
+            #expect(m.mount.statistics.readAheadBytes == 0)
         }
     }
 
