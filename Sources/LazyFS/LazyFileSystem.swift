@@ -88,6 +88,7 @@ public final class LazyFileSystem: Sendable {
     private let handles = Mutex<(next: UInt64, stats: [UInt64: [UInt8]])>((1, [:]))
     private let fetcher = Mutex<FetchState>(FetchState())
     let readAheadState = Mutex(ReadAheadState())
+    let readAheadLowerLayers = Mutex<(@Sendable () -> [LazyFileSystem])?>(nil)
     /// Where program headers are looked at (one at a time: each waits for its chunk to arrive).
     let readAheadQueue = DispatchQueue(label: "estargz.lazyfs.read-ahead", qos: .userInitiated)
 

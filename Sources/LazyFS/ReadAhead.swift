@@ -153,22 +153,49 @@ extension LazyFileSystem {
         guard let elf = ELFDependencies.parse(size: inode.size, read: { offset, count in
             readQuietly(number, offset: offset, count: count)
         }) else { return }
-        var found: [UInt64] = []
-        if let interpreter = elf.interpreter, let loader = resolve(interpreter) { found.append(loader) }
-        if !elf.needed.isEmpty, let cache = resolve("etc/ld.so.cache") { found.append(cache) }
+        var found: [(fileSystem: LazyFileSystem, number: UInt64)] = []
+        if let interpreter = elf.interpreter, let loader = locate(interpreter) { found.append(loader) }
+        if !elf.needed.isEmpty, let cache = locate("etc/ld.so.cache") { found.append(cache) }
         let origin = "/" + inode.path.split(separator: "/").dropLast().joined(separator: "/")
         let searched = elf.searchPaths.map {
             $0.replacing("${ORIGIN}", with: origin).replacing("$ORIGIN", with: origin)
         } + elf.defaultDirectories
         for name in elf.needed {
             let candidates = name.contains("/") ? [name] : searched.map { $0 + "/" + name }
-            if let library = candidates.lazy.compactMap({ self.resolve($0) }).first(where: { self.inode($0)?.kind == .regular }) {
-                found.append(library)
-            }
+            if let library = candidates.lazy.compactMap({ self.locate($0) }).first { found.append(library) }
         }
-        let fresh = readAheadState.withLock { state in found.filter { state.programs.insert($0).inserted } }
+        // What lower layers have is theirs to fetch and look at, on their own queues.
+        for (fileSystem, number) in found where fileSystem !== self { fileSystem.readAheadProgramFromAbove(number, depth: depth + 1) }
+        let fresh = readAheadState.withLock { state in
+            found.filter { $0.fileSystem === self }.map(\.number).filter { state.programs.insert($0).inserted }
+        }
         readAheadWhole(fresh)
         for library in fresh { readAheadProgram(library, depth: depth + 1) }
+    }
+
+    /// A layer above (``readAheadAlso(in:)``) found `number` among what one of its programs needs.
+    private func readAheadProgramFromAbove(_ number: UInt64, depth: Int) {
+        guard options.readAhead.programDependencies, readAheadState.withLock({ $0.programs.insert(number).inserted }) else { return }
+        readAheadWhole([number])
+        readAheadQueue.async { [self] in readAheadProgram(number, depth: depth) }
+    }
+
+    /// The regular file at `path` here, or else in the first layer below that has it.
+    private func locate(_ path: String) -> (fileSystem: LazyFileSystem, number: UInt64)? {
+        if let number = resolve(path), inode(number)?.kind == .regular { return (self, number) }
+        for lower in readAheadLowerLayers.withLock({ $0 })?() ?? [] {
+            if let number = lower.resolve(path), lower.inode(number)?.kind == .regular { return (lower, number) }
+        }
+        return nil
+    }
+
+    /// Where read-ahead also looks for what a program needs when this file system does not have
+    /// it: for one layer mounted as an overlayfs lower directory, the layers below it in the same
+    /// image, top first (as `lowerdir=` lists them). Their own read-ahead fetches and looks at what
+    /// is found there. Whiteouts of the layers in between are not applied: at worst a guess fetches
+    /// a file the container cannot see.
+    public func readAheadAlso(in layersBelow: @escaping @Sendable () -> [LazyFileSystem]) {
+        readAheadLowerLayers.withLock { $0 = layersBelow }
     }
 
     /// `count` bytes of a file from `offset` through the chunk cache, as reads get them, but not

@@ -94,7 +94,7 @@ public actor OverlaySnapshotter {
                 continue
             }
             do {
-                try remote.mount(labels: record.labels, at: directory)
+                try remote.mount(labels: mountLabels(record.labels, parent: record.parent), at: directory)
             } catch {
                 failures.append("\(record.key): \(error)")
             }
@@ -116,7 +116,7 @@ public actor OverlaySnapshotter {
         let fs = store.directory(of: record).appendingPathComponent("fs")
         try FileManager.default.createDirectory(at: fs, withIntermediateDirectories: true)
         do {
-            (record.size, record.inodes) = try remote.mount(labels: labels, at: fs.path)
+            (record.size, record.inodes) = try remote.mount(labels: mountLabels(labels, parent: parent), at: fs.path)
             store.put(record)
             try store.save()
         } catch {
@@ -307,16 +307,32 @@ public actor OverlaySnapshotter {
         return try mounts(of: record)
     }
 
-    /// containerd's overlay snapshotter mount rules.
-    private func mounts(of record: SnapshotRecord) throws -> [SnapshotMount] {
-        let own = store.directory(of: record)
+    /// The `fs` directories of `parent` and the snapshots below it, top first (overlayfs `lowerdir=` order).
+    private func lowerDirectories(from parent: String) throws -> [String] {
         var lowers: [String] = []
-        var parent = record.parent
+        var parent = parent
         while !parent.isEmpty {
             guard let p = store.record(parent) else { throw SnapshotterError.notFound("parent \(parent)") }
             lowers.append(store.directory(of: p).appendingPathComponent("fs").path)
             parent = p.parent
         }
+        return lowers
+    }
+
+    /// What a lazy layer is mounted with: its labels, and where the layers below it are mounted
+    /// (``RemoteLabel/lowerDirectories``, for read-ahead; not stored with the snapshot).
+    private func mountLabels(_ labels: [String: String], parent: String) -> [String: String] {
+        var labels = labels
+        if let lowers = try? lowerDirectories(from: parent), !lowers.isEmpty {
+            labels[RemoteLabel.lowerDirectories] = lowers.joined(separator: ":")
+        }
+        return labels
+    }
+
+    /// containerd's overlay snapshotter mount rules.
+    private func mounts(of record: SnapshotRecord) throws -> [SnapshotMount] {
+        let own = store.directory(of: record)
+        let lowers = try lowerDirectories(from: record.parent)
         switch (record.kind, lowers.count) {
         case (.active, 0):
             return [SnapshotMount(type: "bind", source: own.appendingPathComponent("fs").path, options: ["rw", "rbind"])]

@@ -23,6 +23,10 @@ enum RemoteLabel {
     static let criImageLayers = "containerd.io/snapshot/cri.image-layers"
     /// The eStargz TOC digest annotation (the trusted root of every chunk digest).
     static let tocDigest = "containerd.io/snapshot/stargz/toc.digest"
+    /// Only between the snapshotter and the layer server, never stored: the `fs` directories of
+    /// the snapshots below the one being mounted, top first, `:`-separated (read-ahead looks there
+    /// for what a program of this layer needs).
+    static let lowerDirectories = "estargz.snapshotter/lower-directories"
     /// Marks a snapshot whose `fs` directory is a lazy mount.
     static let remote = "containerd.io/snapshot/remote"
     static let remoteValue = "remote snapshot"
@@ -35,6 +39,7 @@ public final class RemoteLayers: LayerMounting {
     private let cache: MemoryChunkCache
     private let mounts = Mutex<[String: LazyMount]>([:])
     private let sources = Mutex<[String: RangeReader]>([:])
+    private let fileSystems = Mutex<[String: LazyFileSystem]>([:])
     private let prefetch: Bool
     private let backgroundFetch: Bool
     private let readerOptions: RangeReader.Options
@@ -143,10 +148,17 @@ public final class RemoteLayers: LayerMounting {
         var built = opened
         do {
             let fileSystem = try LazyFileSystem(layers: [layer], mode: .overlayLayer, options: options)
+            if let lowers = labels[RemoteLabel.lowerDirectories]?.split(separator: ":").map(String.init), !lowers.isEmpty {
+                // The layers below, as mounted when read-ahead asks (lower layers are prepared first).
+                fileSystem.readAheadAlso { [weak self] in
+                    self.map { layers in layers.fileSystems.withLock { mounted in lowers.compactMap { mounted[$0] } } } ?? []
+                }
+            }
             built = clock.now
             let mount = try fileSystem.mount(at: directory)
             mounts.withLock { $0[directory] = mount }
             sources.withLock { $0[directory] = source }
+            fileSystems.withLock { $0[directory] = fileSystem }
         } catch {
             ahead?.cancel()
             throw error
@@ -220,6 +232,7 @@ public final class RemoteLayers: LayerMounting {
     public func unmount(_ directory: String) {
         let mount = mounts.withLock { $0.removeValue(forKey: directory) }
         sources.withLock { _ = $0.removeValue(forKey: directory) }
+        fileSystems.withLock { _ = $0.removeValue(forKey: directory) }
         mount?.unmount()
     }
 
@@ -230,6 +243,7 @@ public final class RemoteLayers: LayerMounting {
             return Array(current.values)
         }
         sources.withLock { $0.removeAll() }
+        fileSystems.withLock { $0.removeAll() }
         for mount in all { mount.unmount() }
     }
 

@@ -225,6 +225,37 @@ enum ProgramLayer {
         }
     }
 
+    /// One layer per mount (overlayfs lower directories): a program in the upper layer whose loader
+    /// and libraries are in the layer below has them read ahead there.
+    @Test func aProgramsLibrariesAreReadAheadInTheLayersBelow() throws {
+        let dir = TemporaryDirectory()
+        let (lowerTar, program) = try ProgramLayer.tar()
+        var upper = TarBuilder()
+        for directory in ["./", "usr/", "usr/bin/"] { try upper.append(header(directory, .directory, mode: 0o755)) }
+        try upper.append(header("usr/bin/app", .regular, mode: 0o755), content: program)
+        let lowerBlob = try convert(lowerTar, in: dir, name: "lower"), upperBlob = try convert(upper.finish(), in: dir, name: "upper")
+        let lowerRecorder = ReadAheadRecorder(try FileSource(path: lowerBlob))
+        let upperRecorder = ReadAheadRecorder(try FileSource(path: upperBlob))
+        let lowerLayer = try LayerReader(source: try FileSource(path: lowerBlob))
+        var options = LazyFileSystem.Options()
+        options.prefetch = false
+        options.readAhead.startupFiles = []
+        let lowerFS = try LazyFileSystem(sources: [lowerRecorder], mode: .overlayLayer, options: options)
+        let upperFS = try LazyFileSystem(sources: [upperRecorder], mode: .overlayLayer, options: options)
+        upperFS.readAheadAlso { [lowerFS] }
+        try withMount(lowerFS, at: dir.directory("lower")) { _ in
+            try withMount(upperFS, at: dir.directory("upper")) { _ in
+                var info = stat()
+                #expect(stat(dir.path + "/upper/usr/bin/app", &info) == 0)
+                #expect(eventually { lowerRecorder.covers(ProgramLayer.multiarch + "/libc.so.6", in: lowerLayer) })
+                #expect(eventually { lowerRecorder.covers(ProgramLayer.multiarch + "/ld-linux-x86-64.so.2", in: lowerLayer) })
+                #expect(!lowerRecorder.touches(ProgramLayer.multiarch + "/libunused.so.1", in: lowerLayer))
+                #expect(!lowerRecorder.touches("usr/bin/prog", in: lowerLayer))
+                #expect(!upperRecorder.asked.withLock { $0.isEmpty })
+            }
+        }
+    }
+
     @Test func offGuessesNothing() throws {
         try withProgramLayer({ options, _ in options.readAhead = .off }) { m in
             #expect(readRange(m.mountpoint + "/usr/bin/prog", offset: 0, count: m.program.count) == .success(m.program))

@@ -33,6 +33,38 @@ import Testing
 extension ContainerdTests {
     /// The remote-snapshot path: an eStargz image in a real registry, pulled with `estargz pull`:
     /// the layer is mounted lazily (nothing downloaded) and a container runs on it.
+    /// A program in the image's top layer whose libraries are all in the layer below: read-ahead
+    /// in the program's layer finds them there (the snapshotter tells each lazy layer where the
+    /// layers below it are mounted) and the lower layer fetches them before the loader asks.
+    @Test func aProgramsLibrariesAreReadAheadInTheLayerBelow() throws {
+        let environment = try ContainerdEnvironment(program: "/usr/bin/zstd")
+        defer { environment.tearDown() }
+        let registry = try environment.startRegistry()
+        let reference = "127.0.0.1:\(registry)/bbtest:program"
+        try TestSupport.run(environment.estargz, ["image", "convert", "oci:" + (try environment.imageLayout()), reference])
+        try environment.startSnapshotter()
+        try environment.startContainerd()
+        _ = try environment.pull(reference)
+        // The first layer's mount: the one with busybox.
+        let mounts = try String(contentsOfFile: "/proc/mounts", encoding: .utf8).split(separator: "\n").map { $0.split(separator: " ") }
+        let base = try #require(mounts.first {
+            $0[1].hasPrefix(environment.directory + "/snapshotter/snapshots/") && $0[2].hasPrefix("fuse")
+                && FileManager.default.fileExists(atPath: $0[1] + "/bin/busybox")
+        }.map { String($0[1]) })
+        func readAheadBytes() throws -> Int64 {
+            let data = try Data(contentsOf: URL(fileURLWithPath: base + "/.stargz-snapshotter/stats"))
+            let object = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+            return try #require((object["readAheadBytes"] as? NSNumber)?.int64Value)
+        }
+        let atMount = try readAheadBytes()  // the C runtime, read ahead when the layer was mounted
+        #expect(atMount > 0)
+        let output = try environment.ctr(["run", "--rm", "--snapshotter", "estargz", reference, "prog1", "/usr/bin/zstd", "--version"])
+        #expect(output.contains("Zstandard"), "\(output)")
+        // libz, liblzma and liblz4 (460 KB, none of them the C runtime) were guessed in the lower layer.
+        let guessed = try readAheadBytes() - atMount
+        #expect(guessed > 100_000, "read ahead in the base layer after the run: \(guessed) B more than at mount")
+    }
+
     @Test func pullMountsEStargzLayersLazily() throws {
         let environment = try ContainerdEnvironment()
         defer { environment.tearDown() }
@@ -356,7 +388,8 @@ final class ContainerdEnvironment {
     /// `dataFiles`: the image's first layer also holds data/f000 … (make_busybox_image.py --data-files).
     /// `containerdConfig`: TOML appended to containerd's config.
     /// `rootfsTar`: the image's one layer is this rootfs instead (make_rootfs_image.py).
-    init(dataLayer: Bool = false, dataFiles: Int = 0, rootfsTar: String? = nil, containerdConfig: String = "") throws {
+    /// `program`: a host program in a top layer of its own, its libraries in the first (make_busybox_image.py --program).
+    init(dataLayer: Bool = false, dataFiles: Int = 0, rootfsTar: String? = nil, program: String? = nil, containerdConfig: String = "") throws {
         self.containerdConfig = containerdConfig
         directory = "/tmp/estargz-containerd-\(UUID().uuidString.prefix(8))"
         packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
@@ -369,7 +402,8 @@ final class ContainerdEnvironment {
                                                      imageArchive, "bbtest"])
         } else {
             try TestSupport.run("/usr/bin/python3", [packageRoot + "/Tests/SnapshotterTests/Fixtures/make_busybox_image.py", imageArchive, "bbtest"]
-                                + (dataLayer ? ["--data-layer"] : []) + (dataFiles > 0 ? ["--data-files", String(dataFiles)] : []))
+                                + (dataLayer ? ["--data-layer"] : []) + (dataFiles > 0 ? ["--data-files", String(dataFiles)] : [])
+                                + (program.map { ["--program", $0] } ?? []))
         }
     }
 

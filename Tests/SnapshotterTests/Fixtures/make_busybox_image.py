@@ -9,8 +9,12 @@ same bytes every run: seeded by the file's number), for load and fault tests to 
 --config JSON: a JSON object for the image config's "config" (Entrypoint, Cmd, Env, WorkingDir, User);
 with one the layer also has a user daemon (2:3) and etc/group (root 0, daemon 3, staff 50).
 --padding MiB: incompressible bytes in /padding.bin, which no test workload reads (so lazy pulls show).
-Usage: make_busybox_image.py OUT.tar NAME [--data-layer] [--cmd JSON] [--data-files N] [--config JSON] [--padding MiB]"""
-import gzip, hashlib, io, json, random, sys, tarfile
+--program PATH: the host's dynamically linked program PATH in a layer of its own on top, as usr/bin/NAME,
+and the libraries and loader it needs (as `ldd` finds them) in the first layer, under lib/x86_64-linux-gnu
+and lib64: a program whose dependencies are all in the layer below.
+Usage: make_busybox_image.py OUT.tar NAME [--data-layer] [--cmd JSON] [--data-files N] [--config JSON] [--padding MiB]
+                             [--program PATH]"""
+import gzip, hashlib, io, json, os, random, subprocess, sys, tarfile
 
 out, name = sys.argv[1], sys.argv[2]
 data_layer = "--data-layer" in sys.argv[3:]
@@ -18,6 +22,20 @@ data_files = int(sys.argv[sys.argv.index("--data-files") + 1]) if "--data-files"
 process_config = json.loads(sys.argv[sys.argv.index("--config") + 1]) if "--config" in sys.argv[3:] else None
 padding_mib = int(sys.argv[sys.argv.index("--padding") + 1]) if "--padding" in sys.argv[3:] else 0
 cmd = json.loads(sys.argv[sys.argv.index("--cmd") + 1]) if "--cmd" in sys.argv[3:] else ["/bin/sh"]
+program = sys.argv[sys.argv.index("--program") + 1] if "--program" in sys.argv[3:] else None
+
+def needed_files(path):
+    """(path in the image, host file) of every library and the loader `ldd` lists for `path`."""
+    files = []
+    for line in subprocess.run(["ldd", path], check=True, capture_output=True, text=True).stdout.splitlines():
+        parts = line.split()
+        host = parts[2] if len(parts) >= 3 and parts[1] == "=>" else (parts[0] if parts and parts[0].startswith("/") else None)
+        if not host:
+            continue
+        name = os.path.basename(parts[0] if parts[0].startswith("/") else parts[0])
+        where = "lib64/" + name if parts[0].startswith("/lib64/") else "lib/x86_64-linux-gnu/" + name
+        files.append((where, os.path.realpath(host)))
+    return files
 
 def add_bytes(tar, path, data, mode=0o644):
     info = tarfile.TarInfo(path)
@@ -26,11 +44,13 @@ def add_bytes(tar, path, data, mode=0o644):
 
 layer_tar = io.BytesIO()
 with tarfile.open(fileobj=layer_tar, mode="w", format=tarfile.PAX_FORMAT) as t:
-    for d in ("bin", "tmp", "proc", "dev", "sys", "etc"):
+    for d in ("bin", "tmp", "proc", "dev", "sys", "etc") + (("lib", "lib/x86_64-linux-gnu", "lib64") if program else ()):
         info = tarfile.TarInfo(d)
         info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 1_700_000_000
         t.addfile(info)
     add_bytes(t, "bin/busybox", open("/bin/busybox", "rb").read(), 0o755)
+    for where, host in (needed_files(program) if program else []):
+        add_bytes(t, where, open(host, "rb").read(), 0o755 if where.startswith("lib64/") else 0o644)
     add_bytes(t, "etc/message", b"hello from the layer\n")
     # runc looks the container's user up here (no etc/group: a runtime file may be missing).
     add_bytes(t, "etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n"
@@ -65,6 +85,16 @@ if data_layer:
         add_bytes(t, "etc/second", b"hello from the second layer\n")
         add_bytes(t, "data/big", random.Random(11).randbytes(4 << 20))
     data = data_tar.getvalue()
+    layers.append((data, gzip.compress(data, mtime=0)))
+if program:
+    program_tar = io.BytesIO()
+    with tarfile.open(fileobj=program_tar, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for d in ("usr", "usr/bin"):
+            info = tarfile.TarInfo(d)
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 1_700_000_000
+            t.addfile(info)
+        add_bytes(t, "usr/bin/" + os.path.basename(program), open(program, "rb").read(), 0o755)
+    data = program_tar.getvalue()
     layers.append((data, gzip.compress(data, mtime=0)))
 
 def digest(b):
