@@ -42,12 +42,15 @@ def add_bytes(tar, path, data, mode=0o644):
     info.size, info.mode, info.mtime = len(data), mode, 1_700_000_000
     tar.addfile(info, io.BytesIO(data))
 
+def add_directories(tar, paths):
+    for path in paths:
+        info = tarfile.TarInfo(path)
+        info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 1_700_000_000
+        tar.addfile(info)
+
 layer_tar = io.BytesIO()
 with tarfile.open(fileobj=layer_tar, mode="w", format=tarfile.PAX_FORMAT) as t:
-    for d in ("bin", "tmp", "proc", "dev", "sys", "etc") + (("lib", "lib/x86_64-linux-gnu", "lib64") if program else ()):
-        info = tarfile.TarInfo(d)
-        info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 1_700_000_000
-        t.addfile(info)
+    add_directories(t, ("bin", "tmp", "proc", "dev", "sys", "etc") + (("lib", "lib/x86_64-linux-gnu", "lib64") if program else ()))
     add_bytes(t, "bin/busybox", open("/bin/busybox", "rb").read(), 0o755)
     for where, host in (needed_files(program) if program else []):
         add_bytes(t, where, open(host, "rb").read(), 0o755 if where.startswith("lib64/") else 0o644)
@@ -66,9 +69,7 @@ with tarfile.open(fileobj=layer_tar, mode="w", format=tarfile.PAX_FORMAT) as t:
         info.type, info.linkname, info.mtime = tarfile.SYMTYPE, "busybox", 1_700_000_000
         t.addfile(info)
     if data_files:
-        info = tarfile.TarInfo("data")
-        info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 1_700_000_000
-        t.addfile(info)
+        add_directories(t, ["data"])
     for i in range(data_files):
         rng = random.Random(1000 + i)
         add_bytes(t, "data/f%03d" % i, rng.randbytes(rng.randint(1024, 512 * 1024)))
@@ -78,10 +79,7 @@ layers = [(layer, layer_gz)]
 if data_layer:
     data_tar = io.BytesIO()
     with tarfile.open(fileobj=data_tar, mode="w", format=tarfile.PAX_FORMAT) as t:
-        for d in ("etc", "data"):
-            info = tarfile.TarInfo(d)
-            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 1_700_000_000
-            t.addfile(info)
+        add_directories(t, ("etc", "data"))
         add_bytes(t, "etc/second", b"hello from the second layer\n")
         add_bytes(t, "data/big", random.Random(11).randbytes(4 << 20))
     data = data_tar.getvalue()
@@ -89,10 +87,7 @@ if data_layer:
 if program:
     program_tar = io.BytesIO()
     with tarfile.open(fileobj=program_tar, mode="w", format=tarfile.PAX_FORMAT) as t:
-        for d in ("usr", "usr/bin"):
-            info = tarfile.TarInfo(d)
-            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 1_700_000_000
-            t.addfile(info)
+        add_directories(t, ("usr", "usr/bin"))
         add_bytes(t, "usr/bin/" + os.path.basename(program), open(program, "rb").read(), 0o755)
     data = program_tar.getvalue()
     layers.append((data, gzip.compress(data, mtime=0)))
