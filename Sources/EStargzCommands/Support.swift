@@ -28,10 +28,10 @@ public func isLocalFile(_ path: String) -> Bool {
     return stat(path, &status) == 0
 }
 
-/// `--toc-digest` and `--external-toc` of `ls` and `cat`, which read a local blob or a registry
-/// reference (whose TOC image, if any, is found without a flag).
+/// `--toc-digest` and `--external-toc` of the commands that read a local blob (`verify`, and `ls`
+/// and `cat`, which also take a registry reference, whose TOC image is found without a flag).
 public struct LocalTOCOptions: ParsableArguments {
-    @Option(help: "The trusted TOC digest (sha256:...) of a local blob.")
+    @Option(help: "The trusted TOC digest (sha256:...) of a local blob, e.g. from the layer's annotation.")
     public var tocDigest: String?
 
     @Option(help: ArgumentHelp("The TOC of a local blob built with an external TOC (a TOC image layer); needs --toc-digest. Registry images find theirs.",

@@ -11,16 +11,12 @@ public struct Verify: ParsableCommand {
     @Argument(help: "The eStargz blob.")
     var blob: String
 
-    @Option(help: "The trusted TOC digest (sha256:...), e.g. from the layer's annotation.")
-    var tocDigest: String?
-
-    @Option(help: ArgumentHelp("The TOC of a blob built with an external TOC (a TOC image layer); needs --toc-digest.", valueName: "TOCFILE"))
-    var externalTOC: String?
+    @OptionGroup var local: LocalTOCOptions
 
     public init() {}
 
     public func run() throws {
-        let layer = try openLayer(blob, tocDigest: tocDigest, externalTOC: externalTOC)
+        let layer = try local.open(blob)
         let total = layer.totalChunkBytes
         let progress = Progress(label: "verify")
         try runReportingErrors {

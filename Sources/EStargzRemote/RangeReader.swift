@@ -323,6 +323,8 @@ public final class RangeReader: RandomAccessSource {
             var have: [Int64: [UInt8]] = [:]
             var waits: [Fetch] = []
             var runStart: Int64?
+            // A guess gets nothing back and is no read's hit, miss or wait.
+            let isRead = priority != .readAhead
             func closeRun(at end: Int64) {
                 guard let start = runStart else { return }
                 var s = start
@@ -346,8 +348,10 @@ public final class RangeReader: RandomAccessSource {
                     closeRun(at: block)
                     state.tick += 1
                     state.blocks[block]!.tick = state.tick
-                    have[block] = cached.data
-                    if priority != .readAhead { state.statistics.cacheHits += 1 }
+                    if isRead {
+                        have[block] = cached.data
+                        state.statistics.cacheHits += 1
+                    }
                 } else if let fetch = state.inFlight[block] {
                     closeRun(at: block)
                     if !waits.contains(where: { $0 === fetch }) { waits.append(fetch) }
@@ -356,10 +360,10 @@ public final class RangeReader: RandomAccessSource {
                         state.unsent.remove(ObjectIdentifier(fetch))
                         if let waiting = state.deferred.removeValue(forKey: ObjectIdentifier(fetch)) { released.append(waiting) }
                     }
-                    if priority != .readAhead { state.statistics.sharedWaits += 1 }
+                    if isRead { state.statistics.sharedWaits += 1 }
                 } else {
                     if runStart == nil { runStart = block }
-                    if priority != .readAhead { state.statistics.cacheMisses += 1 }
+                    if isRead { state.statistics.cacheMisses += 1 }
                 }
             }
             closeRun(at: lastBlock + 1)

@@ -88,6 +88,8 @@ public final class LazyFileSystem: Sendable {
     private let handles = Mutex<(next: UInt64, stats: [UInt64: [UInt8]])>((1, [:]))
     private let fetcher = Mutex<FetchState>(FetchState())
     let readAheadState = Mutex(ReadAheadState())
+    /// Whether an executable file has been looked up on this mount yet (checked on every lookup).
+    let programLookedUp = Atomic<Bool>(false)
     let readAheadLowerLayers = Mutex<(@Sendable () -> [LazyFileSystem])?>(nil)
     /// Where program headers are looked at (one at a time: each waits for its chunk to arrive).
     let readAheadQueue = DispatchQueue(label: "estargz.lazyfs.read-ahead", qos: .userInitiated)

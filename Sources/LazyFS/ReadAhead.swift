@@ -82,8 +82,6 @@ extension LazyFileSystem {
 
 /// What read-ahead has seen of one mount.
 struct ReadAheadState {
-    /// Whether an executable file has been looked up on this mount yet.
-    var programLookedUp = false
     /// Files whose ELF headers were looked at (or are being).
     var programs: Set<UInt64> = []
     /// Files read ahead whole.
@@ -114,13 +112,10 @@ extension LazyFileSystem {
 
     /// After a lookup by name found `number`: the first executable file (see ``ReadAhead/firstProgram``).
     func readAheadAfterLookup(_ number: UInt64) {
-        guard options.readAhead.firstProgram, !readAheadState.withLock({ $0.programLookedUp }),
-              let inode = inode(number), inode.kind == .regular, inode.permissions & 0o111 != 0 else { return }
-        let first = readAheadState.withLock { state in
-            defer { state.programLookedUp = true }
-            return !state.programLookedUp && state.programs.insert(number).inserted
-        }
-        guard first else { return }
+        guard options.readAhead.firstProgram, !programLookedUp.load(ordering: .relaxed),
+              let inode = inode(number), inode.kind == .regular, inode.permissions & 0o111 != 0,
+              programLookedUp.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged,
+              readAheadState.withLock({ $0.programs.insert(number).inserted }) else { return }
         readAheadWhole([number])
         readAheadQueue.async { [self] in readAheadProgram(number, depth: 0) }
     }

@@ -39,7 +39,6 @@ public final class RemoteLayers: LayerMounting {
     private let cache: MemoryChunkCache
     private let mounts = Mutex<[String: LazyMount]>([:])
     private let sources = Mutex<[String: RangeReader]>([:])
-    private let fileSystems = Mutex<[String: LazyFileSystem]>([:])
     private let prefetch: Bool
     private let backgroundFetch: Bool
     private let readerOptions: RangeReader.Options
@@ -151,14 +150,13 @@ public final class RemoteLayers: LayerMounting {
             if let lowers = labels[RemoteLabel.lowerDirectories]?.split(separator: ":").map(String.init), !lowers.isEmpty {
                 // The layers below, as mounted when read-ahead asks (lower layers are prepared first).
                 fileSystem.readAheadAlso { [weak self] in
-                    self.map { layers in layers.fileSystems.withLock { mounted in lowers.compactMap { mounted[$0] } } } ?? []
+                    self.map { layers in layers.mounts.withLock { mounted in lowers.compactMap { mounted[$0]?.fileSystem } } } ?? []
                 }
             }
             built = clock.now
             let mount = try fileSystem.mount(at: directory)
             mounts.withLock { $0[directory] = mount }
             sources.withLock { $0[directory] = source }
-            fileSystems.withLock { $0[directory] = fileSystem }
         } catch {
             ahead?.cancel()
             throw error
@@ -232,7 +230,6 @@ public final class RemoteLayers: LayerMounting {
     public func unmount(_ directory: String) {
         let mount = mounts.withLock { $0.removeValue(forKey: directory) }
         sources.withLock { _ = $0.removeValue(forKey: directory) }
-        fileSystems.withLock { _ = $0.removeValue(forKey: directory) }
         mount?.unmount()
     }
 
@@ -243,7 +240,6 @@ public final class RemoteLayers: LayerMounting {
             return Array(current.values)
         }
         sources.withLock { $0.removeAll() }
-        fileSystems.withLock { $0.removeAll() }
         for mount in all { mount.unmount() }
     }
 
