@@ -392,20 +392,32 @@ public final class RangeReader: RandomAccessSource {
         let lower = fetch.first * options.blockSize
         let upper = min(size, fetch.end * options.blockSize)
         Task(executorPreference: BlockingBridge.shared) {
-            if fetch.priority == .background {
-                await self.yieldToForeground(fetch)
-                let dropped = self.state.withLock { state in
-                    state.unsent.remove(ObjectIdentifier(fetch))
-                    return state.dropped.remove(ObjectIdentifier(fetch)) != nil
-                }
-                if dropped {
-                    fetch.finish(.failure(.cancelled))
-                    return
-                }
-            }
             // Bounded parallelism: the bridge's threads may block here, the cooperative pool never does.
             let slots = fetch.priority == .readAhead ? self.readAheadLimiter : self.limiter
-            slots.wait()
+            if fetch.priority == .background {
+                // Yield, then look again with a slot in hand: a foreground read may have started
+                // while this waited for the slot, and this must not go out beside it.
+                let id = ObjectIdentifier(fetch)
+                while true {
+                    await self.yieldToForeground(fetch)
+                    slots.wait()
+                    enum Next { case send, yieldAgain, drop }
+                    let next: Next = self.state.withLock { state in
+                        if state.dropped.remove(id) != nil { return .drop }
+                        if state.foregroundInFlight > 0 && state.unsent.contains(id) { return .yieldAgain }
+                        state.unsent.remove(id)
+                        return .send
+                    }
+                    if next == .send { break }
+                    slots.signal()
+                    if next == .drop {
+                        fetch.finish(.failure(.cancelled))
+                        return
+                    }
+                }
+            } else {
+                slots.wait()
+            }
             defer { slots.signal() }
             let result: Result<[UInt8], RegistryError>
             do throws(RegistryError) {

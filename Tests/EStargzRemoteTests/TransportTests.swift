@@ -207,9 +207,11 @@ extension RangeReaderTests {
             // Requests in arrival order: background ones (below m/far) and the foreground one.
             let farBlock = farStart / (64 << 10) * (64 << 10)
             let foreground = try #require(afterForeground.firstIndex { $0 >= farBlock })
-            // Sent right away: after the one or two background steps (0.4 s each) begun before it
-            // (a few more on a loaded machine), not after the background's 32.
-            #expect(foreground <= 4, "the foreground read waited for background requests: \(afterForeground)")
+            // Sent right away: after the one or two background steps (0.4 s each) begun before it,
+            // not after the background's 32. On a loaded machine the read itself starts late (5 and 11
+            // steps seen with the whole suite running on 2 cores): half the background is the bound
+            // that still tells "right away" from "behind the background".
+            #expect(foreground < 16, "the foreground read waited for background requests: \(afterForeground)")
             // While the proxy was still sending the foreground response (16 pieces 0.1 s apart, so
             // at least 1.5 s, however loaded this machine is) no background request arrived.
             let requests = proxy.log.filter { $0.range.hasPrefix("bytes=") }
