@@ -13,7 +13,9 @@ import Synchronization
 ///
 /// - Background fetches (``fetch(_:priority:)`` with `.background`, as ``Prefetch/background(layer:reader:stepSize:bytesPerSecond:)``
 ///   makes) yield to foreground reads: a background request is not sent while a foreground
-///   request is in flight, and a foreground read that needs blocks a deferred background
+///   request is in flight or until the foreground has been quiet for
+///   ``Options/backgroundQuietPeriod`` (a file read is several chunk reads in a row, and the
+///   background must not slip in between them), and a foreground read that needs blocks a deferred background
 ///   request holds sends that request at once. Cancelling a background ``fetch(_:priority:)``
 ///   drops its requests not yet sent.
 /// - Read-ahead (``readAhead(_:)``: guesses of what will be read next) goes out at once, beside
@@ -43,6 +45,10 @@ public final class RangeReader: RandomAccessSource {
         /// and then one per file read. At 1 MiB the extra bytes cost less than a round trip or
         /// two on a typical link (100 Mbit/s, 50 ms); 0 turns it off.
         public var wholeBlobLimit: Int64 = 1 << 20
+        /// How long the foreground must have been quiet (no request in flight) before deferred
+        /// background requests go out. A file read is several chunk reads in a row; this keeps
+        /// the background from slipping into the gaps between them. Zero sends them at once.
+        public var backgroundQuietPeriod: Duration = .milliseconds(250)
         /// When the server ignores Range requests, download the whole blob once instead of failing.
         public var fallBackToFullDownload = false
         public init() {}
@@ -101,6 +107,16 @@ public final class RangeReader: RandomAccessSource {
         var statistics = Statistics()
         /// Foreground fetches started and not yet finished.
         var foregroundInFlight = 0
+        /// Until when the foreground counts as busy though nothing is in flight (the quiet period
+        /// after its last request finished), and which drain set it.
+        var quietUntil: ContinuousClock.Instant?
+        var drains: UInt64 = 0
+        /// Whether background requests must wait now.
+        var foregroundBusy: Bool {
+            if foregroundInFlight > 0 { return true }
+            guard let quietUntil else { return false }
+            return ContinuousClock.now < quietUntil
+        }
         /// Background fetches waiting for the foreground to drain, by fetch.
         var deferred: [ObjectIdentifier: CheckedContinuation<Void, Never>] = [:]
         /// Background fetches not yet sent, which a cancellation may still drop.
@@ -379,12 +395,29 @@ public final class RangeReader: RandomAccessSource {
     private func yieldToForeground(_ fetch: Fetch) async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let wait = state.withLock { state in
-                guard state.foregroundInFlight > 0, state.unsent.contains(ObjectIdentifier(fetch)) else { return false }
+                guard state.foregroundBusy, state.unsent.contains(ObjectIdentifier(fetch)) else { return false }
                 state.deferred[ObjectIdentifier(fetch)] = continuation
                 state.statistics.backgroundDeferrals += 1
                 return true
             }
             if !wait { continuation.resume() }
+        }
+    }
+
+    /// Releases the deferred background fetches once the quiet period after drain number `drain`
+    /// has passed, unless the foreground came back meanwhile (its next drain schedules anew).
+    private func releaseAfterQuietPeriod(drain: UInt64) {
+        let delay = options.backgroundQuietPeriod.components
+        let nanoseconds = Int(delay.seconds) * 1_000_000_000 + Int(delay.attoseconds / 1_000_000_000)
+        DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(nanoseconds)) { [weak self] in
+            guard let self else { return }
+            let released: [CheckedContinuation<Void, Never>] = self.state.withLock { state in
+                guard state.drains == drain, state.foregroundInFlight == 0 else { return [] }
+                state.quietUntil = nil
+                defer { state.deferred = [:] }
+                return Array(state.deferred.values)
+            }
+            for waiting in released { waiting.resume() }
         }
     }
 
@@ -404,7 +437,7 @@ public final class RangeReader: RandomAccessSource {
                     enum Next { case send, yieldAgain, drop }
                     let next: Next = self.state.withLock { state in
                         if state.dropped.remove(id) != nil { return .drop }
-                        if state.foregroundInFlight > 0 && state.unsent.contains(id) { return .yieldAgain }
+                        if state.foregroundBusy && state.unsent.contains(id) { return .yieldAgain }
                         state.unsent.remove(id)
                         return .send
                     }
@@ -462,8 +495,14 @@ public final class RangeReader: RandomAccessSource {
             if fetch.priority == .foreground {
                 state.foregroundInFlight -= 1
                 if state.foregroundInFlight == 0 {
-                    released = Array(state.deferred.values)
-                    state.deferred = [:]
+                    if options.backgroundQuietPeriod > .zero {
+                        state.drains += 1
+                        state.quietUntil = ContinuousClock.now + options.backgroundQuietPeriod
+                        releaseAfterQuietPeriod(drain: state.drains)
+                    } else {
+                        released = Array(state.deferred.values)
+                        state.deferred = [:]
+                    }
                 }
             }
             guard let bytes else { return released }
