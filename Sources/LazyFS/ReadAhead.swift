@@ -27,6 +27,8 @@ extension LazyFileSystem {
         /// when they create the container, and exec it only when it is started. That program and
         /// its dependencies (as ``programDependencies``) are read ahead from the lookup, while the
         /// runtime is still setting the container up. One file per mount, so a wrong guess is cheap.
+        /// Where the image's config names the program, ``LazyFileSystem/readAheadProgram(atAnyOf:)``
+        /// reads it ahead earlier, from when the config is known (it too needs this on).
         public var firstProgram = true
         /// When the first chunk of an ELF program or library is fetched for a read: the rest of the
         /// file, its interpreter, the libraries it needs (searched as the dynamic loader does: its
@@ -191,6 +193,28 @@ extension LazyFileSystem {
     /// a file the container cannot see.
     public func readAheadAlso(in layersBelow: @escaping @Sendable () -> [LazyFileSystem]) {
         readAheadLowerLayers.withLock { $0 = layersBelow }
+    }
+
+    /// Reads ahead the program a container of this image will start, and what it loads (as
+    /// ``ReadAhead/programDependencies`` does): the first of `paths` (relative to the root, symlinks
+    /// followed, most likely first; EStargzRemote's `ImageProcess.programPaths` gives them from the
+    /// image's config) that this layer has as an executable regular file. Call it once the image's
+    /// config is known: a runtime looks its program up only when it creates the container, and the
+    /// link is mostly idle until then. Returns at once (whether this layer has one of the paths);
+    /// the fetching goes on in the background. Does nothing when ``ReadAhead/firstProgram`` is off.
+    @discardableResult
+    public func readAheadProgram(atAnyOf paths: [String]) -> Bool {
+        guard options.readAhead.firstProgram else { return false }
+        let program = paths.lazy.compactMap { self.resolve($0) }.first { number in
+            guard let inode = self.inode(number) else { return false }
+            return inode.kind == .regular && inode.permissions & 0o111 != 0
+        }
+        guard let program else { return false }
+        if readAheadState.withLock({ $0.programs.insert(program).inserted }) {
+            readAheadWhole([program])
+            readAheadQueue.async { [self] in readAheadProgram(program, depth: 0) }
+        }
+        return true
     }
 
     /// `count` bytes of a file from `offset` through the chunk cache, as reads get them, but not

@@ -43,6 +43,9 @@ public final class RemoteLayers: LayerMounting {
     private let backgroundFetch: Bool
     private let readerOptions: RangeReader.Options
     private let readAhead: LazyFileSystem.ReadAhead
+    /// Per image (reference and layer list): its layers and where its program may be, from its
+    /// config, fetched once beside its first layer's TOC.
+    private let imagePrograms = Mutex<[String: Task<(layers: Set<String>, paths: [String]), Never>]>([:])
     private let logger = Logger(label: "estargz.snapshotter.remote")
 
     /// - Parameters:
@@ -123,6 +126,7 @@ public final class RemoteLayers: LayerMounting {
         }
         let reference = try ImageReference(parsing: referenceText)
         let client = self.client, readerOptions = self.readerOptions
+        let program = readAhead.firstProgram ? imageProgram(reference, labels: labels) : nil
         // The registry is async; LayerReader and LazyFS are synchronous. Bridge on a Dispatch thread,
         // never on a thread of Swift's cooperative pool.
         let clock = ContinuousClock(), started = clock.now
@@ -157,6 +161,12 @@ public final class RemoteLayers: LayerMounting {
             let mount = try fileSystem.mount(at: directory)
             mounts.withLock { $0[directory] = mount }
             sources.withLock { $0[directory] = source }
+            if let program {
+                Task.detached {
+                    let (layers, paths) = await program.value
+                    if layers.contains(digest) { fileSystem.readAheadProgram(atAnyOf: paths) }
+                }
+            }
         } catch {
             ahead?.cancel()
             throw error
@@ -176,6 +186,30 @@ public final class RemoteLayers: LayerMounting {
             "prioritized_bytes": "\(layer.prefetchRegionEnd ?? 0)", "fetched_bytes": "\(source.statistics.bytesFetched)",
         ])
         return usage
+    }
+
+    /// The image's layers and the paths its program may be at (its config's Entrypoint or Cmd, looked
+    /// up in its `PATH`), fetched once per image: manifest and config, two small requests beside the
+    /// TOC's. Nothing when they cannot be had (read-ahead then waits for the runtime's lookup).
+    private func imageProgram(_ reference: ImageReference, labels: [String: String]) -> Task<(layers: Set<String>, paths: [String]), Never> {
+        // The layer list tells a tag pushed again apart from the image it named before.
+        let key = reference.description + " " + (labels[RemoteLabel.imageLayers] ?? labels[RemoteLabel.criImageLayers] ?? "")
+        let client = self.client, logger = self.logger
+        return imagePrograms.withLock { images in
+            if let known = images[key] { return known }
+            let task = Task.detached { () -> (layers: Set<String>, paths: [String]) in
+                do {
+                    let image = try await client.resolveImage(reference)
+                    let process = try ImageProcess(imageConfig: image.configBytes)
+                    return (Set(image.manifest.layers.map(\.digest)), process.programPaths)
+                } catch {
+                    logger.debug("no image config for read-ahead", metadata: ["image": "\(reference)", "error": "\(error)"])
+                    return ([], [])
+                }
+            }
+            images[key] = task
+            return task
+        }
     }
 
     /// Streams the prioritized region `0 ..< end` into the reader's block cache in blob order, 1 MiB

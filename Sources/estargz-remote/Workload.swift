@@ -1,5 +1,6 @@
 import ArgumentParser
 import EStargzCommands
+import EStargzRemote
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -23,22 +24,7 @@ struct Workload {
     var hostNetwork: Bool
 
     /// The `PATH` of containerd's default spec, for images whose config sets none.
-    static let defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-    /// The fields of an image config (`config` of application/vnd.oci.image.config.v1+json) a runtime starts a process with.
-    struct ImageProcessConfig: Decodable {
-        struct Fields: Decodable {
-            var entrypoint: [String]?
-            var cmd: [String]?
-            var env: [String]?
-            var workingDir: String?
-            var user: String?
-            enum CodingKeys: String, CodingKey {
-                case entrypoint = "Entrypoint", cmd = "Cmd", env = "Env", workingDir = "WorkingDir", user = "User"
-            }
-        }
-        var config: Fields?
-    }
+    static let defaultPath = "PATH=" + ImageProcess.defaultPath
 
     /// The image's own process with the overrides applied.
     /// - Parameters:
@@ -47,9 +33,9 @@ struct Workload {
     ///   - env: `K=V`, added to the image's Env or replacing the same K.
     static func make(imageConfig: [UInt8], command: [String], entrypoint: String?, args: String?, env: [String],
                      cwd: String?, user: String?, mounts: [String], hostNetwork: Bool) throws -> Workload {
-        let fields: ImageProcessConfig.Fields
+        let fields: ImageProcess
         do {
-            fields = try JSONDecoder().decode(ImageProcessConfig.self, from: Data(imageConfig)).config ?? .init()
+            fields = try ImageProcess(imageConfig: imageConfig)
         } catch {
             throw ValidationError("the image's config is not valid JSON: \(error)")
         }

@@ -256,6 +256,31 @@ enum ProgramLayer {
         }
     }
 
+    /// The program an image's config names is read ahead when the config is known, before any
+    /// lookup or read: the first of the paths this layer has as an executable (symlinks followed),
+    /// with its libraries; paths it does not have, or not as an executable, are no guess.
+    @Test func theImagesProgramIsReadAheadBeforeAnyLookup() throws {
+        try withProgramLayer({ options, _ in options.readAhead.startupFiles = [] }) { m in
+            let fileSystem = m.mount.fileSystem
+            #expect(!fileSystem.readAheadProgram(atAnyOf: ["usr/local/bin/prog", "sbin/prog"]))
+            #expect(!fileSystem.readAheadProgram(atAnyOf: ["etc/passwd", "usr/bin"]))
+            usleep(100_000)
+            #expect(m.recorder.asked.withLock { $0.isEmpty })
+            // As ImageProcess.programPaths gives them for Cmd ["prog"]; bin is a symlink to usr/bin.
+            #expect(fileSystem.readAheadProgram(atAnyOf: ["usr/local/bin/prog", "bin/prog", "usr/bin/tool"]))
+            #expect(eventually { m.recorder.covers("usr/bin/prog", in: m.layer) })
+            #expect(eventually { m.recorder.covers(ProgramLayer.multiarch + "/libc.so.6", in: m.layer) })
+            #expect(eventually { m.recorder.covers("etc/ld.so.cache", in: m.layer) })
+            #expect(!m.recorder.touches("usr/bin/tool", in: m.layer))
+            #expect(readRange(m.mountpoint + "/bin/prog", offset: 0, count: m.program.count + 1) == .success(m.program))
+        }
+        try withProgramLayer({ options, _ in options.readAhead = .off }) { m in
+            #expect(!m.mount.fileSystem.readAheadProgram(atAnyOf: ["usr/bin/prog"]))
+            usleep(100_000)
+            #expect(m.recorder.asked.withLock { $0.isEmpty })
+        }
+    }
+
     @Test func offGuessesNothing() throws {
         try withProgramLayer({ options, _ in options.readAhead = .off }) { m in
             #expect(readRange(m.mountpoint + "/usr/bin/prog", offset: 0, count: m.program.count) == .success(m.program))

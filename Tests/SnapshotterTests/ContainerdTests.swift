@@ -65,6 +65,61 @@ extension ContainerdTests {
         #expect(guessed > 100_000, "read ahead in the base layer after the run: \(guessed) B more than at mount")
     }
 
+    /// The program the image's config names (Cmd `zstd`, found in its PATH) is read ahead from the
+    /// pull, in the layer that has it, and its libraries in the layer below: before any container
+    /// of the image is created.
+    @Test func theImagesProgramIsReadAheadFromThePull() throws {
+        let environment = try ContainerdEnvironment(program: "/usr/bin/zstd",
+                                                    process: #"{"Cmd":["zstd","--version"],"Env":["PATH=/usr/local/bin:/usr/bin:/bin"]}"#)
+        defer { environment.tearDown() }
+        let registry = try environment.startRegistry(logAccess: true)
+        let reference = "127.0.0.1:\(registry)/bbtest:cmd"
+        try TestSupport.run(environment.estargz, ["image", "convert", "oci:" + (try environment.imageLayout()), reference])
+        try environment.startSnapshotter()
+        try environment.startContainerd()
+        _ = try environment.pull(reference)
+        let mounts = try String(contentsOfFile: "/proc/mounts", encoding: .utf8).split(separator: "\n").map { $0.split(separator: " ") }
+        // Told apart by looking up no executable: the first one looked up on a mount is read ahead anyway.
+        func layer(having path: String, without other: String) throws -> String {
+            try #require(mounts.first {
+                $0[1].hasPrefix(environment.directory + "/snapshotter/snapshots/") && $0[2].hasPrefix("fuse")
+                    && FileManager.default.fileExists(atPath: $0[1] + "/" + path) && !FileManager.default.fileExists(atPath: $0[1] + "/" + other)
+            }.map { String($0[1]) })
+        }
+        func readAheadBytes(_ mount: String) throws -> Int64 {
+            let data = try Data(contentsOf: URL(fileURLWithPath: mount + "/.stargz-snapshotter/stats"))
+            let object = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+            return try #require((object["readAheadBytes"] as? NSNumber)?.int64Value)
+        }
+        let top = try layer(having: "usr/bin", without: "etc"), base = try layer(having: "etc/message", without: "usr/bin")
+        // The top layer holds the program alone (nothing there is a startup file): what it reads
+        // ahead is the program. Nothing has looked the program up or read it yet.
+        let programSize = fileSize("/usr/bin/zstd")
+        var program: Int64 = 0
+        for _ in 0 ..< 100 {
+            program = try readAheadBytes(top)
+            if program >= programSize / 3 { break }
+            usleep(100_000)
+        }
+        #expect(program >= programSize / 3, "read ahead in the program's layer: \(program) B of a \(programSize) B program")
+        // Once the registry is quiet, loading the program reads nothing more from it: the program
+        // and its libraries (libz, liblzma, liblz4, in the base layer) are all here.
+        let registryLog = try #require(environment.registry)
+        var served = registryLog.blobBytesServed()
+        for _ in 0 ..< 50 {
+            usleep(300_000)
+            let now = registryLog.blobBytesServed()
+            if now == served { break }
+            served = now
+        }
+        for path in [top + "/usr/bin/zstd"] + ["libz.so.1", "liblzma.so.5", "liblz4.so.1"].map({ base + "/lib/x86_64-linux-gnu/" + $0 }) {
+            #expect(FileManager.default.contents(atPath: path) != nil, "\(path)")
+        }
+        #expect(registryLog.blobBytesServed() == served, "bytes fetched to read the program and its libraries")
+        let output = try environment.ctr(["run", "--rm", "--snapshotter", "estargz", reference, "cmd1"])
+        #expect(output.contains("Zstandard"), "\(output)")
+    }
+
     @Test func pullMountsEStargzLayersLazily() throws {
         let environment = try ContainerdEnvironment()
         defer { environment.tearDown() }
@@ -389,7 +444,9 @@ final class ContainerdEnvironment {
     /// `containerdConfig`: TOML appended to containerd's config.
     /// `rootfsTar`: the image's one layer is this rootfs instead (make_rootfs_image.py).
     /// `program`: a host program in a top layer of its own, its libraries in the first (make_busybox_image.py --program).
-    init(dataLayer: Bool = false, dataFiles: Int = 0, rootfsTar: String? = nil, program: String? = nil, containerdConfig: String = "") throws {
+    /// `process`: the image config's `config` object (JSON: Entrypoint, Cmd, Env, …; make_busybox_image.py --config).
+    init(dataLayer: Bool = false, dataFiles: Int = 0, rootfsTar: String? = nil, program: String? = nil, process: String? = nil,
+         containerdConfig: String = "") throws {
         self.containerdConfig = containerdConfig
         directory = "/tmp/estargz-containerd-\(UUID().uuidString.prefix(8))"
         packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
@@ -403,7 +460,7 @@ final class ContainerdEnvironment {
         } else {
             try TestSupport.run("/usr/bin/python3", [packageRoot + "/Tests/SnapshotterTests/Fixtures/make_busybox_image.py", imageArchive, "bbtest"]
                                 + (dataLayer ? ["--data-layer"] : []) + (dataFiles > 0 ? ["--data-files", String(dataFiles)] : [])
-                                + (program.map { ["--program", $0] } ?? []))
+                                + (program.map { ["--program", $0] } ?? []) + (process.map { ["--config", $0] } ?? []))
         }
     }
 
