@@ -196,12 +196,13 @@ def sha256_file(path):
 
 
 def gzip_layout(args):
-    """The legacy image: one gzip layer, as an OCI layout (--image-layout, /work/bench/pyimg, or made here)."""
-    for candidate in (args.image_layout, "/work/bench/pyimg", os.path.join(WORK, "pyimg")):
+    """The legacy image: one gzip layer, as an OCI layout (--image-layout, or made here). Its config is
+    what Docker Hub's python image has: PATH, and Cmd ["python3"] (the workloads give their own argv)."""
+    for candidate in (args.image_layout, os.path.join(WORK, "pyimg-cmd")):
         if candidate and os.path.exists(os.path.join(candidate, "index.json")):
             return candidate
     tar = rootfs_tar(args)
-    layout = os.path.join(WORK, "pyimg")
+    layout = os.path.join(WORK, "pyimg-cmd")
     tmp = layout + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     blobs = os.path.join(tmp, "blobs", "sha256")
@@ -221,7 +222,8 @@ def gzip_layout(args):
         return {"digest": "sha256:" + digest, "size": len(data)}
 
     config = blob({"architecture": "amd64", "os": "linux",
-                   "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
+                   "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                              "Cmd": ["python3"]},
                    "rootfs": {"type": "layers", "diff_ids": ["sha256:" + diff_id]}})
     manifest = blob({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
                      "config": dict(config, mediaType="application/vnd.oci.image.config.v1+json"),
