@@ -162,7 +162,7 @@ def lazy_run(args, procs, tmp, ref, background=False, probe=None):
     stats = os.path.join(tmp, "stats.json")
     if os.path.exists(stats):
         os.unlink(stats)
-    cmd = [args.estargz, "mount", ref, mnt, "--stats", stats] + (["--background-fetch"] if background else [])
+    cmd = [args.estargz, "mount", ref, mnt, "--stats", stats] + (["--background-fetch"] if background else []) + args.mount_args
     procs.mounts.append(mnt)
     started = time.monotonic()
     p = procs.start(cmd, stderr=open(os.path.join(tmp, "mount.log"), "a"))
@@ -278,6 +278,8 @@ def main():
     ap.add_argument("--delay-ms", type=float, default=10.0, help="added each way by delay_proxy.py (default 10)")
     ap.add_argument("--rate", default="100mbit")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--mount-arg", dest="mount_args", action="append", default=[],
+                    help="extra argument for the lazy runs' `estargz mount` (repeat for several, e.g. --mount-arg=--block-kib=4)")
     ap.add_argument("--probe", help="small file read during background fetch (default: the rootfs tar's last file of 1-64 KiB)")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--only-throughput", action="store_true",

@@ -77,6 +77,11 @@ struct Mount: ParsableCommand {
     @Option(help: "Chunk cache bound in MiB: of the memory cache, or with --cache-dir of that directory.")
     var cacheSize = 256
 
+    /// 4 KiB, as the snapshotter's: read-ahead fetches the neighbours worth having, larger blocks only
+    /// add bytes (lazystart.py: the same time to `hi`, 15% fewer bytes than 64 KiB).
+    @Option(help: ArgumentHelp("Registry reads fetch whole blocks of this many KiB (a power of two).", valueName: "KiB"))
+    var blockKib = 4
+
     /// The memory tier in front of a --cache-dir.
     static let memoryInFrontOfDisk = 64 << 20
 
@@ -85,6 +90,9 @@ struct Mount: ParsableCommand {
         if overlay && arguments.count != 2 { throw ValidationError("--overlay mounts exactly one SOURCE") }
         guard cacheSize > 0 else { throw ValidationError("--cache-size must be positive") }
         guard readTimeout > 0, connectTimeout > 0 else { throw ValidationError("timeouts are whole seconds above 0") }
+        guard blockKib > 0, blockKib & (blockKib - 1) == 0, blockKib <= 16 << 10 else {
+            throw ValidationError("--block-kib must be a power of two from 1 to 16384")
+        }
         if let platform, (try? Platform(parsing: platform)) == nil {
             throw ValidationError("--platform \(platform) is not os/arch[/variant]")
         }
@@ -127,8 +135,11 @@ struct Mount: ParsableCommand {
                     let client = registry.makeClient()
                     clients.append(client)
                     let reference = try ImageReference(parsing: source)
-                    let image = try runBlocking {
-                        try await RemoteImage.open(client: client, reference: reference, platform: chosenPlatform, cache: cache)
+                    var readerOptions = RangeReader.Options()
+                    readerOptions.blockSize = Int64(blockKib) << 10
+                    let image = try runBlocking { [readerOptions] in
+                        try await RemoteImage.open(client: client, reference: reference, platform: chosenPlatform, cache: cache,
+                                                   options: readerOptions)
                     }
                     remoteImages.append(image)
                     layers.append(contentsOf: image.layers.map(\.reader))
