@@ -46,16 +46,8 @@ extension ContainerdTests {
         try environment.startContainerd()
         _ = try environment.pull(reference)
         // The first layer's mount: the one with busybox.
-        let mounts = try String(contentsOfFile: "/proc/mounts", encoding: .utf8).split(separator: "\n").map { $0.split(separator: " ") }
-        let base = try #require(mounts.first {
-            $0[1].hasPrefix(environment.directory + "/snapshotter/snapshots/") && $0[2].hasPrefix("fuse")
-                && FileManager.default.fileExists(atPath: $0[1] + "/bin/busybox")
-        }.map { String($0[1]) })
-        func readAheadBytes() throws -> Int64 {
-            let data = try Data(contentsOf: URL(fileURLWithPath: base + "/.stargz-snapshotter/stats"))
-            let object = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
-            return try #require((object["readAheadBytes"] as? NSNumber)?.int64Value)
-        }
+        let base = try #require(try environment.lazyMounts().first { FileManager.default.fileExists(atPath: $0 + "/bin/busybox") })
+        func readAheadBytes() throws -> Int64 { try ContainerdEnvironment.readAheadBytes(of: base) }
         let atMount = try readAheadBytes()  // the C runtime, read ahead when the layer was mounted
         #expect(atMount > 0)
         let output = try environment.ctr(["run", "--rm", "--snapshotter", "estargz", reference, "prog1", "/usr/bin/zstd", "--version"])
@@ -78,19 +70,14 @@ extension ContainerdTests {
         try environment.startSnapshotter()
         try environment.startContainerd()
         _ = try environment.pull(reference)
-        let mounts = try String(contentsOfFile: "/proc/mounts", encoding: .utf8).split(separator: "\n").map { $0.split(separator: " ") }
+        let mounts = try environment.lazyMounts()
         // Told apart by looking up no executable: the first one looked up on a mount is read ahead anyway.
         func layer(having path: String, without other: String) throws -> String {
             try #require(mounts.first {
-                $0[1].hasPrefix(environment.directory + "/snapshotter/snapshots/") && $0[2].hasPrefix("fuse")
-                    && FileManager.default.fileExists(atPath: $0[1] + "/" + path) && !FileManager.default.fileExists(atPath: $0[1] + "/" + other)
-            }.map { String($0[1]) })
+                FileManager.default.fileExists(atPath: $0 + "/" + path) && !FileManager.default.fileExists(atPath: $0 + "/" + other)
+            })
         }
-        func readAheadBytes(_ mount: String) throws -> Int64 {
-            let data = try Data(contentsOf: URL(fileURLWithPath: mount + "/.stargz-snapshotter/stats"))
-            let object = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
-            return try #require((object["readAheadBytes"] as? NSNumber)?.int64Value)
-        }
+        let readAheadBytes = ContainerdEnvironment.readAheadBytes(of:)
         let top = try layer(having: "usr/bin", without: "etc"), base = try layer(having: "etc/message", without: "usr/bin")
         // The top layer holds the program alone (nothing there is a startup file): what it reads
         // ahead is the program. Nothing has looked the program up or read it yet.
@@ -486,6 +473,19 @@ final class ContainerdEnvironment {
         let files = FileManager.default.enumerator(atPath: blobs)!.compactMap { $0 as? String }.filter { $0.hasSuffix("/data") }
         let layer = try #require(files.max { fileSize(blobs + "/" + $0) < fileSize(blobs + "/" + $1) })
         return (blobs + "/" + layer, "sha256:" + String(try #require(layer.split(separator: "/").dropLast().last)))
+    }
+
+    /// The snapshotter's lazy layer mounts (FUSE mounts below its snapshots), in mount order.
+    func lazyMounts() throws -> [String] {
+        try String(contentsOfFile: "/proc/mounts", encoding: .utf8).split(separator: "\n").map { $0.split(separator: " ") }
+            .filter { $0[1].hasPrefix(directory + "/snapshotter/snapshots/") && $0[2].hasPrefix("fuse") }.map { String($0[1]) }
+    }
+
+    /// What a lazy mount's read-ahead has asked for so far (`readAheadBytes` of its stats file).
+    static func readAheadBytes(of mount: String) throws -> Int64 {
+        let data = try Data(contentsOf: URL(fileURLWithPath: mount + "/.stargz-snapshotter/stats"))
+        let object = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        return try #require((object["readAheadBytes"] as? NSNumber)?.int64Value)
     }
 
     /// The busybox image unpacked as an OCI layout (for `estargz image convert oci:…` and skopeo).
