@@ -71,6 +71,11 @@ public final class DiskChunkCache: ChunkCache {
         directory + "/" + digest.description.dropFirst("sha256:".count)
     }
 
+    /// Whether the chunk's file is there (it is verified only when looked up).
+    public func holds(_ digest: SHA256Digest) -> Bool {
+        access(path(for: digest), F_OK) == 0
+    }
+
     public func lookup(_ digest: SHA256Digest, into buffer: UnsafeMutableRawBufferPointer) -> Bool {
         let path = path(for: digest)
         guard let source = try? FileSource(path: path), source.size == Int64(buffer.count),

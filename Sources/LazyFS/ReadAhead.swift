@@ -279,8 +279,9 @@ extension LazyFileSystem {
         let wanted = readAheadState.withLock { state in files.filter { state.files.insert($0).inserted } }
         for number in wanted {
             guard let inode = inode(number), inode.kind == .regular else { continue }
-            let cache = memoryCaches[inode.layer]
-            for chunk in inode.chunks where !(cache?.contains(chunk.digest) ?? false) {
+            // What a cache holds (in memory or on disk) a read gets without the network.
+            let cache = layers[inode.layer].cache
+            for chunk in inode.chunks where !(cache?.holds(chunk.digest) ?? false) {
                 ranges[inode.layer, default: []].append(chunk.blobOffset ..< chunk.blobEnd)
             }
         }

@@ -94,7 +94,9 @@ public actor OverlaySnapshotter {
                 continue
             }
             do {
-                try remote.mount(labels: mountLabels(record.labels, parent: record.parent), at: directory)
+                var labels = mountLabels(record.labels, parent: record.parent)
+                labels[RemoteLabel.restoring] = "true"
+                try remote.mount(labels: labels, at: directory)
             } catch {
                 failures.append("\(record.key): \(error)")
             }

@@ -27,6 +27,9 @@ enum RemoteLabel {
     /// the snapshots below the one being mounted, top first, `:`-separated (read-ahead looks there
     /// for what a program of this layer needs).
     static let lowerDirectories = "estargz.snapshotter/lower-directories"
+    /// Only between the snapshotter and the layer server, never stored: the layer is mounted again
+    /// after a restart, not for a pull, so nothing is fetched ahead for a container about to start.
+    static let restoring = "estargz.snapshotter/restoring"
     /// Marks a snapshot whose `fs` directory is a lazy mount.
     static let remote = "containerd.io/snapshot/remote"
     static let remoteValue = "remote snapshot"
@@ -126,7 +129,12 @@ public final class RemoteLayers: LayerMounting {
         }
         let reference = try ImageReference(parsing: referenceText)
         let client = self.client, readerOptions = self.readerOptions
-        let program = readAhead.firstProgram ? imageProgram(reference, labels: labels) : nil
+        // A layer mounted again after a restart is not about to start a container: the startup
+        // files and the program of every layer of every image would be a burst for nobody, and
+        // its prioritized region comes through the chunk cache (a disk cache has it), not from
+        // the registry ahead of it. Reads, and the guesses they lead to, fetch as usual.
+        let restoring = labels[RemoteLabel.restoring] != nil
+        let program = readAhead.firstProgram && !restoring ? imageProgram(reference, labels: labels) : nil
         // The registry is async; LayerReader and LazyFS are synchronous. Bridge on a Dispatch thread,
         // never on a thread of Swift's cooperative pool.
         let clock = ContinuousClock(), started = clock.now
@@ -143,11 +151,12 @@ public final class RemoteLayers: LayerMounting {
         }
         let opened = clock.now
         // The region's bytes start flowing now, while the mount is set up and Prepare returns.
-        let ahead = prefetch && (layer.prefetchRegionEnd ?? 0) > 0 ? Self.fetchAhead(source, upTo: layer.prefetchRegionEnd!) : nil
+        let ahead = prefetch && !restoring && (layer.prefetchRegionEnd ?? 0) > 0 ? Self.fetchAhead(source, upTo: layer.prefetchRegionEnd!) : nil
         var options = LazyFileSystem.Options()
         options.prefetch = prefetch
         options.backgroundFetch = backgroundFetch
         options.readAhead = readAhead
+        if restoring { options.readAhead.startupFiles = [] }
         var built = opened
         do {
             let fileSystem = try LazyFileSystem(layers: [layer], mode: .overlayLayer, options: options)

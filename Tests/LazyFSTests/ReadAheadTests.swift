@@ -1,5 +1,6 @@
 import Dispatch
 import EStargzCore
+import EStargzRemote
 @testable import LazyFS
 import Synchronization
 import TestSupport
@@ -126,8 +127,9 @@ enum ProgramLayer {
     }
 
     private func withProgramLayer(_ configure: (inout LazyFileSystem.Options, TemporaryDirectory) -> Void = { _, _ in },
+                                  cache: (any ChunkCache)? = nil, in given: TemporaryDirectory? = nil,
                                   _ body: (Mounted) throws -> Void) throws {
-        let dir = TemporaryDirectory()
+        let dir = given ?? TemporaryDirectory()
         let (tar, program) = try ProgramLayer.tar()
         let blob = try convert(tar, in: dir, name: "layer")
         let recorder = ReadAheadRecorder(try FileSource(path: blob))
@@ -136,7 +138,9 @@ enum ProgramLayer {
         options.prefetch = false
         configure(&options, dir)
         let mountpoint = dir.directory("mnt")
-        try withMount(try LazyFileSystem(sources: [recorder], options: options), at: mountpoint) { mount in
+        let fileSystem = try cache.map { try LazyFileSystem(layers: [try LayerReader(source: recorder, cache: $0)], options: options) }
+            ?? LazyFileSystem(sources: [recorder], options: options)
+        try withMount(fileSystem, at: mountpoint) { mount in
             try body(Mounted(directory: dir, mountpoint: mountpoint, recorder: recorder, layer: layer, program: program, mount: mount))
         }
     }
@@ -278,6 +282,30 @@ enum ProgramLayer {
             #expect(!m.mount.fileSystem.readAheadProgram(atAnyOf: ["usr/bin/prog"]))
             usleep(100_000)
             #expect(m.recorder.asked.withLock { $0.isEmpty })
+        }
+    }
+
+    /// What a cache holds, on disk too, is not guessed at again: a second mount over a warm disk
+    /// cache asks its source only for what no read brought before.
+    @Test func whatTheCacheHoldsIsNotFetchedAgain() throws {
+        let dir = TemporaryDirectory()
+        let disk = try DiskChunkCache(directory: dir.directory("chunks"), capacity: 64 << 20)
+        let libc = ProgramLayer.multiarch + "/libc.so.6"
+        try withProgramLayer({ options, _ in options.readAhead = .off }, cache: MemoryChunkCache(capacity: 64 << 20, backing: disk), in: dir) { m in
+            // Read whole: the program and libc (their verified chunks go to the disk cache).
+            #expect(readRange(m.mountpoint + "/usr/bin/prog", offset: 0, count: m.program.count) == .success(m.program))
+            let libcBytes = try readFile("/lib/x86_64-linux-gnu/libc.so.6")
+            #expect(readRange(m.mountpoint + "/" + libc, offset: 0, count: libcBytes.count + 1) == .success(libcBytes))
+        }
+        // A fresh memory tier over the same disk: only the loader and ld.so.cache are asked for.
+        try withProgramLayer({ options, _ in options.readAhead.startupFiles = [] }, cache: MemoryChunkCache(capacity: 64 << 20, backing: disk),
+                             in: dir) { m in
+            #expect(m.mount.fileSystem.readAheadProgram(atAnyOf: ["usr/bin/prog"]))
+            #expect(eventually { m.recorder.covers(ProgramLayer.multiarch + "/ld-linux-x86-64.so.2", in: m.layer) })
+            #expect(eventually { m.recorder.covers("etc/ld.so.cache", in: m.layer) })
+            #expect(!m.recorder.touches("usr/bin/prog", in: m.layer))
+            #expect(!m.recorder.touches(libc, in: m.layer))
+            #expect(readRange(m.mountpoint + "/usr/bin/prog", offset: 0, count: m.program.count) == .success(m.program))
         }
     }
 

@@ -144,9 +144,18 @@ extension ContainerdTests {
         let fromGzip = try environment.ctr(["run", "--rm", "--snapshotter", "estargz", plain, "plain1", "/bin/cat", "/etc/message"])
         #expect(fromGzip == "hello from the layer\n")
 
-        // After a restart of the snapshotter the lazy layer is mounted again.
+        // After a restart of the snapshotter the lazy layer is mounted again, with no guesses at
+        // mount: it is not being pulled for a container about to start (it read etc/passwd and the
+        // image's program ahead the first time).
+        let mounted = try environment.lazyMounts()
+        #expect(mounted.count == 1)
+        for mount in mounted { #expect(try ContainerdEnvironment.readAheadBytes(of: mount) > 0) }
         try environment.stopSnapshotter()
         try environment.startSnapshotter()
+        let remounted = try environment.lazyMounts()
+        #expect(remounted.count == mounted.count)
+        usleep(300_000)
+        for mount in remounted { #expect(try ContainerdEnvironment.readAheadBytes(of: mount) == 0, "\(mount)") }
         let again = try environment.ctrRetrying(["run", "--rm", "--snapshotter", "estargz", reference, "lazy2", "/bin/cat", "/etc/message"])
         #expect(again == "hello from the layer\n")
     }

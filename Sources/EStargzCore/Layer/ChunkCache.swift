@@ -10,6 +10,14 @@ public protocol ChunkCache: Sendable {
     func lookup(_ digest: SHA256Digest, into buffer: UnsafeMutableRawBufferPointer) -> Bool
     /// Offers a verified chunk to the cache (which may decline it).
     func store(_ digest: SHA256Digest, _ bytes: UnsafeRawBufferPointer)
+    /// Whether the cache holds the chunk now, without reading or verifying it: a guess of what
+    /// will be read skips fetching such chunks (a lookup may still miss, and then the read fetches).
+    func holds(_ digest: SHA256Digest) -> Bool
+}
+
+extension ChunkCache {
+    /// Caches that cannot tell cheaply say no: a guess then fetches as if nothing were cached.
+    public func holds(_ digest: SHA256Digest) -> Bool { false }
 }
 
 /// Counters of one ``LayerReader``, safe to read while reads run.

@@ -67,6 +67,11 @@ public final class MemoryChunkCache: ChunkCache {
         state.withLock { $0.chunks[digest] != nil }
     }
 
+    /// Whether the chunk is held in memory or, as far as it can tell, by the backing cache.
+    public func holds(_ digest: SHA256Digest) -> Bool {
+        contains(digest) || (backing?.holds(digest) ?? false)
+    }
+
     /// The chunk's bytes, marked as just used and counted as a hit, when its size `fits` the
     /// request. Arrays are immutable values, so the copy out of them happens after the lock is
     /// released and readers of different chunks do not queue behind it.
