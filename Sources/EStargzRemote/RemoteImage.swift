@@ -12,8 +12,13 @@ public final class RemoteImage: Sendable {
 
     /// The layers, lowest first.
     public let layers: [Layer]
+    /// The process the image's config names (nil for a layer blob, or a config that is not one).
+    public let process: ImageProcess?
 
-    private init(layers: [Layer]) { self.layers = layers }
+    private init(layers: [Layer], process: ImageProcess?) {
+        self.layers = layers
+        self.process = process
+    }
 
     /// Opens `reference`: a layer blob when its digest names a blob (not a manifest), otherwise
     /// the image it resolves to. Layers are verified against their `toc.digest` annotation. A layer
@@ -22,8 +27,11 @@ public final class RemoteImage: Sendable {
                             cache: (any ChunkCache)? = nil, options: RangeReader.Options = RangeReader.Options()) async throws -> RemoteImage {
         var descriptors: [Descriptor]
         var blobSource: RangeReader?
+        var process: ImageProcess?
         do {
-            descriptors = try await client.resolveImage(reference, platform: platform).manifest.layers
+            let image = try await client.resolveImage(reference, platform: platform)
+            descriptors = image.manifest.layers
+            process = try? ImageProcess(imageConfig: image.configBytes)
         } catch {
             // `REPO@sha256:…` of a layer blob: the manifest endpoint does not know it. Opening it
             // learns its size (no HEAD needed).
@@ -56,7 +64,7 @@ public final class RemoteImage: Sendable {
             }
             layers.append(Layer(descriptor: descriptor, source: source, reader: reader))
         }
-        return RemoteImage(layers: layers)
+        return RemoteImage(layers: layers, process: process)
     }
 
     /// Every visible path of the merged file system with the layer that provides it, in path order.

@@ -52,7 +52,7 @@ struct Mount: ParsableCommand {
     var backgroundFetch = false
 
     @Flag(inversion: .prefixedNo,
-          help: "Guess what is read next and fetch it beside the reads: startup files, programs' libraries, directories read file by file.")
+          help: "Guess what is read next and fetch it beside the reads: startup files, the image's program, programs' libraries, directories read file by file.")
     var readAhead = true
 
     @Option(help: ArgumentHelp("Append each file's path to FILE the first time it is opened or read.", valueName: "FILE"))
@@ -150,7 +150,11 @@ struct Mount: ParsableCommand {
                 throw ExitCode.failure
             }
             let fs = try LazyFileSystem(layers: layers, mode: overlay ? .overlayLayer : .merged, options: options)
-            return try fs.mount(at: mountpoint)
+            let mounted = try fs.mount(at: mountpoint)
+            // The topmost image's program, as a container of it would start (what a chroot or a
+            // runtime on this mount most likely runs first).
+            if let paths = remoteImages.last?.process?.programPaths, !paths.isEmpty { fs.readAheadProgram(atAnyOf: paths) }
+            return mounted
         }
 
         // Signals are handled on a queue, not in a signal handler, so unmounting may block and allocate.

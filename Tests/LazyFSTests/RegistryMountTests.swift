@@ -8,7 +8,7 @@ import Glibc
 #endif
 
 /// An OCI layout at `layout` holding one image (`tag`) with the given plain tar.gz layer blobs.
-func writeOCILayout(_ layout: String, tag: String, gzipLayers: [String]) throws {
+func writeOCILayout(_ layout: String, tag: String, gzipLayers: [String], process: [String: Any] = ["Env": ["PATH=/bin"]]) throws {
     let oci = try OCILayout(directory: layout, create: true)
     var descriptors: [Descriptor] = []
     var diffIDs: [String] = []
@@ -20,7 +20,7 @@ func writeOCILayout(_ layout: String, tag: String, gzipLayers: [String]) throws 
         diffIDs.append("sha256:" + String(decoding: try readFile(path + ".diffid"), as: UTF8.self).trimmingCharacters())
     }
     let config: [String: Any] = ["architecture": Platform.current.architecture, "os": "linux",
-                                 "config": ["Env": ["PATH=/bin"]], "rootfs": ["type": "layers", "diff_ids": diffIDs]]
+                                 "config": process, "rootfs": ["type": "layers", "diff_ids": diffIDs]]
     let configBytes = Array(try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys]))
     let configDigest = try oci.writeBlob(configBytes)
     let manifest = ImageManifest(config: Descriptor(mediaType: MediaType.ociConfig, digest: configDigest, size: Int64(configBytes.count)),
@@ -54,6 +54,38 @@ final class CLIMount {
 @Suite(.serialized, .enabled(if: canMount && access(estargzBinary, X_OK) == 0 && TestRegistry.available,
                              "needs root, /dev/fuse, the built CLI and docker-registry"))
 struct RegistryMountTests {
+    /// The program an image's config names (Cmd `tool`, in its PATH) is read ahead as soon as
+    /// `estargz mount REF` has mounted it, before anything looks it up.
+    @Test(.timeLimit(.minutes(1))) func theImagesProgramIsReadAheadAtMount() throws {
+        let dir = TemporaryDirectory()
+        let registry = try TestRegistry()
+        defer { registry.stop() }
+        let tool = noiseBytes(300_000, seed: 61)
+        var tar = TarBuilder()
+        for directory in ["./", "bin/", "etc/"] { try tar.append(header(directory, .directory, mode: 0o755)) }
+        try tar.append(header("bin/tool", .regular, mode: 0o755), content: tool)
+        try tar.append(header("bin/other", .regular, mode: 0o755), content: noiseBytes(200_000, seed: 63))
+        try tar.append(header("etc/motd", .regular), content: Array("hello\n".utf8))
+        try writeFile(dir.file("layer.tar"), tar.finish())
+        #expect(shell("gzip -n -1 -c '\(dir.file("layer.tar"))' > '\(dir.file("layer.tar.gz"))'") == 0)
+        try writeOCILayout(dir.file("oci"), tag: "v1", gzipLayers: [dir.file("layer.tar.gz")],
+                           process: ["Env": ["PATH=/usr/bin:/bin"], "Cmd": ["tool", "--serve"]])
+        let reference = "\(registry.host)/test/program:v1"
+        #expect(shell("'\(estargzBinary)' image convert 'oci:\(dir.file("oci")):v1' '\(reference)' --chunk-size 65536 --plain-http >'\(dir.file("convert.log"))' 2>&1") == 0)
+        let mountpoint = dir.directory("mnt")
+        let mount = try CLIMount("'\(reference)' '\(mountpoint)' --plain-http", mountpoint: mountpoint, log: dir.file("stderr"))
+        defer { _ = mount.terminate() }
+        #expect(eventually(20) { mount.mounted })
+        // The stats file is no lookup of bin/tool; the layer has no startup files, so all it read
+        // ahead is the program (incompressible: about its size), and not bin/other.
+        func readAhead() -> Int64 {
+            readAll(mountpoint + "/.stargz-snapshotter/stats").flatMap { Self.number("readAheadBytes", in: String(decoding: $0, as: UTF8.self)) } ?? -1
+        }
+        #expect(eventually(10) { readAhead() >= Int64(tool.count) })
+        #expect(readAhead() < Int64(tool.count) + 150_000, "\(readAhead())")
+        #expect(readAll(mountpoint + "/bin/tool") == tool)
+    }
+
     /// Three layers pushed as an eStargz (or zstd:chunked) image; `estargz mount REF` merges them
     /// lazily from the registry, serves until SIGTERM, and fetches only a little of the big layer.
     /// The format is told by each layer's footer: the mount takes no flag for it.
