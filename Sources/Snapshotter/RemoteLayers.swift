@@ -216,6 +216,8 @@ public final class RemoteLayers: LayerMounting {
                     return ([], [])
                 }
             }
+            // Bounded: a node pulls many images over its life; forgetting one costs two small requests.
+            if images.count >= 256 { images.removeAll() }
             images[key] = task
             return task
         }
