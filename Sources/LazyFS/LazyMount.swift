@@ -120,10 +120,12 @@ public final class LazyMount: @unchecked Sendable {
     }
 
     /// A FUSE daemon that died without unmounting leaves its mount point answering ENOTCONN;
-    /// detach it so the new mount can take its place.
+    /// detach it so the new mount can take its place. `stat` may still be answered from the
+    /// kernel's attribute cache; `statvfs` always asks the daemon.
     static func clearStaleMount(_ mountpoint: String) throws {
         var info = stat()
-        guard stat(mountpoint, &info) != 0 else {
+        var system = statvfs()
+        guard stat(mountpoint, &info) != 0 || (statvfs(mountpoint, &system) != 0 && errno == ENOTCONN) else {
             guard info.st_mode & 0o170000 == 0o040000 else {
                 throw LazyFSError.mountFailed(mountpoint: mountpoint, operation: "mount (not a directory)", errno: ENOTDIR)
             }

@@ -108,9 +108,14 @@ public enum FuseManager {
 public final class FuseManagerClient: LayerMounting {
     /// The manager's socket.
     public let socketPath: String
+    /// How a manager is started when none answers (``connectOrStart(socketPath:arguments:log:)``).
+    private let arguments: [String]
+    private let log: String
 
-    public init(socketPath: String) {
+    private init(socketPath: String, arguments: [String], log: String) {
         self.socketPath = socketPath
+        self.arguments = arguments
+        self.log = log
     }
 
     /// Connects to the manager on `socketPath`, or when none answers starts one — this
@@ -118,11 +123,19 @@ public final class FuseManagerClient: LayerMounting {
     /// session (so signals to the snapshotter's process group do not reach it), output appended to
     /// `log` — and waits up to 20 s for it to answer.
     public static func connectOrStart(socketPath: String, arguments: [String], log: String) throws -> FuseManagerClient {
-        let client = FuseManagerClient(socketPath: socketPath)
-        if (try? client.mountedDirectories()) != nil { return client }
-        try spawn(["fuse-manager", "--address", socketPath] + arguments, log: log)
+        let client = FuseManagerClient(socketPath: socketPath, arguments: arguments, log: log)
+        try client.startUnlessAnswering()
+        return client
+    }
+
+    /// Starts a manager, as ``connectOrStart(socketPath:arguments:log:)`` did, when none answers
+    /// (the one serving died); returns whether it had to. The new manager serves nothing yet.
+    @discardableResult
+    public func startUnlessAnswering() throws -> Bool {
+        if (try? mountedDirectories()) != nil { return false }
+        try Self.spawn(["fuse-manager", "--address", socketPath] + arguments, log: log)
         for _ in 0 ..< 400 {
-            if (try? client.mountedDirectories()) != nil { return client }
+            if (try? mountedDirectories()) != nil { return true }
             usleep(50_000)
         }
         throw SnapshotterError.internal("the fuse manager did not answer on \(socketPath) (its log: \(log))")

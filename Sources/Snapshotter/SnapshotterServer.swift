@@ -1,3 +1,4 @@
+import EStargzRemote
 import Foundation
 import GRPCCore
 import Logging
@@ -20,6 +21,8 @@ public enum SnapshotterServer {
         for failure in await snapshotter.remountRemoteSnapshots() {
             Logger(label: "estargz.snapshotter").error("cannot remount a remote snapshot", metadata: ["snapshot": "\(failure)"])
         }
+        let watchdog = (remote as? FuseManagerClient).map { watch($0, snapshotter) }
+        defer { watchdog?.cancel() }
         do {
             try await snapshotter.cleanup()
             try await serve(snapshotter, socketPath: socketPath, ready: ready)
@@ -28,6 +31,29 @@ public enum SnapshotterServer {
             throw error
         }
         await remote?.shutdown()
+    }
+
+    /// Once a second: when the fuse manager no longer answers (it died), a new one is started and
+    /// every lazy layer is mounted again in it, stale mounts detached, so new containers of those
+    /// images start again. Containers running on the dead mounts get errors from them: a FUSE
+    /// connection dies with the process that served it.
+    private static func watch(_ manager: FuseManagerClient, _ snapshotter: OverlaySnapshotter) -> Task<Void, Never> {
+        let logger = Logger(label: "estargz.snapshotter")
+        return Task(executorPreference: BlockingBridge.shared) {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(1))
+                guard !Task.isCancelled else { return }
+                do {
+                    guard try manager.startUnlessAnswering() else { continue }
+                    logger.warning("the fuse manager stopped answering: started a new one, mounting the lazy layers again")
+                    for failure in await snapshotter.remountRemoteSnapshots() {
+                        logger.error("cannot remount a remote snapshot", metadata: ["snapshot": "\(failure)"])
+                    }
+                } catch {
+                    logger.error("cannot start a fuse manager", metadata: ["error": "\(error)"])
+                }
+            }
+        }
     }
 
     private static func serve(_ snapshotter: OverlaySnapshotter, socketPath: String,

@@ -291,6 +291,42 @@ extension FaultTests {
         try restartScenario(image, expected: image.sha256sumListing(), round: round, compare: "\(bb) cmp -s", copy: "\(bb) cp")
     }
 
+    /// With `[fuse_manager] enable = true`, when the manager itself dies (SIGKILL) the snapshotter
+    /// starts a new one within seconds and mounts the lazy layers again in it, stale mounts
+    /// detached, so new containers of the image start again without a restart of anything.
+    /// (Containers running on the dead mounts cannot be saved: a FUSE connection dies with the
+    /// process that served it.)
+    @Test(.timeLimit(.minutes(2))) func aKilledFuseManagerIsReplacedAndItsLayersMountedAgain() throws {
+        let image = try DataImage(files: 4)
+        let environment = image.environment
+        defer { environment.tearDown() }
+        let config = environment.directory + "/snapshotter.toml"
+        try "[fuse_manager]\nenable = true\n".write(toFile: config, atomically: true, encoding: .utf8)
+        try environment.startSnapshotter(config: config)
+        let first = try #require(environment.fuseManagerPID, "the snapshotter started a fuse manager")
+        try environment.startContainerd()
+        try environment.pull(image.reference)
+        #expect(try environment.ctr(["run", "--rm", "--snapshotter", "estargz", image.reference, "before", "/bin/cat", "/etc/message"])
+            == "hello from the layer\n")
+        let layers = try environment.lazyMounts()
+        #expect(layers.count == 1)
+
+        kill(first, SIGKILL)
+        var second: Int32?
+        var served = false
+        for _ in 0 ..< 200 where !served {
+            usleep(100_000)
+            if let pid = environment.fuseManagerPID, pid != first { second = pid }
+            served = second != nil && layers.allSatisfy { FileManager.default.contents(atPath: $0 + "/etc/message") != nil }
+        }
+        #expect(second != nil, "a new fuse manager")
+        #expect(served, "the layers are served again")
+        let now = try environment.lazyMounts()
+        #expect(now == layers, "\(now)")
+        #expect(try environment.ctr(["run", "--rm", "--snapshotter", "estargz", image.reference, "after", "/bin/cat", "/etc/message"])
+            == "hello from the layer\n")
+    }
+
     /// The same with the python image (scripts/python-rootfs.sh's rootfs, cached under
     /// ~/.cache/swift-estargz): every regular file of it read and hashed by the image's
     /// own python3 in a loop (page cache dropped per file). About 40 s: run with ESTARGZ_PYTHON_RESTART=1.
