@@ -300,12 +300,7 @@ extension FaultTests {
         let image = try DataImage(files: 4)
         let environment = image.environment
         defer { environment.tearDown() }
-        let config = environment.directory + "/snapshotter.toml"
-        try "[fuse_manager]\nenable = true\n".write(toFile: config, atomically: true, encoding: .utf8)
-        try environment.startSnapshotter(config: config)
-        let first = try #require(environment.fuseManagerPID, "the snapshotter started a fuse manager")
-        try environment.startContainerd()
-        try environment.pull(image.reference)
+        let first = try pullWithFuseManager(image)
         #expect(try environment.ctr(["run", "--rm", "--snapshotter", "estargz", image.reference, "before", "/bin/cat", "/etc/message"])
             == "hello from the layer\n")
         let layers = try environment.lazyMounts()
@@ -342,11 +337,9 @@ extension FaultTests {
         try restartScenario(image, expected: expected, round: round, compare: "cmp -s", copy: "cp", extraFiles: [script])
     }
 
-    /// With `[fuse_manager] enable = true`: a container runs `round` (which writes /host/round)
-    /// again and again, each result compared with `expected`, while the snapshotter is SIGKILLed
-    /// and started again twice.
-    private func restartScenario(_ image: DataImage, expected: String, round: String, compare: String, copy: String,
-                                 extraFiles: [String] = []) throws {
+    /// Starts the snapshotter with `[fuse_manager] enable = true` (its config in DIR/snapshotter.toml)
+    /// and containerd, and pulls the image; returns the fuse manager's pid.
+    private func pullWithFuseManager(_ image: DataImage) throws -> Int32 {
         let environment = image.environment
         let config = environment.directory + "/snapshotter.toml"
         try "[fuse_manager]\nenable = true\n".write(toFile: config, atomically: true, encoding: .utf8)
@@ -354,6 +347,16 @@ extension FaultTests {
         let manager = try #require(environment.fuseManagerPID, "the snapshotter started a fuse manager")
         try environment.startContainerd()
         try environment.pull(image.reference)
+        return manager
+    }
+
+    /// With `[fuse_manager] enable = true`: a container runs `round` (which writes /host/round)
+    /// again and again, each result compared with `expected`, while the snapshotter is SIGKILLed
+    /// and started again twice.
+    private func restartScenario(_ image: DataImage, expected: String, round: String, compare: String, copy: String,
+                                 extraFiles: [String] = []) throws {
+        let environment = image.environment
+        let manager = try pullWithFuseManager(image)
 
         let host = environment.directory + "/host"
         try FileManager.default.createDirectory(atPath: host, withIntermediateDirectories: true)
@@ -401,7 +404,7 @@ extension FaultTests {
             #expect(waitForRounds(before + 1), "restart \(restart): reads go on with the snapshotter dead")
             while Date().timeIntervalSince(downSince) < 1.5 { usleep(50_000) }
             let whileDown = rounds().count - before
-            try environment.startSnapshotter(config: config)
+            try environment.startSnapshotter(config: environment.directory + "/snapshotter.toml")
             duringRestarts += whileDown
             print("restart \(restart): \(whileDown) rounds read in the \(String(format: "%.1f", Date().timeIntervalSince(downSince))) s the snapshotter was down")
             #expect(environment.fuseManagerPID == manager, "the same fuse manager serves on")
