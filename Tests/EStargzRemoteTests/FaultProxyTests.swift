@@ -116,7 +116,7 @@ final class FaultProxy: @unchecked Sendable {
     }
 }
 
-@Suite(.serialized, .timeLimit(.minutes(1))) struct FaultProxyTests {
+@Suite(.serialized, .timeLimit(.minutes(3))) struct FaultProxyTests {
     static let blob = TestImages.noise(300_000, seed: 3)
 
     static func registryError(_ error: any Error) -> RegistryError? { error as? RegistryError }
