@@ -171,9 +171,11 @@ public final class RemoteLayers: LayerMounting {
             mounts.withLock { $0[directory] = mount }
             sources.withLock { $0[directory] = source }
             if let program {
-                Task.detached {
+                Task.detached { [weak self] in
                     let (layers, paths) = await program.value
-                    if layers.contains(digest) { fileSystem.readAheadProgram(atAnyOf: paths) }
+                    // Not for a layer unmounted meanwhile.
+                    guard layers.contains(digest), self?.mounts.withLock({ $0[directory] === mount }) == true else { return }
+                    fileSystem.readAheadProgram(atAnyOf: paths)
                 }
             }
         } catch {
