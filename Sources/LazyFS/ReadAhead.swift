@@ -114,12 +114,22 @@ extension LazyFileSystem {
 
     /// After a lookup by name found `number`: the first executable file (see ``ReadAhead/firstProgram``).
     func readAheadAfterLookup(_ number: UInt64) {
-        guard options.readAhead.firstProgram, !programLookedUp.load(ordering: .relaxed),
-              let inode = inode(number), inode.kind == .regular, inode.permissions & 0o111 != 0,
-              programLookedUp.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged,
-              readAheadState.withLock({ $0.programs.insert(number).inserted }) else { return }
+        guard options.readAhead.firstProgram, !programLookedUp.load(ordering: .relaxed), isExecutableFile(number),
+              programLookedUp.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged else { return }
+        readAheadProgramOnce(number, depth: 0)
+    }
+
+    /// A regular file with an execute bit.
+    private func isExecutableFile(_ number: UInt64) -> Bool {
+        guard let inode = inode(number) else { return false }
+        return inode.kind == .regular && inode.permissions & 0o111 != 0
+    }
+
+    /// The first time `number` is named as a program: all of it, then what it loads.
+    private func readAheadProgramOnce(_ number: UInt64, depth: Int) {
+        guard readAheadState.withLock({ $0.programs.insert(number).inserted }) else { return }
         readAheadWhole([number])
-        readAheadQueue.async { [self] in readAheadProgram(number, depth: 0) }
+        readAheadQueue.async { [self] in readAheadProgram(number, depth: depth) }
     }
 
     /// Before a read fetches a file's first chunk: an executable larger than one chunk (a
@@ -172,9 +182,8 @@ extension LazyFileSystem {
 
     /// A layer above (``readAheadAlso(in:)``) found `number` among what one of its programs needs.
     private func readAheadProgramFromAbove(_ number: UInt64, depth: Int) {
-        guard options.readAhead.programDependencies, readAheadState.withLock({ $0.programs.insert(number).inserted }) else { return }
-        readAheadWhole([number])
-        readAheadQueue.async { [self] in readAheadProgram(number, depth: depth) }
+        guard options.readAhead.programDependencies else { return }
+        readAheadProgramOnce(number, depth: depth)
     }
 
     /// The regular file at `path` here, or else in the first layer below that has it.
@@ -204,16 +213,9 @@ extension LazyFileSystem {
     /// the fetching goes on in the background. Does nothing when ``ReadAhead/firstProgram`` is off.
     @discardableResult
     public func readAheadProgram(atAnyOf paths: [String]) -> Bool {
-        guard options.readAhead.firstProgram else { return false }
-        let program = paths.lazy.compactMap { self.resolve($0) }.first { number in
-            guard let inode = self.inode(number) else { return false }
-            return inode.kind == .regular && inode.permissions & 0o111 != 0
-        }
-        guard let program else { return false }
-        if readAheadState.withLock({ $0.programs.insert(program).inserted }) {
-            readAheadWhole([program])
-            readAheadQueue.async { [self] in readAheadProgram(program, depth: 0) }
-        }
+        guard options.readAhead.firstProgram,
+              let program = paths.lazy.compactMap({ self.resolve($0) }).first(where: isExecutableFile) else { return false }
+        readAheadProgramOnce(program, depth: 0)
         return true
     }
 
