@@ -1,3 +1,5 @@
+import EStargzCore
+
 /// The process an image's container starts unless told otherwise: the `config` object of an image
 /// config (`application/vnd.oci.image.config.v1+json`) — Entrypoint and Cmd, Env, WorkingDir, User.
 ///
@@ -49,16 +51,10 @@ public struct ImageProcess: Sendable, Equatable, Decodable {
     /// one is taken from ``workingDir``). Empty when the config names no program.
     public var programPaths: [String] {
         guard let program = arguments.first, !program.isEmpty else { return [] }
+        // Relative to the root, as the kernel resolves it there ("" is the root itself).
         func relative(_ path: String) -> String? {
-            var parts: [Substring] = []
-            for part in path.split(separator: "/") {
-                switch part {
-                case ".": continue
-                case "..": if !parts.isEmpty { parts.removeLast() }
-                default: parts.append(part)
-                }
-            }
-            return parts.isEmpty ? nil : parts.joined(separator: "/")
+            let clean = TarPath.clean(path)
+            return clean.isEmpty ? nil : clean
         }
         if program.contains("/") {
             let directory = workingDir.flatMap { $0.isEmpty ? nil : $0 } ?? "/"
