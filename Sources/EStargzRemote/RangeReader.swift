@@ -119,6 +119,12 @@ public final class RangeReader: RandomAccessSource {
         }
         /// Background fetches waiting for the foreground to drain, by fetch.
         var deferred: [ObjectIdentifier: CheckedContinuation<Void, Never>] = [:]
+        /// The foreground is done: every deferred background fetch, to be resumed outside the lock.
+        mutating func releaseDeferred() -> [CheckedContinuation<Void, Never>] {
+            quietUntil = nil
+            defer { deferred = [:] }
+            return Array(deferred.values)
+        }
         /// Background fetches not yet sent, which a cancellation may still drop.
         var unsent: Set<ObjectIdentifier> = []
         /// Background fetches dropped before being sent.
@@ -413,9 +419,7 @@ public final class RangeReader: RandomAccessSource {
             guard let self else { return }
             let released: [CheckedContinuation<Void, Never>] = self.state.withLock { state in
                 guard state.drains == drain, state.foregroundInFlight == 0 else { return [] }
-                state.quietUntil = nil
-                defer { state.deferred = [:] }
-                return Array(state.deferred.values)
+                return state.releaseDeferred()
             }
             for waiting in released { waiting.resume() }
         }
@@ -500,8 +504,7 @@ public final class RangeReader: RandomAccessSource {
                         state.quietUntil = ContinuousClock.now + options.backgroundQuietPeriod
                         releaseAfterQuietPeriod(drain: state.drains)
                     } else {
-                        released = Array(state.deferred.values)
-                        state.deferred = [:]
+                        released = state.releaseDeferred()
                     }
                 }
             }

@@ -94,9 +94,7 @@ public actor OverlaySnapshotter {
                 continue
             }
             do {
-                var labels = mountLabels(record.labels, parent: record.parent)
-                labels[RemoteLabel.restoring] = "true"
-                try remote.mount(labels: labels, at: directory)
+                try remote.mount(labels: mountLabels(record.labels, parent: record.parent, restoring: true), at: directory)
             } catch {
                 failures.append("\(record.key): \(error)")
             }
@@ -321,13 +319,15 @@ public actor OverlaySnapshotter {
         return lowers
     }
 
-    /// What a lazy layer is mounted with: its labels, and where the layers below it are mounted
-    /// (``RemoteLabel/lowerDirectories``, for read-ahead; not stored with the snapshot).
-    private func mountLabels(_ labels: [String: String], parent: String) -> [String: String] {
+    /// What a lazy layer is mounted with: its labels, where the layers below it are mounted
+    /// (``RemoteLabel/lowerDirectories``, for read-ahead) and, when it is mounted again at a
+    /// restart, ``RemoteLabel/restoring``; neither is stored with the snapshot.
+    private func mountLabels(_ labels: [String: String], parent: String, restoring: Bool = false) -> [String: String] {
         var labels = labels
         if let lowers = try? lowerDirectories(from: parent), !lowers.isEmpty {
             labels[RemoteLabel.lowerDirectories] = lowers.joined(separator: ":")
         }
+        if restoring { labels[RemoteLabel.restoring] = "true" }
         return labels
     }
 
